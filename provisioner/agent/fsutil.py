@@ -1,0 +1,99 @@
+"""Atomic file writes and ownership/mode handling."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import stat
+import tempfile
+from typing import Any, Dict, Optional
+
+from .protocol import ResourceFailure
+
+
+def atomic_write(path: str, data: bytes, mode: Optional[int] = None) -> None:
+    """Write via a temp file in the same directory, fsync, then rename over the target."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        elif os.path.exists(path):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def observe_meta(path: str) -> Dict[str, Any]:
+    """Mode and ownership of an existing path, as strings for display."""
+    st = os.stat(path)
+    return {
+        "mode": "%04o" % stat.S_IMODE(st.st_mode),
+        "owner": _user_name(st.st_uid),
+        "group": _group_name(st.st_gid),
+    }
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def meta_changes(spec: Dict[str, Any], observed: Dict[str, Any]) -> list:  # type: ignore[type-arg]
+    """Changes for mode/owner/group where the spec sets them and they differ."""
+    from .protocol import Change
+
+    changes = []
+    for field in ("mode", "owner", "group"):
+        want = spec.get(field)
+        have = observed.get(field)
+        if want is not None and want != have:
+            changes.append(Change(field, have, want, "%s is %s, want %s" % (field, have, want)))
+    return changes
+
+
+def apply_meta(path: str, spec: Dict[str, Any]) -> None:
+    if spec.get("mode"):
+        os.chmod(path, int(spec["mode"], 8))
+    owner, group = spec.get("owner"), spec.get("group")
+    if owner or group:
+        try:
+            uid = pwd.getpwnam(owner).pw_uid if owner else -1
+            gid = grp.getgrnam(group).gr_gid if group else -1
+        except KeyError as exc:
+            raise ResourceFailure("unknown user or group on the host: %s" % exc) from None
+        try:
+            os.chown(path, uid, gid)
+        except PermissionError:
+            raise ResourceFailure(
+                "cannot chown %s to %s:%s: permission denied (set target.become: true)" % (path, owner, group)
+            ) from None

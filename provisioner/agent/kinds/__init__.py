@@ -1,0 +1,18 @@
+"""Resource kinds: each module has probe(spec, ctx), diff(spec, observed, ctx) and apply(...)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Dict
+
+from . import command, directory, envfile, file, git, pip, venv
+
+KINDS: Dict[str, ModuleType] = {
+    "directory": directory,
+    "file": file,
+    "envfile": envfile,
+    "venv": venv,
+    "pip": pip,
+    "git": git,
+    "command": command,
+}

@@ -1,0 +1,81 @@
+"""A KEY=value environment file, fully managed; secret values never leave the host in reports."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List
+
+from ..fsutil import apply_meta, atomic_write, meta_changes, observe_meta
+from ..protocol import Change, Context, ResourceFailure
+
+MASK = "***"
+
+
+def _desired(spec: Dict[str, Any]) -> Dict[str, str]:
+    values = dict(spec.get("values") or {})
+    values.update(spec.get("secret_values") or {})
+    return values
+
+
+def _parse(text: str) -> Dict[str, str]:
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or "=" not in stripped:
+            continue
+        key, _, value = stripped.partition("=")
+        values[key.strip()] = value
+    return values
+
+
+def render(values: Dict[str, str]) -> str:
+    lines = ["# Managed by provision; local edits are reported as drift and overwritten."]
+    lines += ["%s=%s" % (key, values[key]) for key in sorted(values)]
+    return "\n".join(lines) + "\n"
+
+
+def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    path = ctx.path(spec["path"])
+    if not os.path.isfile(path):
+        return {"exists": os.path.lexists(path), "is_file": False}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    observed: Dict[str, Any] = {"exists": True, "is_file": True, "values": _parse(text), "text": text}
+    observed.update(observe_meta(path))
+    return observed
+
+
+def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    secrets = set(spec.get("secret_values") or {})
+    want = _desired(spec)
+    if not observed.get("is_file"):
+        if observed.get("exists"):
+            return [Change("type", "not a regular file", "env file", "%s is not a regular file" % spec["path"])]
+        return [Change("keys", None, sorted(want), "env file does not exist", "create")]
+    have = observed["values"]
+    changes: List[Change] = []
+    for key in sorted(set(want) | set(have)):
+        shown_old = MASK if key in secrets and key in have else have.get(key)
+        shown_new = MASK if key in secrets and key in want else want.get(key)
+        if key not in have:
+            changes.append(Change("env." + key, None, shown_new, "%s is not set" % key, "create"))
+        elif key not in want:
+            changes.append(Change("env." + key, shown_old, None, "%s is not in the manifest" % key, "delete"))
+        elif have[key] != want[key]:
+            reason = "secret %s differs" % key if key in secrets else "%s differs" % key
+            changes.append(Change("env." + key, shown_old, shown_new, reason))
+    if not changes and observed["text"] != render(want):
+        changes.append(Change("layout", None, None, "file layout differs (comments, order or duplicates)"))
+    return changes + meta_changes(spec, observed)
+
+
+def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    path = ctx.path(spec["path"])
+    values = _desired(spec)
+    for key, value in values.items():
+        if "\n" in value or "\r" in value:
+            raise ResourceFailure("value of %s contains a line break; env files hold one line per key" % key)
+    mode = int(spec["mode"], 8) if spec.get("mode") else 0o600
+    atomic_write(path, render(values).encode("utf-8"), mode)
+    apply_meta(path, spec)
+

@@ -1,0 +1,169 @@
+"""A git checkout at a ref, resolved to a commit; moved HEAD, edits and untracked files are drift."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import Any, Dict, List, Optional
+
+from .. import procs
+from ..protocol import Change, Context, ResourceFailure
+
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
+
+
+def _git(path: str, *args: str) -> List[str]:
+    # safe.directory: the checkout may belong to another user than the one running the agent.
+    return ["git", "-c", "safe.directory=" + path, "-C", path, *args]
+
+
+def _out(argv: List[str]) -> Optional[str]:
+    done = procs.run(argv)
+    return done.output.strip() if done.ok else None
+
+
+def _ls_remote(repo: str, ref: str) -> Optional[str]:
+    """Commit that `ref` names on the remote (branch, tag, peeled annotated tag, or HEAD)."""
+    done = procs.run(["git", "ls-remote", "--", repo, ref, "refs/heads/" + ref, "refs/tags/" + ref,
+                      "refs/tags/" + ref + "^{}"], timeout=120)
+    if not done.ok:
+        raise ResourceFailure("cannot read refs from %s (exit %d):\n%s" % (repo, done.returncode, done.tail()))
+    refs: Dict[str, str] = {}
+    for line in done.output.splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name.strip()] = sha.strip()
+    for name in ("refs/tags/%s^{}" % ref, "refs/tags/" + ref, "refs/heads/" + ref, ref):
+        if name in refs:
+            return refs[name]
+    return None
+
+
+def resolve_ref(spec: Dict[str, Any], path: str, is_repo: bool) -> Dict[str, Any]:
+    """Commit for the spec's ref: a full sha as is; tags locally (tags do not move); branches from the remote."""
+    ref = spec.get("ref") or "HEAD"
+    if _FULL_SHA.match(ref):
+        return {"commit": ref, "how": "commit"}
+    if is_repo:
+        tag = _out(_git(path, "rev-parse", "--verify", "-q", "refs/tags/%s^{commit}" % ref))
+        if tag:
+            return {"commit": tag, "how": "tag"}
+        if _SHORT_SHA.match(ref):
+            short = _out(_git(path, "rev-parse", "--verify", "-q", "%s^{commit}" % ref))
+            if short:
+                return {"commit": short, "how": "commit"}
+    commit = _ls_remote(spec["repo"], ref)
+    if commit is None:
+        if _SHORT_SHA.match(ref):
+            return {"commit": None, "how": "short-sha", "short": ref}
+        raise ResourceFailure("ref %r not found in %s; check the tag or branch name" % (ref, spec["repo"]))
+    return {"commit": commit, "how": "remote"}
+
+
+def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    path = ctx.path(spec["path"])
+    if not os.path.lexists(path):
+        return {"exists": False, "resolved": resolve_ref(spec, path, False)}
+    is_repo = os.path.isdir(os.path.join(path, ".git"))
+    if not is_repo:
+        empty = os.path.isdir(path) and not os.listdir(path)
+        return {"exists": True, "is_repo": False, "empty": empty, "resolved": resolve_ref(spec, path, False)}
+    status = procs.run(_git(path, "status", "--porcelain=v1", "--untracked-files=normal"))
+    if not status.ok:
+        raise ResourceFailure("git status in %s failed:\n%s" % (path, status.tail()))
+    modified, untracked = [], []
+    for line in status.output.splitlines():
+        (untracked if line.startswith("??") else modified).append(line[3:])
+    return {
+        "exists": True, "is_repo": True,
+        "head": _out(_git(path, "rev-parse", "HEAD")),
+        "origin": _out(_git(path, "remote", "get-url", "origin")),
+        "modified": modified, "untracked": untracked,
+        "resolved": resolve_ref(spec, path, True),
+    }
+
+
+def _short(sha: Optional[str]) -> Optional[str]:
+    return sha[:12] if sha else sha
+
+
+def _listing(paths: List[str]) -> str:
+    shown = ", ".join(paths[:5])
+    return shown + (" and %d more" % (len(paths) - 5) if len(paths) > 5 else "")
+
+
+def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    resolved = observed["resolved"]
+    target = resolved["commit"] or resolved.get("short")
+    label = "%s (%s)" % (spec.get("ref"), _short(target)) if spec.get("ref") != target else _short(target)
+    if not observed["exists"] or (not observed["is_repo"] and observed["empty"]):
+        return [Change("checkout", None, label, "clone %s at %s" % (spec["repo"], label), "create")]
+    if not observed["is_repo"]:
+        return [Change("checkout", "not a git checkout", label, "%s exists and is not a git checkout" % spec["path"])]
+    changes = []
+    if observed["origin"] != spec["repo"]:
+        changes.append(Change("origin", observed["origin"], spec["repo"], "remote origin points elsewhere"))
+    head = observed["head"]
+    if resolved["commit"] and head != resolved["commit"] or not resolved["commit"] and not (
+            head or "").startswith(resolved.get("short", "")):
+        changes.append(Change("HEAD", _short(head), label, "HEAD is at %s, want %s" % (_short(head), label)))
+    if observed["modified"]:
+        changes.append(Change("modified", _listing(observed["modified"]), None,
+                              "local modifications: %s" % _listing(observed["modified"]), "discard"))
+    if observed["untracked"]:
+        changes.append(Change("untracked", _listing(observed["untracked"]), None,
+                              "untracked files: %s" % _listing(observed["untracked"]), "discard"))
+    return changes
+
+
+def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    path = ctx.path(spec["path"])
+    resolved = observed["resolved"]
+    target = resolved["commit"] or resolved["short"]
+    if not observed["exists"] or not observed["is_repo"]:
+        if observed["exists"] and not observed["empty"]:
+            raise ResourceFailure("%s exists and is not a git checkout; move it away first" % path)
+        _clone(spec["repo"], target, path, ctx)
+        return
+    dirty = [c for c in changes if c["field"] in ("modified", "untracked")]
+    if dirty and not (ctx.force or spec.get("force")):
+        raise ResourceFailure(
+            "%s has %s; re-run with --force to discard them (or commit them elsewhere first)"
+            % (spec["path"], " and ".join(c["reason"] for c in dirty)))
+    if any(c["field"] == "origin" for c in changes):
+        procs.check(_git(path, "remote", "set-url", "origin", spec["repo"]), "git remote set-url")
+    if not _has_commit(path, target):
+        procs.check(_git(path, "fetch", "--tags", "--force", "origin"), "git fetch in %s" % path, timeout=3600)
+        if not _has_commit(path, target):
+            procs.check(_git(path, "fetch", "origin", target), "git fetch of %s" % target, timeout=3600)
+    if dirty:
+        procs.check(_git(path, "reset", "--hard", "-q"), "git reset in %s" % path)
+        # -d but not -x: ignored files (models, caches, outputs) are the user's data, not drift.
+        procs.check(_git(path, "clean", "-fdq"), "git clean in %s" % path)
+    procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", target, "--"),
+                "git checkout of %s in %s" % (target, path))
+
+
+def _has_commit(path: str, commit: str) -> bool:
+    return procs.run(_git(path, "cat-file", "-e", commit + "^{commit}")).ok
+
+
+def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
+    """Clone into a staging folder beside the target and rename it in place once checked out."""
+    staging = path + ".provision-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        procs.check(["git", "clone", "-q", "--no-checkout", "--", repo, staging], "git clone of %s" % repo,
+                    timeout=3600, stream=ctx.verbose)
+        if not _has_commit(staging, commit):
+            procs.check(_git(staging, "fetch", "-q", "origin", commit), "git fetch of %s" % commit, timeout=3600)
+        procs.check(_git(staging, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit, "--"),
+                    "git checkout of %s" % commit)
+        if os.path.isdir(path):
+            os.rmdir(path)  # an empty placeholder directory
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,115 @@
+"""Exact package pins in a venv, with optional required origin (wheel URL + sha256)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Tuple
+
+from .. import procs
+from ..distributions import installed, normalize
+from ..protocol import Change, Context, ResourceFailure
+
+
+def _packages(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each pin as {name, extras, version, url, sha256}."""
+    out = []
+    for item in spec["packages"]:
+        entry = item if isinstance(item, dict) else {"requirement": item}
+        requirement = entry["requirement"]
+        name_part, _, version = requirement.partition("==")
+        name, _, extras = name_part.partition("[")
+        out.append({
+            "name": name.strip(), "extras": extras.rstrip("]"), "version": version.strip(),
+            "url": entry.get("url"), "sha256": entry.get("sha256"),
+        })
+    return out
+
+
+def _python(spec: Dict[str, Any], ctx: Context) -> Tuple[str, str]:
+    venv = ctx.path(spec["venv"])
+    return venv, os.path.join(venv, "bin", "python")
+
+
+def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    venv, python = _python(spec, ctx)
+    if not os.path.exists(python):
+        return {"venv": False, "installed": {}}
+    wanted = {normalize(p["name"]) for p in _packages(spec)}
+    dists = installed(venv)
+    return {"venv": True, "installed": {k: v for k, v in dists.items() if k in wanted}}
+
+
+def _same_version(have: str, want: str) -> bool:
+    return have.lower().lstrip("v") == want.lower().lstrip("v")
+
+
+def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    changes: List[Change] = []
+    for pkg in _packages(spec):
+        key = normalize(pkg["name"])
+        have = observed["installed"].get(key)
+        want = pkg["version"]
+        field = "package." + pkg["name"]
+        if have is None:
+            reason = "not installed" if observed["venv"] else "venv %s does not exist yet" % spec["venv"]
+            changes.append(Change(field, None, want, reason, "create"))
+            continue
+        if not _same_version(have["version"], want):
+            changes.append(Change(field, have["version"], want, "installed version %s, pinned %s" % (have["version"], want)))
+            continue
+        foreign = _foreign_reason(pkg, have)
+        if foreign:
+            changes.append(Change(field, "%s (%s)" % (have["version"], _origin(have)), want, foreign))
+    return changes
+
+
+def _origin(dist: Dict[str, Any]) -> str:
+    return dist.get("url") or "a package index"
+
+
+def _foreign_reason(pkg: Dict[str, Any], have: Dict[str, Any]) -> str:
+    """Why an installed distribution of the right name and version is still not the one pinned."""
+    if pkg["url"] and have.get("url") != pkg["url"]:
+        return "foreign package of the same name: installed from %s, want %s" % (_origin(have), pkg["url"])
+    if pkg["sha256"] and have.get("sha256") != pkg["sha256"]:
+        return "foreign package of the same name: sha256 %s, want %s" % (
+            (have.get("sha256") or "unrecorded")[:12], pkg["sha256"][:12])
+    return ""
+
+
+def _requirement(pkg: Dict[str, Any]) -> str:
+    name = pkg["name"] + ("[%s]" % pkg["extras"] if pkg["extras"] else "")
+    if pkg["url"]:
+        fragment = "#sha256=" + pkg["sha256"] if pkg["sha256"] else ""
+        return "%s @ %s%s" % (name, pkg["url"], fragment)
+    return "%s==%s" % (name, pkg["version"])
+
+
+def _index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
+    args: List[str] = []
+    if spec.get("index_url"):
+        args += ["--index-url", spec["index_url"]]
+    for url in spec.get("extra_index_urls") or []:
+        args += ["--extra-index-url", url]
+    for link in spec.get("find_links") or []:
+        args += ["--find-links", link if "://" in link else ctx.path(link)]
+    if spec.get("no_deps"):
+        args.append("--no-deps")
+    return args
+
+
+def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    venv, python = _python(spec, ctx)
+    if not os.path.exists(python):
+        raise ResourceFailure("venv %s does not exist; declare a venv resource before this pip resource" % spec["venv"])
+    changed = {c["field"][len("package."):] for c in changes}
+    todo = [p for p in _packages(spec) if p["name"] in changed]
+    base = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    foreign = [p["name"] for p in todo if normalize(p["name"]) in observed["installed"]
+               and _same_version(observed["installed"][normalize(p["name"])]["version"], p["version"])]
+    if foreign:
+        # Same name and version but the wrong origin: pip would call it satisfied, so remove it first.
+        procs.check([*base, "uninstall", "-y", *foreign], "pip uninstall of foreign %s" % ", ".join(foreign))
+    argv = [*base, "install", *_index_args(spec, ctx), *[_requirement(p) for p in todo]]
+    procs.check(argv, "pip install of %s" % ", ".join(p["name"] for p in todo), stream=ctx.verbose,
+                env={"PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"})

@@ -1,0 +1,175 @@
+"""Agent entry point: dispatch one request ('facts', 'probe', 'apply', 'generations')."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Dict, List
+
+from . import facts, procs, state
+from .kinds import KINDS
+from .protocol import Change, Context, ResourceFailure, emit
+
+PROTOCOL_VERSION = 1
+
+
+def serve(request: Dict[str, Any]) -> int:
+    """Handle one request; the last line written is a 'result' or an 'error' event."""
+    try:
+        if request.get("protocol") != PROTOCOL_VERSION:
+            raise ResourceFailure("controller speaks protocol %r, agent speaks %d" % (
+                request.get("protocol"), PROTOCOL_VERSION))
+        op = request.get("op")
+        handler = {"facts": _facts, "probe": _probe, "apply": _apply, "generations": _generations}.get(op or "")
+        if handler is None:
+            raise ResourceFailure("unknown operation %r" % op)
+        emit("result", result=handler(request))
+        return 0
+    except ResourceFailure as exc:
+        emit("error", error=str(exc), kind="failure")
+        return 1
+    except Exception:  # a bug in the agent: send the traceback so it can be reported
+        emit("error", error=traceback.format_exc(), kind="bug")
+        return 1
+
+
+def _context(request: Dict[str, Any]) -> Context:
+    return Context(request["root"], request.get("options"))
+
+
+def _facts(request: Dict[str, Any]) -> Dict[str, Any]:
+    return facts.gather(request)
+
+
+def _generations(request: Dict[str, Any]) -> Dict[str, Any]:
+    ctx = _context(request)
+    numbers = state.list_generations(ctx.state_dir())
+    wanted = request.get("numbers") or numbers[-20:]
+    return {"generations": [state.read(ctx.state_dir(), n) for n in wanted if n in numbers]}
+
+
+def classify(resource: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], previous: Dict[str, str]) -> str:
+    """ok / create / drifted / change: drifted means the host moved away from what was applied."""
+    if not changes:
+        return "ok"
+    if all(c["action"] == "create" for c in changes):
+        return "create"
+    if previous.get(resource["id"]) == resource["digest"]:
+        return "drifted"
+    return "change"
+
+
+def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str]) -> Dict[str, Any]:
+    kind = KINDS[resource["kind"]]
+    spec = resource["spec"]
+    try:
+        observed = kind.probe(spec, ctx)
+        changes = kind.diff(spec, observed, ctx)
+    except ResourceFailure as exc:
+        return {"id": resource["id"], "status": "error", "changes": [], "error": str(exc), "observed": None}
+    return {
+        "id": resource["id"], "status": classify(resource, observed, changes, previous),
+        "changes": [dict(c) for c in changes], "observed": observed,
+    }
+
+
+def _probe_all(request: Dict[str, Any], ctx: Context) -> List[Dict[str, Any]]:
+    previous = state.converged_digests(ctx.state_dir())
+    return [_probe_one(resource, ctx, previous) for resource in request["resources"]]
+
+
+def _public(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    # Observed state can hold host values (env file contents): keep it on the host.
+    return [{k: v for k, v in r.items() if k != "observed"} for r in results]
+
+
+def _probe(request: Dict[str, Any]) -> Dict[str, Any]:
+    ctx = _context(request)
+    return {"resources": _public(_probe_all(request, ctx)), "root": ctx.root}
+
+
+def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
+    ctx = _context(request)
+    started = time.time()
+    probed = _probe_all(request, ctx)
+    by_id = {r["id"]: r for r in request["resources"]}
+    outcomes: List[Dict[str, Any]] = []
+    notified: List[str] = []
+    failed = False
+    for result in probed:
+        resource = by_id[result["id"]]
+        if failed:
+            outcomes.append(dict(_strip(result), outcome="skipped"))
+            continue
+        if result["status"] == "error":
+            failed = True
+            outcomes.append(dict(_strip(result), outcome="failed"))
+            continue
+        if result["status"] == "ok":
+            outcomes.append(dict(_strip(result), outcome="ok"))
+            continue
+        emit("progress", id=result["id"], phase="applying", changes=result["changes"])
+        step_started = time.time()
+        try:
+            KINDS[resource["kind"]].apply(resource["spec"], result["observed"], result["changes"], ctx)
+        except ResourceFailure as exc:
+            failed = True
+            outcomes.append(dict(_strip(result), outcome="failed", error=str(exc)))
+            emit("progress", id=result["id"], phase="failed", error=str(exc))
+            continue
+        seconds = round(time.time() - step_started, 3)
+        outcomes.append(dict(_strip(result), outcome="changed", seconds=seconds))
+        emit("progress", id=result["id"], phase="changed", seconds=seconds)
+        for handler in resource.get("notify") or []:
+            if handler not in notified:
+                notified.append(handler)
+    handlers_run = [] if failed else _run_handlers(request, notified, ctx)
+    if any(h.get("error") for h in handlers_run):
+        failed = True
+    reprobe = [] if failed else _public(_probe_all(request, ctx))
+    unconverged = [r for r in reprobe if r["status"] != "ok"]
+    changed = any(o["outcome"] == "changed" for o in outcomes)
+    record = {
+        "time": started, "seconds": round(time.time() - started, 3),
+        "manifest": request.get("manifest", {}), "status": "failed" if failed or unconverged else "ok",
+        "resources": [{"id": r["id"], "kind": r["kind"], "digest": r["digest"], "spec": r.get("record_spec")}
+                      for r in request["resources"]],
+        "changes": [o for o in outcomes if o["outcome"] != "ok"],
+        "handlers": handlers_run,
+        "converged": _converged(request, outcomes, unconverged, ctx),
+    }
+    generation = state.write(ctx.state_dir(), record) if changed or failed or unconverged else None
+    return {"resources": outcomes, "handlers": handlers_run, "reprobe": reprobe, "generation": generation,
+            "failed": failed, "root": ctx.root}
+
+
+def _strip(result: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "observed"}
+
+
+def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconverged: List[Dict[str, Any]],
+               ctx: Context) -> Dict[str, str]:
+    """Digests of the resources now in their desired state, carried over from earlier generations."""
+    digests = state.converged_digests(ctx.state_dir())
+    bad = {r["id"] for r in unconverged} | {o["id"] for o in outcomes if o["outcome"] in ("failed", "skipped")}
+    for resource in request["resources"]:
+        if resource["id"] not in bad:
+            digests[resource["id"]] = resource["digest"]
+    return digests
+
+
+def _run_handlers(request: Dict[str, Any], notified: List[str], ctx: Context) -> List[Dict[str, Any]]:
+    handlers = request.get("handlers") or {}
+    ran: List[Dict[str, Any]] = []
+    for name in handlers:
+        if name not in notified:
+            continue
+        spec = handlers[name]
+        cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
+        emit("progress", id="handler:" + name, phase="applying", changes=[])
+        done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)
+        entry: Dict[str, Any] = {"name": name, "exit": done.returncode}
+        if not done.ok:
+            entry["error"] = "handler %s failed (exit %d):\n%s" % (name, done.returncode, done.tail())
+        ran.append(entry)
+    return ran

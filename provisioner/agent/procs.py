@@ -1,0 +1,69 @@
+"""Running programs on the host: always an argv list, never a shell string."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Dict, List, Optional, Sequence
+
+from .protocol import ResourceFailure, log
+
+OUTPUT_TAIL_LINES = 30
+
+
+class Completed:
+    def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.output = output
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self) -> str:
+        return "\n".join(self.output.splitlines()[-OUTPUT_TAIL_LINES:])
+
+
+def run(
+    argv: Sequence[str],
+    cwd: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+    timeout: Optional[float] = None,
+    stream: bool = False,
+) -> Completed:
+    """Run `argv`, capturing stdout+stderr; with `stream`, forward each line as a log event."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    try:
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+    except FileNotFoundError:
+        return Completed(argv, 127, "%s: command not found" % argv[0])
+    except PermissionError as exc:
+        return Completed(argv, 126, "%s: %s" % (argv[0], exc))
+    lines: List[str] = []
+    assert proc.stdout is not None
+    try:
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            lines.append(line)
+            if stream:
+                log(line)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ResourceFailure("%s timed out after %ss" % (argv[0], timeout)) from None
+    return Completed(argv, proc.returncode, "\n".join(lines))
+
+
+def check(argv: Sequence[str], what: str, **kwargs) -> Completed:  # type: ignore[no-untyped-def]
+    """Run and raise a ResourceFailure naming `what` and the output tail when it fails."""
+    done = run(argv, **kwargs)
+    if not done.ok:
+        raise ResourceFailure("%s failed (exit %d):\n%s" % (what, done.returncode, done.tail()))
+    return done

@@ -1,0 +1,70 @@
+"""Event output and the per-call context shared by every resource kind."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from typing import Any, Dict, List, Optional
+
+_write_lock = threading.Lock()
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one JSON line event to stdout, flushed so the controller can stream it."""
+    fields["event"] = event
+    line = json.dumps(fields, sort_keys=True, default=str)
+    with _write_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def log(message: str) -> None:
+    emit("log", message=message)
+
+
+class ResourceFailure(Exception):
+    """A resource could not be probed or applied; the message is shown to the user as is."""
+
+
+class Change(dict):  # type: ignore[type-arg]
+    """One difference between desired and observed state, with a human reason."""
+
+    def __init__(self, field: str, old: Any, new: Any, reason: str, action: str = "update") -> None:
+        super().__init__(field=field, old=old, new=new, reason=reason, action=action)
+
+
+class Context:
+    """What every probe/apply needs: the target root and the run's options."""
+
+    def __init__(self, root: str, options: Optional[Dict[str, Any]] = None) -> None:
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.options = options or {}
+        self.force = bool(self.options.get("force"))
+        self.deep = bool(self.options.get("deep"))
+        self.verbose = bool(self.options.get("verbose"))
+        self.interpreter_cache: Dict[str, Any] = {}
+
+    def path(self, relative: str) -> str:
+        """Absolute path of `relative` under the root; refuses anything that resolves outside it."""
+        parts = relative.split("/")
+        if relative.startswith("/") or ".." in parts:
+            raise ResourceFailure("path %r escapes the target root %s" % (relative, self.root))
+        full = os.path.normpath(os.path.join(self.root, relative))
+        real_root = os.path.realpath(self.root)
+        # Follow symlinks on the longest existing prefix: a link must not lead out of the root.
+        probe = full
+        while not os.path.lexists(probe) and probe != self.root:
+            probe = os.path.dirname(probe)
+        real = os.path.realpath(probe)
+        if real != real_root and not real.startswith(real_root + os.sep):
+            raise ResourceFailure("path %r resolves to %s, outside the target root %s" % (relative, real, self.root))
+        return full
+
+    def state_dir(self) -> str:
+        return os.path.join(self.root, ".provision")
+
+
+def changes_list(changes: List[Change]) -> List[Dict[str, Any]]:
+    return [dict(c) for c in changes]

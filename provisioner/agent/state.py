@@ -1,0 +1,51 @@
+"""Generations: one JSON record per apply that changed something, under <root>/.provision/."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from .fsutil import atomic_write
+
+GENERATIONS = "generations"
+
+
+def _dir(state_dir: str) -> str:
+    return os.path.join(state_dir, GENERATIONS)
+
+
+def list_generations(state_dir: str) -> List[int]:
+    try:
+        names = os.listdir(_dir(state_dir))
+    except OSError:
+        return []
+    return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+
+def read(state_dir: str, number: int) -> Optional[Dict[str, Any]]:
+    try:
+        with open(os.path.join(_dir(state_dir), "%06d.json" % number), encoding="utf-8") as handle:
+            return json.load(handle)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def latest(state_dir: str) -> Optional[Dict[str, Any]]:
+    numbers = list_generations(state_dir)
+    return read(state_dir, numbers[-1]) if numbers else None
+
+
+def converged_digests(state_dir: str) -> Dict[str, str]:
+    """Resource id -> spec digest as of the last recorded apply that converged it."""
+    record = latest(state_dir)
+    return dict(record.get("converged", {})) if record else {}
+
+
+def write(state_dir: str, record: Dict[str, Any]) -> int:
+    numbers = list_generations(state_dir)
+    number = (numbers[-1] + 1) if numbers else 1
+    record = dict(record, generation=number)
+    data = json.dumps(record, indent=2, sort_keys=True).encode("utf-8")
+    atomic_write(os.path.join(_dir(state_dir), "%06d.json" % number), data, 0o600)
+    return number

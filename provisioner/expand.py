@@ -1,0 +1,140 @@
+"""Expand a manifest (plus its roles) into the concrete resources and handlers sent to the agent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from provisioner.errors import ProvisionError, RoleError
+from provisioner.manifest.loader import LoadedManifest
+from provisioner.manifest.model import HandlerSpec
+from provisioner.resources.specs import EnvFileSpec, FileSpec, ResourceSpec, resource_id
+from provisioner.roles import expand_roles, ordered_roles, role_search_path
+from provisioner.templating import TemplateRenderer, package_templates_dir
+
+_resource_adapter: TypeAdapter[ResourceSpec] = TypeAdapter(ResourceSpec)
+
+MASK = "***"
+
+
+@dataclass
+class HostResource:
+    """One resource as the agent receives it."""
+
+    id: str
+    kind: str
+    origin: str
+    spec: dict[str, Any]
+    record_spec: dict[str, Any]
+    digest: str
+    notify: list[str]
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "spec": self.spec, "record_spec": self.record_spec,
+                "digest": self.digest, "notify": self.notify}
+
+
+@dataclass
+class Expansion:
+    resources: list[HostResource] = field(default_factory=list)
+    handlers: dict[str, HandlerSpec] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "resources": [r.payload() for r in self.resources],
+            "handlers": {name: h.model_dump(mode="json") for name, h in self.handlers.items()},
+        }
+
+
+def base_context(loaded: LoadedManifest, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Variables every role and template sees: the manifest's sections by name, plus `manifest`."""
+    data = loaded.manifest.model_dump(mode="json", exclude={"resources", "handlers", "vars", "roles", "role_paths"})
+    return {**data, "manifest": data, **(extra or {})}
+
+
+def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
+           extra_context: dict[str, Any] | None = None) -> Expansion:
+    """Roles first (in order), then the manifest's own resources, which replace role ones with the same id."""
+    manifest = loaded.manifest
+    environ = dict(os.environ) if environ is None else environ
+    context = base_context(loaded, extra_context)
+    roles = ordered_roles(list(manifest.roles), role_search_path(loaded))
+    expanded = expand_roles(roles, manifest.vars, context)
+    variables = {**expanded.defaults, **manifest.vars}
+    template_context = {**context, **variables, "vars": variables}
+    renderer = TemplateRenderer([loaded.directory / "templates", package_templates_dir()])
+
+    specs: dict[str, tuple[str, Any]] = {}
+    for role_name, raw in expanded.resources:
+        spec = _validate_role_resource(raw, role_name, roles)
+        rid = resource_id(spec)
+        if rid in specs:
+            raise RoleError(f"resource {rid} is declared by both role {specs[rid][0]!r} and role {role_name!r}")
+        specs[rid] = (f"role {role_name}", spec)
+    for spec in manifest.resources:
+        specs[resource_id(spec)] = ("manifest", spec)
+
+    handlers = {**expanded.handlers, **manifest.handlers}
+    out = Expansion(handlers=handlers)
+    for rid, (origin, spec) in specs.items():
+        for handler in spec.notify:
+            if handler not in handlers:
+                raise ProvisionError(
+                    f"{loaded.path}: resource {rid} notifies unknown handler {handler!r}; "
+                    f"define it under handlers: (known: {', '.join(sorted(handlers)) or 'none'})"
+                )
+        out.resources.append(_host_resource(rid, origin, spec, renderer, template_context, environ, out.secrets))
+    return out
+
+
+def _validate_role_resource(raw: dict[str, Any], role_name: str, roles: list[Any]) -> Any:
+    try:
+        return _resource_adapter.validate_python(raw)
+    except ValidationError as exc:
+        path = next(r.path for r in roles if r.name == role_name)
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise RoleError(f"{path}: a rendered resource is invalid: {details}") from None
+
+
+def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer, context: dict[str, Any],
+                   environ: dict[str, str], secrets: list[str]) -> HostResource:
+    data = spec.model_dump(mode="json", exclude={"notify"})
+    record = dict(data)
+    if isinstance(spec, FileSpec):
+        if spec.template is not None:
+            data["content"] = renderer.render(spec.template, {**context, **spec.vars})
+        data.pop("template")
+        data.pop("vars")
+        record = {k: v for k, v in data.items() if k != "content"}
+        record["sha256"] = hashlib.sha256(data["content"].encode("utf-8")).hexdigest()
+    if isinstance(spec, EnvFileSpec):
+        data["secret_values"] = _read_secrets(rid, spec, environ)
+        secrets.extend(v for v in data["secret_values"].values() if v)
+        data.pop("secrets")
+        record["secrets"] = {key: MASK for key in data["secret_values"]}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
+    return HostResource(rid, data["kind"], origin, data, record, digest, list(spec.notify))
+
+
+def _read_secrets(rid: str, spec: EnvFileSpec, environ: dict[str, str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, source in spec.secrets.items():
+        value = environ.get(source.from_env)
+        if value is None:
+            if source.optional:
+                continue
+            raise ProvisionError(
+                f"{rid}: secret {key} reads ${source.from_env}, which is not set on the controller; "
+                f"export it (it is sent to the host on stdin, never in argv or logs) or mark it optional: true"
+            )
+        values[key] = value
+    return values
+

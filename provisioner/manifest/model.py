@@ -1,0 +1,232 @@
+"""The manifest: a host's desired ComfyUI + Nunchaku state, as pydantic models (its JSON Schema too)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from provisioner.manifest.values import (
+    AbsolutePath,
+    EnvKey,
+    GitRef,
+    Name,
+    RelativePath,
+    Url,
+    check_absolute_path,
+    check_name,
+)
+from provisioner.resources.specs import ResourceSpec, SecretFromEnv
+
+AUTO = "auto"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+_CONNECTION = re.compile(r"^(local|ssh://[^\s]+|docker://[A-Za-z0-9][A-Za-z0-9_.-]*|docker-image://[^\s]+)$")
+
+
+class Target(Strict):
+    """Where the manifest is applied and under which root directory everything lands."""
+
+    connection: str = Field(
+        default="local",
+        description="'local', 'ssh://[user@]host[:port]' or an ~/.ssh/config alias as 'ssh://alias', "
+        "'docker://CONTAINER', or 'docker-image://IMAGE' (build: provision then commit as `commit_tag`).",
+    )
+    root: str = Field(
+        default=".provision-root",
+        description="Target root on the host; every resource path is relative to it. A relative root is "
+        "resolved against the working directory of the local transport or the login directory remotely.",
+    )
+    python: str = Field(default="python3", description="Interpreter that runs the host agent (>= 3.8).")
+    user: Name | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    identity_file: str | None = None
+    become: bool = Field(default=False, description="Run the agent through sudo.")
+    become_password_env: EnvKey | None = Field(
+        default=None, description="Environment variable on the controller holding the sudo password."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0)
+    command_timeout: float = Field(default=3600.0, gt=0)
+    commit_tag: str | None = Field(default=None, description="Image tag committed after a docker-image:// apply.")
+
+    @field_validator("connection")
+    @classmethod
+    def _connection(cls, value: str) -> str:
+        if not _CONNECTION.match(value) or any(ch in value for ch in ";|&$`<>'\"\\"):
+            raise ValueError(
+                f"{value!r} is not a connection: use 'local', 'ssh://user@host:port', "
+                "'docker://CONTAINER' or 'docker-image://IMAGE'"
+            )
+        return value
+
+    @field_validator("root", "python")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return check_absolute_path(value)
+
+
+class GpuSpec(Strict):
+    arch: str = Field(default=AUTO, pattern=r"^(auto|none|sm_[0-9]{2,3}a?)$", description="e.g. sm_86, or auto.")
+    index: int = Field(default=0, ge=0, description="CUDA device index the service and checks use.")
+    min_vram_gb: float | None = Field(default=None, gt=0)
+    allow_cpu: bool = Field(default=False, description="Allow a CPU-only install on hosts without a GPU.")
+
+
+class CudaSpec(Strict):
+    version: str = Field(default=AUTO, pattern=r"^(auto|cpu|[0-9]+\.[0-9]+)$", description="torch CUDA build.")
+    min_driver: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)*$")
+
+
+class PythonSpec(Strict):
+    version: str = Field(default="3.12", pattern=r"^3\.[0-9]+$")
+    interpreter: AbsolutePath | None = Field(default=None, description="Use this interpreter for the venv.")
+    venv: RelativePath = "venv"
+    adopt: AbsolutePath | None = Field(
+        default=None, description="Adopt an existing venv (absolute path) instead of creating one."
+    )
+
+
+class TorchSpec(Strict):
+    version: str = Field(default=AUTO, pattern=r"^(auto|[0-9]+\.[0-9]+(\.[0-9]+)?|[<>=!~][^;|&$`]*)$")
+    index_url: Url | None = None
+    packages: list[Name] = Field(default_factory=lambda: ["torch", "torchvision", "torchaudio"])
+
+
+class NunchakuSpec(Strict):
+    enabled: bool = True
+    version: str = Field(default=AUTO, pattern=r"^(auto|[0-9][0-9A-Za-z.+]*|[<>=!~][^;|&$`]*)$")
+    precision: Literal["auto", "int4", "fp4"] = AUTO
+    wheel_url: Url | None = Field(default=None, description="Override the resolved wheel URL.")
+    wheel_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    allow_nightly_torch_builds: bool = False
+
+
+class PluginSpec(Strict):
+    name: Name
+    repo: Url
+    ref: GitRef = AUTO
+    requirements: bool = Field(default=True, description="Install the plugin's requirements.txt.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Plugin defaults, e.g. cpu_offload.")
+
+
+class ComfyUISpec(Strict):
+    repo: Url = "https://github.com/comfyanonymous/ComfyUI"
+    ref: GitRef = AUTO
+    path: RelativePath = "ComfyUI"
+    plugins: list[PluginSpec] = Field(default_factory=list)
+    models_root: RelativePath | None = Field(
+        default=None, description="Shared models root, wired in through extra_model_paths.yaml."
+    )
+
+
+MODEL_FOLDERS = (
+    "checkpoints", "clip", "clip_vision", "controlnet", "diffusion_models", "embeddings", "loras",
+    "text_encoders", "unet", "upscale_models", "vae", "style_models",
+)
+
+
+class ModelSpec(Strict):
+    """One model file; `{precision}` and `{rank}` in names are filled in by the resolver."""
+
+    repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    file: str = Field(pattern=r"^[A-Za-z0-9{}_.-][A-Za-z0-9{}_./-]*$")
+    revision: GitRef = "main"
+    url: Url | None = None
+    folder: str = Field(default="diffusion_models")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(default=None, ge=0)
+    rank: int | None = Field(default=None, ge=1)
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if value not in MODEL_FOLDERS:
+            raise ValueError(f"unknown ComfyUI model folder {value!r}; one of: {', '.join(MODEL_FOLDERS)}")
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        if ".." in value.split("/"):
+            raise ValueError("model file names must not contain '..' segments")
+        return value
+
+
+class ServiceSpec(Strict):
+    enabled: bool = True
+    manager: Literal["auto", "systemd", "process", "container"] = AUTO
+    listen: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Za-z.:-]+$")
+    port: int = Field(default=8188, ge=1, le=65535)
+    extra_args: list[str] = Field(default_factory=list)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _args(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if not re.match(r"^[A-Za-z0-9=_.,:/+-]+$", arg):
+                raise ValueError(f"service argument {arg!r} may use only letters, digits and = _ . , : / + -")
+        return args
+
+
+class ChecksSpec(Strict):
+    gpu: bool = True
+    kernels: bool = True
+    smoke: bool = True
+    nodes: list[Name] = Field(default_factory=list, description="ComfyUI node classes that must be registered.")
+    min_bf16_tflops: float | None = Field(default=None, gt=0)
+    min_speedup: float | None = Field(default=None, gt=0)
+    workflow: RelativePath | None = None
+
+
+class HandlerSpec(Strict):
+    """A command run once at the end of an apply when a resource that notifies it changed."""
+
+    argv: list[str] = Field(min_length=1)
+    cwd: RelativePath | None = None
+    env: dict[EnvKey, str] = Field(default_factory=dict)
+
+
+class Manifest(Strict):
+    """Desired state of one host."""
+
+    name: Name
+    description: str = ""
+    extends: str | list[str] | None = Field(
+        default=None, description="Base manifest(s), relative to this file, deep-merged under this one."
+    )
+    target: Target = Field(default_factory=Target)
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    cuda: CudaSpec = Field(default_factory=CudaSpec)
+    python: PythonSpec = Field(default_factory=PythonSpec)
+    torch: TorchSpec = Field(default_factory=TorchSpec)
+    nunchaku: NunchakuSpec = Field(default_factory=NunchakuSpec)
+    comfyui: ComfyUISpec | None = None
+    models: list[ModelSpec] = Field(default_factory=list)
+    env: dict[EnvKey, str] = Field(default_factory=dict)
+    secrets: dict[EnvKey, SecretFromEnv] = Field(default_factory=dict)
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    checks: ChecksSpec = Field(default_factory=ChecksSpec)
+    roles: list[Name] = Field(default_factory=list, description="Roles (resource lists) to expand, in order.")
+    role_paths: list[str] = Field(default_factory=list, description="Extra role directories, relative to this file.")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Variables for roles and templates.")
+    resources: list[ResourceSpec] = Field(
+        default_factory=list, description="Extra resources; one with the same id as a role's replaces it."
+    )
+    handlers: dict[Name, HandlerSpec] = Field(default_factory=dict)
+
+    @field_validator("role_paths")
+    @classmethod
+    def _role_paths(cls, paths: list[str]) -> list[str]:
+        return [check_absolute_path(p) for p in paths]
+
+    @field_validator("vars")
+    @classmethod
+    def _var_names(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for key in values:
+            check_name(key)
+        return values

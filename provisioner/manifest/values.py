@@ -1,0 +1,109 @@
+"""Constrained string types for manifest values that reach the host (paths, refs, names, URLs).
+
+Values travel to the host as JSON and are passed to programs as argv items, never through a
+shell; these checks still refuse the values that can only be a mistake or an attack, so the
+error surfaces at validation time with the field's location instead of on the host.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
+
+SHELL_METACHARACTERS = set(";|&$`<>\\\"'*?!{}()\n\r\t\0")
+
+
+def _no_metacharacters(value: str, what: str) -> None:
+    bad = sorted({ch for ch in value if ch in SHELL_METACHARACTERS})
+    if bad:
+        shown = " ".join(repr(ch) for ch in bad)
+        raise ValueError(f"{what} must not contain shell metacharacters ({shown}); got {value!r}")
+
+
+def check_relative_path(value: str) -> str:
+    """A path relative to the host's target root that cannot escape it."""
+    if not value:
+        raise ValueError("path must not be empty")
+    _no_metacharacters(value, "path")
+    if value.startswith("/") or value.startswith("~"):
+        raise ValueError(
+            f"path {value!r} must be relative to the target root (drop the leading '/' or '~'); "
+            "set target.root to move the root itself"
+        )
+    if ".." in value.split("/"):
+        raise ValueError(f"path {value!r} must not contain '..' segments: paths stay inside the target root")
+    return value
+
+
+def check_absolute_path(value: str) -> str:
+    """An absolute path on the host (target root, interpreter), without '..' segments."""
+    _no_metacharacters(value, "path")
+    if ".." in value.split("/"):
+        raise ValueError(f"path {value!r} must not contain '..' segments")
+    return value
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"name {value!r} may use only letters, digits, '.', '_' and '-', and must start with a letter or digit"
+        )
+    return value
+
+
+_GIT_REF_FORBIDDEN = re.compile(r"(\.\.|@\{|//|^/|/$|\.lock$|^-|[\x00-\x20~^:?*\[\\])")
+
+
+def check_git_ref(value: str) -> str:
+    _no_metacharacters(value, "git ref")
+    if not value or _GIT_REF_FORBIDDEN.search(value):
+        raise ValueError(f"{value!r} is not a valid git ref (a tag, branch or commit such as 'v1.0.2')")
+    return value
+
+
+_REQUIREMENT = re.compile(
+    r"^(?P<name>[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)"
+    r"(\[[A-Za-z0-9._,-]+\])?"
+    r"(==(?P<version>[A-Za-z0-9.+!_-]+))?$"
+)
+
+
+def check_pinned_requirement(value: str) -> str:
+    """`name==version` (exact pin), optionally with extras; the version may carry a local label."""
+    match = _REQUIREMENT.match(value.strip())
+    if not match or not match.group("version"):
+        raise ValueError(
+            f"{value!r} is not an exact pin: write it as 'name==version' (for example 'tqdm==4.66.4')"
+        )
+    return value.strip()
+
+
+def check_url(value: str) -> str:
+    _no_metacharacters(value, "URL")
+    if " " in value:
+        raise ValueError(f"URL {value!r} must not contain spaces")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https", "file", "ssh", "git"} and not re.match(r"^[\w.-]+@[\w.-]+:", value):
+        raise ValueError(f"{value!r} is not a URL with a scheme such as https:// or file://")
+    return value
+
+
+def check_env_key(value: str) -> str:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+        raise ValueError(f"{value!r} is not a valid environment variable name (letters, digits, '_')")
+    return value
+
+
+RelativePath = Annotated[str, AfterValidator(check_relative_path)]
+AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]
+Name = Annotated[str, AfterValidator(check_name)]
+GitRef = Annotated[str, AfterValidator(check_git_ref)]
+PinnedRequirement = Annotated[str, AfterValidator(check_pinned_requirement)]
+Url = Annotated[str, AfterValidator(check_url)]
+EnvKey = Annotated[str, AfterValidator(check_env_key)]

@@ -1,0 +1,27 @@
+"""Desired-state resource specs (controller side); their probe/diff/apply logic lives in the host agent."""
+
+from provisioner.resources.specs import (
+    RESOURCE_KINDS,
+    CommandSpec,
+    DirectorySpec,
+    EnvFileSpec,
+    FileSpec,
+    GitSpec,
+    PipSpec,
+    ResourceSpec,
+    VenvSpec,
+    resource_id,
+)
+
+__all__ = [
+    "RESOURCE_KINDS",
+    "CommandSpec",
+    "DirectorySpec",
+    "EnvFileSpec",
+    "FileSpec",
+    "GitSpec",
+    "PipSpec",
+    "ResourceSpec",
+    "VenvSpec",
+    "resource_id",
+]

@@ -1,0 +1,201 @@
+"""Pydantic models of every resource kind a manifest or role can declare."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from provisioner.manifest.values import (
+    EnvKey,
+    GitRef,
+    Name,
+    PinnedRequirement,
+    RelativePath,
+    Url,
+)
+
+_MODE = re.compile(r"^0?[0-7]{3,4}$")
+
+
+def _check_mode(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _MODE.match(value):
+        raise ValueError(f"mode {value!r} must be an octal string such as '0755' (quote it in YAML)")
+    return value.zfill(4)
+
+
+class ResourceBase(BaseModel):
+    """Fields every resource shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notify: list[Name] = Field(default_factory=list, description="Handlers to run once if this resource changed.")
+
+    def key(self) -> str:
+        raise NotImplementedError
+
+
+class DirectorySpec(ResourceBase):
+    kind: Literal["directory"] = "directory"
+    path: RelativePath
+    mode: str | None = Field(default=None, description="Octal mode, e.g. '0755'.")
+    owner: Name | None = None
+    group: Name | None = None
+
+    _mode = field_validator("mode")(_check_mode)
+
+    def key(self) -> str:
+        return self.path
+
+
+class FileSpec(ResourceBase):
+    kind: Literal["file"] = "file"
+    path: RelativePath
+    content: str | None = Field(default=None, description="Literal content.")
+    template: str | None = Field(default=None, description="A jinja2 template under templates/ (or a role path).")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Extra variables for the template.")
+    mode: str | None = None
+    owner: Name | None = None
+    group: Name | None = None
+
+    _mode = field_validator("mode")(_check_mode)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileSpec:
+        if (self.content is None) == (self.template is None):
+            raise ValueError("a file needs exactly one of 'content' or 'template'")
+        return self
+
+    def key(self) -> str:
+        return self.path
+
+
+class SecretFromEnv(BaseModel):
+    """A secret read from the controller's environment; never written to argv, logs or state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_env: EnvKey
+    optional: bool = False
+
+
+class EnvFileSpec(ResourceBase):
+    kind: Literal["envfile"] = "envfile"
+    path: RelativePath
+    values: dict[EnvKey, str] = Field(default_factory=dict)
+    secrets: dict[EnvKey, SecretFromEnv] = Field(default_factory=dict)
+    mode: str | None = "0600"
+
+    _mode = field_validator("mode")(_check_mode)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _env_value(v) for k, v in value.items()}
+        return value
+
+    def key(self) -> str:
+        return self.path
+
+
+def _env_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class VenvSpec(ResourceBase):
+    kind: Literal["venv"] = "venv"
+    path: RelativePath
+    python: str = Field(
+        default="python3",
+        description="Interpreter: a version ('3.11'), a command on PATH ('python3.11') or an absolute path.",
+        pattern=r"^(/?[A-Za-z0-9._/-]+)$",
+    )
+    system_site_packages: bool = False
+
+    def key(self) -> str:
+        return self.path
+
+
+class PinnedPackage(BaseModel):
+    """A package pin with an optional required origin (a wheel URL and its sha256)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requirement: PinnedRequirement
+    url: Url | None = Field(default=None, description="Install from this wheel URL instead of the index.")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class PipSpec(ResourceBase):
+    kind: Literal["pip"] = "pip"
+    venv: RelativePath
+    packages: list[PinnedRequirement | PinnedPackage] = Field(min_length=1)
+    index_url: Url | None = None
+    extra_index_urls: list[Url] = Field(default_factory=list)
+    find_links: list[str] = Field(default_factory=list, description="URLs, or paths relative to the target root.")
+    no_deps: bool = False
+    name: Name | None = Field(default=None, description="Distinguishes several pip resources on one venv.")
+
+    @field_validator("find_links")
+    @classmethod
+    def _links(cls, links: list[str]) -> list[str]:
+        from provisioner.manifest.values import check_relative_path, check_url
+
+        return [check_url(link) if "://" in link else check_relative_path(link) for link in links]
+
+    def key(self) -> str:
+        return f"{self.venv}#{self.name}" if self.name else self.venv
+
+
+class GitSpec(ResourceBase):
+    kind: Literal["git"] = "git"
+    path: RelativePath
+    repo: Url
+    ref: GitRef = "HEAD"
+    force: bool = Field(default=False, description="Discard local modifications and untracked files.")
+
+    def key(self) -> str:
+        return self.path
+
+
+class CommandSpec(ResourceBase):
+    kind: Literal["command"] = "command"
+    name: Name
+    argv: list[str] = Field(min_length=1)
+    creates: RelativePath | None = Field(default=None, description="Skip when this path exists.")
+    unless: list[str] | None = Field(default=None, description="Skip when this argv exits 0.")
+    cwd: RelativePath | None = None
+    env: dict[EnvKey, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _guarded(self) -> CommandSpec:
+        if self.creates is None and self.unless is None:
+            raise ValueError(
+                "a command resource needs a guard ('creates' or 'unless') so a second apply does not re-run it;"
+                " use a handler for commands that should run on change"
+            )
+        return self
+
+    def key(self) -> str:
+        return self.name
+
+
+ResourceSpec = Annotated[
+    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | GitSpec | CommandSpec,
+    Field(discriminator="kind"),
+]
+
+RESOURCE_KINDS = ("directory", "file", "envfile", "venv", "pip", "git", "command")
+
+
+def resource_id(spec: ResourceBase) -> str:
+    kind = getattr(spec, "kind")  # noqa: B009 - every concrete spec declares it
+    return f"{kind}:{spec.key()}"

@@ -1,0 +1,121 @@
+"""Roles: reusable resource lists in YAML, rendered with jinja2 from the manifest and its vars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioner.errors import ManifestError, RoleError
+from provisioner.manifest.loader import LoadedManifest, validate_model
+from provisioner.manifest.model import HandlerSpec
+from provisioner.manifest.source import load_yaml_file
+from provisioner.manifest.values import Name
+from provisioner.templating import render_value
+
+
+class RoleFile(BaseModel):
+    """The shape of roles/<name>.yaml before its values are rendered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    depends: list[Name] = Field(default_factory=list, description="Roles expanded before this one.")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Variables the manifest's vars override.")
+    resources: list[dict[str, Any]] = Field(default_factory=list)
+    handlers: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+
+
+@dataclass
+class Role:
+    name: str
+    path: Path
+    body: RoleFile
+
+
+@dataclass
+class ExpandedRoles:
+    """Resources and handlers contributed by roles, each tagged with the role it came from."""
+
+    resources: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    handlers: dict[str, HandlerSpec] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def builtin_roles_dir() -> Path:
+    return Path(str(resources.files("provisioner.roles")))
+
+
+def role_search_path(loaded: LoadedManifest, extra: list[Path] | None = None) -> list[Path]:
+    paths = [loaded.directory / p for p in loaded.manifest.role_paths]
+    return [*paths, *(extra or []), builtin_roles_dir()]
+
+
+def find_role(name: str, search_path: list[Path]) -> Role:
+    for directory in search_path:
+        candidate = directory / f"{name}.yaml"
+        if candidate.is_file():
+            loaded = load_yaml_file(candidate)
+            body = validate_model(RoleFile, loaded.data or {}, loaded.source)
+            return Role(name, candidate, body)
+    available = sorted({p.stem for d in search_path if d.is_dir() for p in d.glob("*.yaml")})
+    raise RoleError(
+        f"unknown role {name!r}; looked in {', '.join(str(d) for d in search_path)}. "
+        f"Available roles: {', '.join(available) or 'none'}"
+    )
+
+
+def ordered_roles(names: list[str], search_path: list[Path]) -> list[Role]:
+    """Roles with their dependencies first, each once; a dependency cycle is an error."""
+    ordered: list[Role] = []
+    seen: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in chain:
+            raise RoleError(f"role dependency cycle: {' -> '.join((*chain, name))}")
+        if name in seen:
+            return
+        role = find_role(name, search_path)
+        for dependency in role.body.depends:
+            visit(dependency, (*chain, name))
+        seen.add(name)
+        ordered.append(role)
+
+    for name in names:
+        visit(name, ())
+    return ordered
+
+
+def expand_roles(roles: list[Role], manifest_vars: dict[str, Any], base_context: dict[str, Any]) -> ExpandedRoles:
+    """Render each role's resources and handlers; role defaults sit under the manifest's vars."""
+    out = ExpandedRoles()
+    for role in roles:
+        out.defaults.update(role.body.defaults)
+    variables = {**out.defaults, **manifest_vars}
+    context = {**base_context, **variables, "vars": variables}
+    for role in roles:
+        for index, raw in enumerate(role.body.resources):
+            try:
+                rendered = render_value(raw, context)
+            except jinja2.UndefinedError as exc:
+                raise RoleError(f"{role.path}: resources[{index}]: {exc.message}; set it under vars:") from None
+            except jinja2.TemplateError as exc:
+                raise RoleError(f"{role.path}: resources[{index}]: template error: {exc}") from None
+            out.resources.append((role.name, rendered))
+        for name, raw_handler in role.body.handlers.items():
+            try:
+                rendered_handler = render_value(raw_handler, context)
+            except jinja2.TemplateError as exc:
+                raise RoleError(f"{role.path}: handlers.{name}: template error: {exc}") from None
+            try:
+                out.handlers[name] = HandlerSpec.model_validate(rendered_handler)
+            except Exception as exc:
+                raise RoleError(f"{role.path}: handlers.{name}: {exc}") from None
+    return out
+
+
+__all__ = ["ExpandedRoles", "ManifestError", "Role", "expand_roles", "ordered_roles", "role_search_path"]
