@@ -14,7 +14,7 @@ from provisioner.errors import ProvisionError, RoleError
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.manifest.model import HandlerSpec
 from provisioner.resources.specs import EnvFileSpec, FileSpec, ResourceSpec, resource_id
-from provisioner.roles import expand_roles, ordered_roles, role_search_path
+from provisioner.role_expansion import expand_roles, ordered_roles, role_search_path
 from provisioner.templating import TemplateRenderer, package_templates_dir
 
 _resource_adapter: TypeAdapter[ResourceSpec] = TypeAdapter(ResourceSpec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from typing import Any, Dict, List
@@ -91,6 +92,7 @@ def _probe(request: Dict[str, Any]) -> Dict[str, Any]:
 def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     ctx = _context(request)
     started = time.time()
+    os.makedirs(ctx.root, exist_ok=True)
     probed = _probe_all(request, ctx)
     by_id = {r["id"]: r for r in request["resources"]}
     outcomes: List[Dict[str, Any]] = []

@@ -42,6 +42,8 @@ def run(
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
     except FileNotFoundError:
+        if cwd and not os.path.isdir(cwd):
+            return Completed(argv, 127, "working directory %s does not exist" % cwd)
         return Completed(argv, 127, "%s: command not found" % argv[0])
     except PermissionError as exc:
         return Completed(argv, 126, "%s: %s" % (argv[0], exc))

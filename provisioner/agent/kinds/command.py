@@ -21,8 +21,12 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
 
 
 def _cwd(spec: Dict[str, Any], ctx: Context) -> str:
+    # Before the first apply the root may not exist yet; the guard then runs from "/".
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
-    return cwd if os.path.isdir(cwd) else ctx.root
+    for candidate in (cwd, ctx.root):
+        if os.path.isdir(candidate):
+            return candidate
+    return "/"
 
 
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:

@@ -1,0 +1,177 @@
+"""The `provision` command line."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from provisioner import __version__
+from provisioner.agent_client import AgentClient
+from provisioner.engine import HostSession, RunOptions, default_transport
+from provisioner.errors import ProvisionError
+from provisioner.expand import expand
+from provisioner.manifest import load_manifest
+from provisioner.manifest.model import Manifest
+from provisioner.report import Masker, render_apply, render_plan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
+
+
+def user_errors(func: F) -> F:
+    """Print ProvisionErrors as plain messages with exit 1; anything else is a bug and keeps its traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ProvisionError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _emit_json(data: Any, mask: Masker) -> None:
+    click.echo(mask(json.dumps(data, indent=2, sort_keys=True)))
+
+
+manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="provision")
+def cli() -> None:
+    """Make GPU hosts match a ComfyUI + Nunchaku manifest: plan, apply, check."""
+
+
+@cli.command()
+@manifest_argument
+@user_errors
+def validate(manifest: Path) -> None:
+    """Validate MANIFEST (and its roles and templates) without contacting the host."""
+    loaded = load_manifest(manifest)
+    resources = expand(loaded, environ=_validation_environ(loaded.manifest)).resources
+    click.echo(f"{manifest}: valid ({len(resources)} resources)")
+
+
+def _validation_environ(manifest: Manifest) -> dict[str, str]:
+    """Validation must not need the secrets themselves: stand in a placeholder for each."""
+    environ = dict(os.environ)
+    for source in manifest.secrets.values():
+        environ.setdefault(source.from_env, "placeholder")
+    for resource in manifest.resources:
+        for source in getattr(resource, "secrets", {}).values():
+            environ.setdefault(source.from_env, "placeholder")
+    return environ
+
+
+@cli.command()
+def schema() -> None:
+    """Print the manifest JSON Schema (for editor completion)."""
+    click.echo(json.dumps(Manifest.model_json_schema(), indent=2))
+
+
+@cli.command()
+@manifest_argument
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
+@click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
+@user_errors
+def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool) -> None:
+    """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
+    sys.exit(_plan(manifest, as_json, RunOptions(deep=deep), changes_only))
+
+
+def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
+    session = HostSession(load_manifest(manifest), options)
+    mask = Masker(session.expansion.secrets)
+    report = session.plan()
+    if as_json:
+        _emit_json(report.as_json(), mask)
+    else:
+        click.echo(render_plan(report, mask, show_ok=not changes_only))
+    return report.exit_code()
+
+
+@cli.command()
+@manifest_argument
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--dry-run", is_flag=True, help="Only show the plan (same as `provision plan`).")
+@click.option("--force", is_flag=True, help="Discard local modifications in git checkouts.")
+@click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream the output of the programs the agent runs.")
+@user_errors
+def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool) -> None:
+    """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
+    options = RunOptions(force=force, deep=deep, verbose=verbose)
+    if dry_run:
+        sys.exit(_plan(manifest, as_json, options))
+    session = HostSession(load_manifest(manifest), options)
+    mask = Masker(session.expansion.secrets)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if as_json:
+            return
+        if event["event"] == "log" and verbose:
+            click.echo(mask(f"    | {event['message']}"), err=True)
+        elif event["event"] == "progress" and event.get("phase") == "applying":
+            click.echo(mask(f"  … {event['id']}"), err=True)
+
+    report = session.apply(on_event)
+    if as_json:
+        _emit_json(report.as_json(), mask)
+    else:
+        click.echo(render_apply(report, mask))
+    sys.exit(report.exit_code())
+
+
+@cli.command()
+@manifest_argument
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def generations(manifest: Path, as_json: bool) -> None:
+    """List the generations recorded on the host for MANIFEST's target root."""
+    loaded = load_manifest(manifest)
+    target = loaded.manifest.target
+    with default_transport(loaded) as transport:
+        result = AgentClient(transport, python=target.python).call("generations", {"root": target.root})
+    records = [g for g in result["generations"] if g]
+    if as_json:
+        click.echo(json.dumps(records, indent=2, sort_keys=True))
+        return
+    if not records:
+        click.echo("No generations recorded yet.")
+    for record in records:
+        when = datetime.datetime.fromtimestamp(record["time"]).isoformat(timespec="seconds")
+        changed = sum(1 for c in record["changes"] if c.get("outcome") == "changed")
+        click.echo(f"{record['generation']:>4}  {when}  {record['status']:<6}  {changed} changed  "
+                   f"{record['manifest'].get('name', '?')}")
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules under provisioner/commands/."""
+    from importlib import import_module
+
+    for module_name, command_name in (("resolve", "resolve"),):
+        try:
+            module = import_module(f"provisioner.commands.{module_name}")
+        except ModuleNotFoundError:
+            continue
+        cli.add_command(getattr(module, command_name))
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli()

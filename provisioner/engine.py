@@ -1,0 +1,137 @@
+"""Plan and apply one manifest on one host: expand on the controller, then one agent call each."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisioner import __version__
+from provisioner.agent_client import AgentClient, EventCallback
+from provisioner.expand import Expansion, expand
+from provisioner.manifest.loader import LoadedManifest
+from provisioner.transport import Transport, open_transport
+
+TransportFactory = Callable[[LoadedManifest], Transport]
+
+
+@dataclass
+class RunOptions:
+    force: bool = False
+    deep: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class PlanReport:
+    host: str
+    root: str
+    manifest: str
+    resources: list[dict[str, Any]]
+    seconds: float
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["status"] != "ok"]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["status"] == "error"]
+
+    def exit_code(self) -> int:
+        if self.errors:
+            return 1
+        return 2 if self.pending else 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
+                "resources": [dict(r, origin=self.origins.get(r["id"])) for r in self.resources],
+                "summary": summarize(self.resources, "status")}
+
+
+@dataclass
+class ApplyReport:
+    host: str
+    root: str
+    manifest: str
+    resources: list[dict[str, Any]]
+    handlers: list[dict[str, Any]]
+    reprobe: list[dict[str, Any]]
+    generation: int | None
+    failed: bool
+    seconds: float
+
+    @property
+    def unconverged(self) -> list[dict[str, Any]]:
+        return [r for r in self.reprobe if r["status"] != "ok"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.unconverged
+
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
+                "ok": self.ok, "generation": self.generation, "resources": self.resources,
+                "handlers": self.handlers, "unconverged": self.unconverged,
+                "summary": summarize(self.resources, "outcome")}
+
+
+def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[key]] = counts.get(row[key], 0) + 1
+    return counts
+
+
+def default_transport(loaded: LoadedManifest) -> Transport:
+    return open_transport(loaded.manifest.target)
+
+
+class HostSession:
+    """One manifest against one host: prepares everything locally, then talks to the agent."""
+
+    def __init__(self, loaded: LoadedManifest, options: RunOptions | None = None,
+                 transport_factory: TransportFactory = default_transport,
+                 environ: dict[str, str] | None = None) -> None:
+        self.loaded = loaded
+        self.options = options or RunOptions()
+        # Expansion happens before any connection: bad input never touches the host.
+        self.expansion: Expansion = expand(loaded, environ)
+        self.transport_factory = transport_factory
+
+    def _request(self) -> dict[str, Any]:
+        manifest = self.loaded.manifest
+        return {
+            "root": manifest.target.root,
+            "options": {"force": self.options.force, "deep": self.options.deep, "verbose": self.options.verbose},
+            "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
+            **self.expansion.payload(),
+        }
+
+    def _client(self, transport: Transport) -> AgentClient:
+        target = self.loaded.manifest.target
+        return AgentClient(transport, python=target.python, timeout=target.command_timeout)
+
+    def plan(self) -> PlanReport:
+        started = time.monotonic()
+        with self.transport_factory(self.loaded) as transport:
+            result = self._client(transport).call("probe", self._request())
+            return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
+                              round(time.monotonic() - started, 3), self._origins())
+
+    def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
+        started = time.monotonic()
+        with self.transport_factory(self.loaded) as transport:
+            result = self._client(transport).call("apply", self._request(), on_event)
+            return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
+                               result["handlers"], result["reprobe"], result["generation"], result["failed"],
+                               round(time.monotonic() - started, 3))
+
+    def _origins(self) -> dict[str, str]:
+        return {r.id: r.origin for r in self.expansion.resources}

@@ -1,0 +1,1 @@
+"""Built-in jinja2 templates; shipped inside the wheel as provisioner.templates."""

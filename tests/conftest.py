@@ -1,0 +1,55 @@
+"""Shared fixtures: target hosts, a wheelhouse + package index, and upstream git repos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitrepos import UpstreamRepo, make_upstream
+from tests.support.hosts import TargetHost
+from tests.support.servers import serve_directory
+from tests.support.wheels import build_wheel, write_simple_index
+
+
+@pytest.fixture(params=["local"])
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> TargetHost:
+    """A fresh target root on each kind of host."""
+    if request.param == "local":
+        return TargetHost("local", "local", str(tmp_path / "root"))
+    raise AssertionError(request.param)
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real wheels: a package in two versions with a dependency, and a same-named impostor."""
+    house = tmp_path_factory.mktemp("wheelhouse")
+    build_wheel(house, "provdemo", "1.0.0", requires=["provdep==1.0.0"])
+    build_wheel(house, "provdemo", "2.0.0", requires=["provdep==1.0.0"])
+    build_wheel(house, "provdep", "1.0.0")
+    build_wheel(house / "impostor", "provdemo", "2.0.0", module_body="IMPOSTOR = True\n")
+    return house
+
+
+@pytest.fixture(scope="session")
+def package_index(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PEP 503 index over the wheelhouse on 127.0.0.1; yields its /simple URL."""
+    root = tmp_path_factory.mktemp("index")
+    write_simple_index(wheelhouse, root)
+    (root / "files").mkdir()
+    for wheel in wheelhouse.rglob("*.whl"):
+        folder = root / "files" / wheel.parent.name
+        folder.mkdir(exist_ok=True)
+        (folder / wheel.name).write_bytes(wheel.read_bytes())
+    with serve_directory(root) as base:
+        yield f"{base}/simple"
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> UpstreamRepo:
+    """A bare repo with tags v1.0.0 and v1.1.0 on main."""
+    repo = make_upstream(tmp_path / "upstreams", "app")
+    repo.commit({"README.md": "v1.0.0\n", "app.py": "print('one')\n", ".gitignore": "cache/\n"}, "one", tag="v1.0.0")
+    repo.commit({"app.py": "print('two')\n"}, "two", tag="v1.1.0")
+    return repo

@@ -1,0 +1,308 @@
+"""Every resource kind: apply from empty, re-apply is a no-op, tamper shows exactly that drift, apply fixes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tests.support.gitrepos import UpstreamRepo, git
+from tests.support.hosts import TargetHost, write_manifest
+from tests.support.runs import apply, changed, converge, pending, plan, statuses
+
+
+def test_directory_mode_drift_and_recreate(host: TargetHost, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "directory", "path": "data/models", "mode": "0750"},
+    ]})
+    converge(manifest)
+    assert host.sh(f"stat -c %a {host.path('data/models')}").strip() == "750"
+
+    host.run(["chmod", "0777", host.path("data/models")])
+    report = plan(manifest)
+    assert report.exit_code() == 2
+    assert pending(report) == {"directory:data/models": ["mode"]}
+    assert statuses(report)["directory:data/models"] == "drifted"
+    assert changed(apply(manifest)) == ["directory:data/models"]
+
+    host.run(["rm", "-r", host.path("data/models")])
+    assert statuses(plan(manifest))["directory:data/models"] == "create"
+    converge(manifest)
+
+
+def test_file_literal_and_template(host: TargetHost, tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "greeting.j2").write_text("hello {{ who }} on port {{ service.port }}\n")
+    manifest = write_manifest(tmp_path, host, {
+        "vars": {"who": "world"},
+        "resources": [
+            {"kind": "file", "path": "etc/literal.txt", "content": "literal\n", "mode": "0640"},
+            {"kind": "file", "path": "etc/greeting.txt", "template": "greeting.j2"},
+        ],
+    })
+    converge(manifest)
+    assert host.read("etc/greeting.txt") == "hello world on port 8188\n"
+    assert host.read("etc/literal.txt") == "literal\n"
+
+    host.sh(f"echo tampered >> {host.path('etc/greeting.txt')}")
+    report = plan(manifest)
+    assert pending(report) == {"file:etc/greeting.txt": ["content"]}
+    change = report.resources[1]["changes"][0]
+    assert "-tampered" in change["reason"], "the drift report shows the unified diff"
+    apply(manifest)
+    assert host.read("etc/greeting.txt") == "hello world on port 8188\n"
+
+    # A changed manifest is a change, not drift.
+    manifest = write_manifest(tmp_path, host, {"vars": {"who": "there"}, "resources": [
+        {"kind": "file", "path": "etc/literal.txt", "content": "literal\n", "mode": "0640"},
+        {"kind": "file", "path": "etc/greeting.txt", "template": "greeting.j2"},
+    ]})
+    assert statuses(plan(manifest))["file:etc/greeting.txt"] == "change"
+    converge(manifest)
+    assert host.read("etc/greeting.txt") == "hello there on port 8188\n"
+
+
+def test_envfile_masks_secrets_everywhere(host: TargetHost, tmp_path: Path) -> None:
+    secret = "hf_secretvalue_123456"
+    environ = {"TEST_HF_TOKEN": secret}
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "envfile", "path": "comfyui.env", "values": {"CUDA_VISIBLE_DEVICES": 0, "MODE": "fast"},
+         "secrets": {"HF_TOKEN": {"from_env": "TEST_HF_TOKEN"}}},
+    ]})
+    first = converge(manifest, environ)
+    assert f"HF_TOKEN={secret}" in host.read("comfyui.env")
+    assert "CUDA_VISIBLE_DEVICES=0" in host.read("comfyui.env")
+    assert host.sh(f"stat -c %a {host.path('comfyui.env')}").strip() == "600"
+    assert secret not in json.dumps(first.as_json())
+    generations = host.sh(f"cat {host.path('.provision/generations')}/*.json")
+    assert generations and secret not in generations
+
+    host.sh(f"sed -i 's/^HF_TOKEN=.*/HF_TOKEN=stolen/; s/^MODE=.*/MODE=slow/' {host.path('comfyui.env')}")
+    report = plan(manifest, environ)
+    assert pending(report) == {"envfile:comfyui.env": ["env.HF_TOKEN", "env.MODE"]}
+    by_field = {c["field"]: c for c in report.resources[0]["changes"]}
+    assert by_field["env.HF_TOKEN"]["old"] == "***" and by_field["env.HF_TOKEN"]["new"] == "***"
+    assert by_field["env.MODE"]["old"] == "slow" and by_field["env.MODE"]["new"] == "fast"
+    assert "stolen" not in json.dumps(report.as_json())
+    apply(manifest, environ)
+    assert f"HF_TOKEN={secret}" in host.read("comfyui.env")
+    assert plan(manifest, environ).exit_code() == 0
+
+
+def test_venv_created_with_requested_python_and_repaired(host: TargetHost, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, host, {"resources": [{"kind": "venv", "path": "venv", "python": "python3"}]})
+    converge(manifest)
+    version = host.run([host.path("venv/bin/python"), "-c", "import sys; print(sys.prefix)"]).stdout.strip()
+    assert version == host.path("venv")
+
+    host.run(["rm", host.path("venv/pyvenv.cfg")])
+    assert pending(plan(manifest)) == {"venv:venv": ["venv"]}
+    converge(manifest)
+
+
+def _pip_manifest(tmp_path: Path, host: TargetHost, packages: list[object], index: str) -> Path:
+    return write_manifest(tmp_path, host, {"resources": [
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "venv": "venv", "packages": packages, "index_url": index},
+    ]})
+
+
+def _installed(host: TargetHost, name: str) -> str:
+    script = f"import importlib.metadata as m; print(m.version({name!r}))"
+    return host.run([host.path("venv/bin/python"), "-c", script]).stdout.strip()
+
+
+def test_pip_pins_versions_from_an_index(host: TargetHost, tmp_path: Path, package_index: str) -> None:
+    manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index)
+    converge(manifest)
+    assert _installed(host, "provdemo") == "1.0.0"
+    assert _installed(host, "provdep") == "1.0.0"
+
+    pip = [host.path("venv/bin/python"), "-m", "pip", "install", "-q", "--index-url", package_index]
+    host.run([*pip, "provdemo==2.0.0"])
+    report = plan(manifest)
+    assert pending(report) == {"pip:venv": ["package.provdemo"]}
+    change = report.resources[1]["changes"][0]
+    assert (change["old"], change["new"]) == ("2.0.0", "1.0.0")
+    assert statuses(report)["pip:venv"] == "drifted"
+    assert changed(apply(manifest)) == ["pip:venv"]
+    assert _installed(host, "provdemo") == "1.0.0"
+
+
+def test_pip_detects_a_foreign_package_of_the_same_name(
+    host: TargetHost, tmp_path: Path, package_index: str, wheelhouse: Path
+) -> None:
+    files = package_index.rsplit("/simple", 1)[0] + "/files"
+    real = wheelhouse / "provdemo-2.0.0-py3-none-any.whl"
+    real_url = f"{files}/{wheelhouse.name}/{real.name}"
+    impostor_url = f"{files}/impostor/{real.name}"
+    sha = hashlib.sha256(real.read_bytes()).hexdigest()
+    manifest = _pip_manifest(
+        tmp_path, host, [{"requirement": "provdemo==2.0.0", "url": real_url, "sha256": sha}], package_index
+    )
+    converge(manifest)
+
+    python = host.path("venv/bin/python")
+    host.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", f"provdemo @ {impostor_url}"])
+    assert host.run([python, "-c", "import provdemo; print(provdemo.IMPOSTOR)"]).stdout.strip() == "True"
+    report = plan(manifest)
+    assert pending(report) == {"pip:venv": ["package.provdemo"]}
+    assert "foreign package of the same name" in report.resources[1]["changes"][0]["reason"]
+    assert impostor_url in report.resources[1]["changes"][0]["reason"]
+
+    converge(manifest)
+    assert host.run([python, "-c", "import provdemo; print(hasattr(provdemo, 'IMPOSTOR'))"]).stdout.strip() == "False"
+
+
+def test_pip_find_links(host: TargetHost, tmp_path: Path, package_index: str, wheelhouse: Path) -> None:
+    files = package_index.rsplit("/simple", 1)[0] + f"/files/{wheelhouse.name}/"
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "venv": "venv", "packages": ["provdep==1.0.0"], "find_links": [files],
+         "index_url": package_index + "/nonexistent-so-find-links-must-serve", "no_deps": True},
+    ]})
+    converge(manifest)
+    assert _installed(host, "provdep") == "1.0.0"
+
+
+def _git_manifest(tmp_path: Path, host: TargetHost, upstream: UpstreamRepo, ref: str) -> Path:
+    return write_manifest(tmp_path, host, {"resources": [
+        {"kind": "git", "path": "src/app", "repo": upstream.url, "ref": ref},
+    ]})
+
+
+def _head(host: TargetHost) -> str:
+    return host.run(["git", "-C", host.path("src/app"), "rev-parse", "HEAD"]).stdout.strip()
+
+
+def test_git_checkout_pins_a_tag_and_reports_drift(host: TargetHost, tmp_path: Path, upstream: UpstreamRepo) -> None:
+    manifest = _git_manifest(tmp_path, host, upstream, "v1.0.0")
+    converge(manifest)
+    assert _head(host) == upstream.tags["v1.0.0"]
+    assert not host.exists("src/app.provision-tmp")
+
+    # Moved HEAD is drift.
+    host.run(["git", "-C", host.path("src/app"), "checkout", "-q", "v1.1.0"])
+    report = plan(manifest)
+    assert pending(report) == {"git:src/app": ["HEAD"]}
+    assert statuses(report)["git:src/app"] == "drifted"
+    converge(manifest)
+    assert _head(host) == upstream.tags["v1.0.0"]
+
+    # Local modifications and untracked files are drift, refused without --force.
+    host.sh(f"echo edited >> {host.path('src/app/app.py')}; echo new > {host.path('src/app/notes.txt')}")
+    host.sh(f"mkdir -p {host.path('src/app/cache')} && echo keep > {host.path('src/app/cache/ignored.bin')}")
+    report = plan(manifest)
+    assert pending(report) == {"git:src/app": ["modified", "untracked"]}
+    refused = apply(manifest)
+    assert not refused.ok
+    assert "--force" in refused.resources[0]["error"]
+    assert "edited" in host.read("src/app/app.py"), "nothing is discarded without --force"
+    forced = apply(manifest, force=True)
+    assert forced.ok
+    assert "edited" not in host.read("src/app/app.py")
+    assert not host.exists("src/app/notes.txt")
+    assert host.read("src/app/cache/ignored.bin") == "keep\n", "ignored files are user data"
+
+    # A new ref in the manifest is a change, fetched from the upstream.
+    upstream.commit({"app.py": "print('three')\n"}, "three", tag="v1.2.0")
+    manifest = _git_manifest(tmp_path, host, upstream, "v1.2.0")
+    report = plan(manifest)
+    assert statuses(report)["git:src/app"] == "change"
+    converge(manifest)
+    assert _head(host) == upstream.tags["v1.2.0"]
+
+
+def test_git_branch_follows_the_remote(host: TargetHost, tmp_path: Path, upstream: UpstreamRepo) -> None:
+    manifest = _git_manifest(tmp_path, host, upstream, "main")
+    converge(manifest)
+    assert _head(host) == git("rev-parse", "HEAD", cwd=upstream.work)
+    new = upstream.commit({"app.py": "print('next')\n"}, "next")
+    assert pending(plan(manifest)) == {"git:src/app": ["HEAD"]}
+    converge(manifest)
+    assert _head(host) == new
+
+
+def test_git_commit_pin_and_unknown_ref(host: TargetHost, tmp_path: Path, upstream: UpstreamRepo) -> None:
+    manifest = _git_manifest(tmp_path, host, upstream, upstream.tags["v1.0.0"])
+    converge(manifest)
+    assert _head(host) == upstream.tags["v1.0.0"]
+    bad = _git_manifest(tmp_path, host, upstream, "v9.9.9")
+    report = plan(bad)
+    assert report.exit_code() == 1
+    assert "v9.9.9" in report.resources[0]["error"]
+
+
+def test_command_runs_only_while_its_guard_fails(host: TargetHost, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "command", "name": "init-db", "argv": ["sh", "-c", "echo run >> runs.log; touch db.ready"],
+         "creates": "db.ready"},
+        {"kind": "command", "name": "check-flag", "argv": ["sh", "-c", "echo flag > flag; echo ran >> flag.log"],
+         "unless": ["test", "-f", "flag"]},
+    ]})
+    converge(manifest)
+    assert host.read("runs.log") == "run\n"
+    assert host.read("flag.log") == "ran\n"
+    host.run(["rm", host.path("flag")])
+    assert pending(plan(manifest)) == {"command:check-flag": ["run"]}
+    converge(manifest)
+    assert host.read("flag.log") == "ran\nran\n"
+    assert host.read("runs.log") == "run\n", "a command whose guard holds never re-runs"
+
+
+def test_handlers_run_once_and_only_on_change(host: TargetHost, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, host, {
+        "resources": [
+            {"kind": "file", "path": "a.conf", "content": "a\n", "notify": ["restart"]},
+            {"kind": "file", "path": "b.conf", "content": "b\n", "notify": ["restart"]},
+            {"kind": "directory", "path": "quiet"},
+        ],
+        "handlers": {"restart": {"argv": ["sh", "-c", "echo restart >> restarts.log"]}},
+    })
+    first = apply(manifest)
+    assert [h["name"] for h in first.handlers] == ["restart"]
+    assert host.read("restarts.log") == "restart\n"
+    assert apply(manifest).handlers == []
+    host.run(["rm", host.path("quiet"), "-r"])
+    assert apply(manifest).handlers == [], "an unrelated change does not notify"
+    host.sh(f"echo x >> {host.path('b.conf')}")
+    assert [h["name"] for h in apply(manifest).handlers] == ["restart"]
+    assert host.read("restarts.log") == "restart\nrestart\n"
+
+
+def test_generations_record_each_changing_apply(host: TargetHost, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, host, {"resources": [{"kind": "file", "path": "x", "content": "1\n"}]})
+    assert apply(manifest).generation == 1
+    assert apply(manifest).generation is None
+    host.sh(f"echo 2 > {host.path('x')}")
+    assert apply(manifest).generation == 2
+    record = json.loads(host.read(".provision/generations/000002.json"))
+    assert record["status"] == "ok"
+    assert record["manifest"]["name"] == "test"
+    assert [c["id"] for c in record["changes"]] == ["file:x"]
+    assert record["converged"] == {"file:x": record["resources"][0]["digest"]}
+
+
+def test_failed_resource_stops_the_run_and_later_ones_are_skipped(host: TargetHost, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "command", "name": "boom", "argv": ["sh", "-c", "echo bad >&2; exit 3"], "creates": "never"},
+        {"kind": "file", "path": "after.txt", "content": "x\n"},
+    ]})
+    report = apply(manifest)
+    assert not report.ok and report.exit_code() == 1
+    outcomes = {r["id"]: r["outcome"] for r in report.resources}
+    assert outcomes == {"command:boom": "failed", "file:after.txt": "skipped"}
+    assert "exit 3" in report.resources[0]["error"] and "bad" in report.resources[0]["error"]
+    assert not host.exists("after.txt")
+
+
+def test_symlink_out_of_the_root_is_refused(host: TargetHost, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    host.run(["mkdir", "-p", host.root])
+    host.run(["ln", "-s", str(outside), host.path("escape")])
+    manifest = write_manifest(tmp_path, host, {"resources": [{"kind": "file", "path": "escape/x", "content": "x"}]})
+    report = apply(manifest)
+    assert not report.ok
+    assert "outside the target root" in report.resources[0]["error"]
+    assert not (outside / "x").exists()

@@ -1,0 +1,68 @@
+"""Build small but real wheels (zip + METADATA + WHEEL + RECORD) that pip installs offline."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def build_wheel(
+    directory: Path,
+    name: str,
+    version: str,
+    *,
+    module_body: str = "",
+    requires: list[str] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+    tag: str = "py3-none-any",
+) -> Path:
+    """Write `{name}-{version}-{tag}.whl` into `directory` and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {req}\n" for req in requires or [])
+    files: dict[str, bytes] = {
+        f"{dist}/__init__.py": (module_body or f"__version__ = {version!r}\n").encode(),
+        f"{info}/METADATA": metadata.encode(),
+        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: provision-tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode(),
+        **(extra_files or {}),
+    }
+    record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]
+    record_lines.append(f"{info}/RECORD,,")
+    files[f"{info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
+    path = directory / f"{dist}-{version}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+    return path
+
+
+def write_simple_index(wheelhouse: Path, index_root: Path) -> None:
+    """Lay out a PEP 503 'simple' index (one page per project) over the wheels in `wheelhouse`."""
+    projects: dict[str, list[Path]] = {}
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        project = wheel.name.split("-")[0].replace("_", "-").lower()
+        projects.setdefault(project, []).append(wheel)
+    simple = index_root / "simple"
+    simple.mkdir(parents=True, exist_ok=True)
+    links = []
+    for project, wheels in projects.items():
+        page = simple / project
+        page.mkdir(exist_ok=True)
+        anchors = []
+        for wheel in wheels:
+            sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            target = page / wheel.name
+            target.write_bytes(wheel.read_bytes())
+            anchors.append(f'<a href="{wheel.name}#sha256={sha}">{wheel.name}</a><br/>')
+        (page / "index.html").write_text("<html><body>" + "".join(anchors) + "</body></html>")
+        links.append(f'<a href="{project}/">{project}</a><br/>')
+    (simple / "index.html").write_text("<html><body>" + "".join(links) + "</body></html>")
