@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient
-from provisioner.engine import HostSession, RunOptions, default_transport
+from provisioner.engine import HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
 from provisioner.manifest import load_manifest
-from provisioner.manifest.model import Manifest
+from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
+from provisioner.transport import ConnectOptions, open_transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +48,19 @@ def _emit_json(data: Any, mask: Masker) -> None:
 
 
 manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+
+
+def connect_options(func: F) -> F:
+    """--trust-new-hosts / --known-hosts for commands that connect to a host."""
+    func = click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+                        help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts).")(func)
+    func = click.option("--trust-new-hosts", is_flag=True,
+                        help="Record the key of a host seen for the first time (a changed key is always refused).")(func)
+    return func
+
+
+def _connect(trust_new_hosts: bool, known_hosts: Path | None, verbose: bool = False) -> ConnectOptions:
+    return ConnectOptions(trust_new_hosts=trust_new_hosts, known_hosts=known_hosts, verbose=verbose)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,10 +101,13 @@ def schema() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
+@connect_options
 @user_errors
-def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool) -> None:
+def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_new_hosts: bool,
+         known_hosts: Path | None) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
-    sys.exit(_plan(manifest, as_json, RunOptions(deep=deep), changes_only))
+    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
+    sys.exit(_plan(manifest, as_json, options, changes_only))
 
 
 def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
@@ -110,10 +128,13 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--force", is_flag=True, help="Discard local modifications in git checkouts.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the output of the programs the agent runs.")
+@connect_options
 @user_errors
-def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool) -> None:
+def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
+          trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
-    options = RunOptions(force=force, deep=deep, verbose=verbose)
+    options = RunOptions(force=force, deep=deep, verbose=verbose,
+                         connect=_connect(trust_new_hosts, known_hosts, verbose))
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)
@@ -138,12 +159,13 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
 @cli.command()
 @manifest_argument
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@connect_options
 @user_errors
-def generations(manifest: Path, as_json: bool) -> None:
+def generations(manifest: Path, as_json: bool, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """List the generations recorded on the host for MANIFEST's target root."""
     loaded = load_manifest(manifest)
     target = loaded.manifest.target
-    with default_transport(loaded) as transport:
+    with open_transport(target, _connect(trust_new_hosts, known_hosts)) as transport:
         result = AgentClient(transport, python=target.python).call("generations", {"root": target.root})
     records = [g for g in result["generations"] if g]
     if as_json:
@@ -156,6 +178,32 @@ def generations(manifest: Path, as_json: bool) -> None:
         changed = sum(1 for c in record["changes"] if c.get("outcome") == "changed")
         click.echo(f"{record['generation']:>4}  {when}  {record['status']:<6}  {changed} changed  "
                    f"{record['manifest'].get('name', '?')}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--root", default=None, help="Target root to report disk space and the venv for.")
+@click.option("--venv", default=None, help="Venv (relative to the root) whose torch/nunchaku to report.")
+@connect_options
+@user_errors
+def facts(target: str, root: str | None, venv: str | None, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+    """Print a host's facts as JSON, in one round trip. TARGET: a manifest file or a connection
+    ('local', 'ssh://user@host:port', 'docker://CONTAINER')."""
+    if Path(target).is_file():
+        manifest = load_manifest(Path(target)).manifest
+        connection = manifest.target
+        root = root or manifest.target.root
+        venv = venv or manifest.python.venv
+    else:
+        try:
+            connection = Target(connection=target)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ProvisionError(f"{target!r} is neither a manifest file nor a valid connection: {reason}") from None
+    request = {"root": root or connection.root, "venv": venv}
+    with open_transport(connection, _connect(trust_new_hosts, known_hosts)) as transport:
+        result = AgentClient(transport, python=connection.python).call("facts", request)
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
 def _register_optional_commands() -> None:

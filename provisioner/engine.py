@@ -12,16 +12,17 @@ from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
 from provisioner.manifest.loader import LoadedManifest
-from provisioner.transport import Transport, open_transport
-
-TransportFactory = Callable[[LoadedManifest], Transport]
-
+from provisioner.transport import ConnectOptions, Transport, open_transport
 
 @dataclass
 class RunOptions:
     force: bool = False
     deep: bool = False
     verbose: bool = False
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+
+
+TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
 
 
 @dataclass
@@ -89,8 +90,8 @@ def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
     return counts
 
 
-def default_transport(loaded: LoadedManifest) -> Transport:
-    return open_transport(loaded.manifest.target)
+def default_transport(loaded: LoadedManifest, options: RunOptions) -> Transport:
+    return open_transport(loaded.manifest.target, options.connect)
 
 
 class HostSession:
@@ -120,18 +121,24 @@ class HostSession:
 
     def plan(self) -> PlanReport:
         started = time.monotonic()
-        with self.transport_factory(self.loaded) as transport:
+        with self.transport_factory(self.loaded, self.options) as transport:
             result = self._client(transport).call("probe", self._request())
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                               round(time.monotonic() - started, 3), self._origins())
 
     def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
         started = time.monotonic()
-        with self.transport_factory(self.loaded) as transport:
-            result = self._client(transport).call("apply", self._request(), on_event)
-            return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
-                               result["handlers"], result["reprobe"], result["generation"], result["failed"],
-                               round(time.monotonic() - started, 3))
+        with self.transport_factory(self.loaded, self.options) as transport:
+            try:
+                result = self._client(transport).call("apply", self._request(), on_event)
+            except BaseException:
+                transport.finalize(False)
+                raise
+            report = ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
+                                 result["handlers"], result["reprobe"], result["generation"], result["failed"],
+                                 round(time.monotonic() - started, 3))
+            transport.finalize(report.ok)
+            return report
 
     def _origins(self) -> dict[str, str]:
         return {r.id: r.origin for r in self.expansion.resources}

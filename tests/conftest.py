@@ -13,11 +13,22 @@ from tests.support.servers import serve_directory
 from tests.support.wheels import build_wheel, write_simple_index
 
 
-@pytest.fixture(params=["local"])
+HOST_KINDS = ["local", "ssh", "docker"]
+
+
+@pytest.fixture(params=HOST_KINDS)
 def host(request: pytest.FixtureRequest, tmp_path: Path) -> TargetHost:
-    """A fresh target root on each kind of host."""
+    """A fresh target root on each kind of host: the same tests run over every transport."""
     if request.param == "local":
         return TargetHost("local", "local", str(tmp_path / "root"))
+    if request.param == "ssh":
+        from tests.support.sshd import ssh_target_host
+
+        return ssh_target_host(request, tmp_path)
+    if request.param == "docker":
+        from tests.support.dockerd import docker_target_host
+
+        return docker_target_host(request, tmp_path)
     raise AssertionError(request.param)
 
 

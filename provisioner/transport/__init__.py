@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
 from provisioner.transport.base import RunResult, Transport
 from provisioner.transport.local import LocalTransport
 
 
-def open_transport(target: Target) -> Transport:
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Controller-side connection choices that are not part of the manifest."""
+
+    trust_new_hosts: bool = False
+    known_hosts: Path | None = None
+    verbose: bool = False
+
+
+def open_transport(target: Target, options: ConnectOptions | None = None) -> Transport:
     """The transport for a manifest's target connection."""
+    options = options or ConnectOptions()
     if target.connection == "local":
         return LocalTransport()
     scheme = target.connection.split("://", 1)[0]
-    raise TransportError(f"{target.connection}: the {scheme} transport is not available in this build")
+    if scheme == "ssh":
+        from provisioner.transport.ssh import open_ssh
+
+        return open_ssh(target, options)
+    if scheme in ("docker", "docker-image"):
+        from provisioner.transport.docker import open_docker
+
+        return open_docker(target, options)
+    raise TransportError(f"{target.connection}: unknown transport {scheme!r}")
 
 
-__all__ = ["LocalTransport", "RunResult", "Transport", "TransportError", "open_transport"]
+__all__ = ["ConnectOptions", "LocalTransport", "RunResult", "Transport", "TransportError", "open_transport"]

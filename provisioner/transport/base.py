@@ -48,6 +48,9 @@ class Transport(ABC):
     def get(self, remote: str, local: Path) -> None:
         """Copy a file from the host."""
 
+    def finalize(self, succeeded: bool) -> None:
+        """Called once after an apply (e.g. a docker-image:// target commits its image on success)."""
+
     def close(self) -> None:
         """Release the connection; idempotent."""
 
