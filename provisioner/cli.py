@@ -55,7 +55,8 @@ def connect_options(func: F) -> F:
     func = click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
                         help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts).")(func)
     func = click.option("--trust-new-hosts", is_flag=True,
-                        help="Record the key of a host seen for the first time (a changed key is always refused).")(func)
+                        help="Record the key of a host seen for the first time "
+                        "(a changed key is always refused).")(func)
     return func
 
 

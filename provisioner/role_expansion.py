@@ -14,8 +14,8 @@ from provisioner.errors import ManifestError, RoleError
 from provisioner.manifest.loader import LoadedManifest, validate_model
 from provisioner.manifest.model import HandlerSpec
 from provisioner.manifest.source import load_yaml_file
-from provisioner.manifest.values import Name
 from provisioner.templating import render_value
+from provisioner.values import Name
 
 
 class RoleFile(BaseModel):
@@ -90,6 +90,26 @@ def ordered_roles(names: list[str], search_path: list[Path]) -> list[Role]:
     return ordered
 
 
+def _render(value: Any, context: dict[str, Any], where: str) -> Any:
+    try:
+        return render_value(value, context)
+    except jinja2.UndefinedError as exc:
+        raise RoleError(f"{where}: {exc.message}; set it under vars:") from None
+    except jinja2.TemplateError as exc:
+        raise RoleError(f"{where}: template error: {exc}") from None
+
+
+def _loop_contexts(raw: dict[str, Any], context: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """`loop:` (as in Ansible) repeats a resource once per item, with `item` bound to it;
+    `when:` (rendered per item) skips it when false."""
+    if "loop" not in raw:
+        return [context]
+    items = _render(raw["loop"], context, where)
+    if not isinstance(items, list):
+        raise RoleError(f"{where}: loop must render to a list, got {type(items).__name__}")
+    return [{**context, "item": item} for item in items]
+
+
 def expand_roles(roles: list[Role], manifest_vars: dict[str, Any], base_context: dict[str, Any]) -> ExpandedRoles:
     """Render each role's resources and handlers; role defaults sit under the manifest's vars."""
     out = ExpandedRoles()
@@ -99,13 +119,12 @@ def expand_roles(roles: list[Role], manifest_vars: dict[str, Any], base_context:
     context = {**base_context, **variables, "vars": variables}
     for role in roles:
         for index, raw in enumerate(role.body.resources):
-            try:
-                rendered = render_value(raw, context)
-            except jinja2.UndefinedError as exc:
-                raise RoleError(f"{role.path}: resources[{index}]: {exc.message}; set it under vars:") from None
-            except jinja2.TemplateError as exc:
-                raise RoleError(f"{role.path}: resources[{index}]: template error: {exc}") from None
-            out.resources.append((role.name, rendered))
+            where = f"{role.path}: resources[{index}]"
+            for item_context in _loop_contexts(raw, context, where):
+                if "when" in raw and not _render(raw["when"], item_context, where):
+                    continue
+                body = {key: value for key, value in raw.items() if key not in ("loop", "when")}
+                out.resources.append((role.name, _render(body, item_context, where)))
         for name, raw_handler in role.body.handlers.items():
             try:
                 rendered_handler = render_value(raw_handler, context)

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.nativetypes import NativeEnvironment
+from jinja2.nativetypes import NativeEnvironment, NativeTemplate
 
 from provisioner.errors import TemplateError
 
-_native = NativeEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+def _concat(values: Iterator[Any]) -> Any:
+    """Like jinja2's native concat, minus its literal_eval: the string "3.11" must stay a string."""
+    head = list(islice(values, 2))
+    if not head:
+        return None
+    if len(head) == 1:
+        if isinstance(head[0], jinja2.Undefined):
+            str(head[0])  # StrictUndefined raises here, naming the missing variable
+        return head[0]
+    return "".join(str(v) for v in chain(head, values))
+
+
+class _NativeEnvironment(NativeEnvironment):
+    concat = staticmethod(_concat)  # type: ignore[assignment]
+
+
+class _NativeTemplate(NativeTemplate):
+    environment_class = _NativeEnvironment
+
+
+_NativeEnvironment.template_class = _NativeTemplate
+
+
+_native = _NativeEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def package_templates_dir() -> Path:

@@ -49,7 +49,9 @@ def _generations(request: Dict[str, Any]) -> Dict[str, Any]:
     return {"generations": [state.read(ctx.state_dir(), n) for n in wanted if n in numbers]}
 
 
-def classify(resource: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], previous: Dict[str, str]) -> str:
+def classify(
+    resource: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], previous: Dict[str, str]
+) -> str:
     """ok / create / drifted / change: drifted means the host moved away from what was applied."""
     if not changes:
         return "ok"

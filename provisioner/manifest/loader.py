@@ -47,7 +47,8 @@ def validate_model(model: type[M], data: Any, source: SourceMap) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         schema = model.model_json_schema()
-        issues = [_issue_for(error, data, source, schema) for error in exc.errors(include_url=False)]
+        errors = [e for e in exc.errors(include_url=False) if not _other_union_branch(data, tuple(e["loc"]))]
+        issues = [_issue_for(error, data, source, schema) for error in errors]
         issues.sort(key=lambda issue: (issue.file, issue.line or 0, issue.column or 0))
         raise ManifestError(_dedupe(issues)) from None
 
@@ -108,20 +109,43 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if _has_child(node, part):
             node = node[part]
             path.append(part)
         elif isinstance(node, dict) and isinstance(part, str) and node.get("kind") == part:
             continue
-        elif isinstance(part, str) and (part.startswith("function-") or part in {"str", "list", "dict"}):
-            continue
+        elif isinstance(part, str) and (part.startswith("function-") or part[:1].isupper()
+                                        or part in {"str", "list", "dict"}):
+            continue  # a union branch or validator name, not a field
         else:
             path.append(part)
             node = None
     return tuple(path)
+
+
+def _other_union_branch(data: Any, loc: tuple[str | int, ...]) -> bool:
+    """True for an error from the union branch that does not match the input's shape.
+
+    A field typed `str | Model` yields one error per branch; a string input only cares about the
+    string checks and a mapping input only about the model's.
+    """
+    node = data
+    for part in loc:
+        if _has_child(node, part):
+            node = node[part]
+        elif isinstance(node, dict) and node.get("kind") == part:
+            continue
+        elif isinstance(part, str) and part[:1].isupper():
+            return not isinstance(node, dict)
+        else:
+            return isinstance(part, str) and part.startswith("function-after") and isinstance(node, dict)
+    return False
+
+
+def _has_child(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _issue_for(error: Any, data: Any, source: SourceMap, schema: dict[str, Any]) -> Issue:

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from provisioner.manifest.values import (
+from provisioner.resources.specs import ResourceSpec, SecretFromEnv
+from provisioner.values import (
     AbsolutePath,
     EnvKey,
     GitRef,
@@ -17,7 +18,6 @@ from provisioner.manifest.values import (
     check_absolute_path,
     check_name,
 )
-from provisioner.resources.specs import ResourceSpec, SecretFromEnv
 
 AUTO = "auto"
 
@@ -100,7 +100,7 @@ class TorchSpec(Strict):
 class NunchakuSpec(Strict):
     enabled: bool = True
     version: str = Field(default=AUTO, pattern=r"^(auto|[0-9][0-9A-Za-z.+]*|[<>=!~][^;|&$`]*)$")
-    precision: Literal["auto", "int4", "fp4"] = AUTO
+    precision: Literal["auto", "int4", "fp4"] = "auto"
     wheel_url: Url | None = Field(default=None, description="Override the resolved wheel URL.")
     wheel_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     allow_nightly_torch_builds: bool = False
@@ -159,7 +159,7 @@ class ModelSpec(Strict):
 
 class ServiceSpec(Strict):
     enabled: bool = True
-    manager: Literal["auto", "systemd", "process", "container"] = AUTO
+    manager: Literal["auto", "systemd", "process", "container"] = "auto"
     listen: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Za-z.:-]+$")
     port: int = Field(default=8188, ge=1, le=65535)
     extra_args: list[str] = Field(default_factory=list)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from provisioner.manifest.values import (
+from provisioner.values import (
     EnvKey,
     GitRef,
     Name,
@@ -147,7 +147,7 @@ class PipSpec(ResourceBase):
     @field_validator("find_links")
     @classmethod
     def _links(cls, links: list[str]) -> list[str]:
-        from provisioner.manifest.values import check_relative_path, check_url
+        from provisioner.values import check_relative_path, check_url
 
         return [check_url(link) if "://" in link else check_relative_path(link) for link in links]
 

@@ -48,10 +48,10 @@ class Transport(ABC):
     def get(self, remote: str, local: Path) -> None:
         """Copy a file from the host."""
 
-    def finalize(self, succeeded: bool) -> None:
+    def finalize(self, succeeded: bool) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Called once after an apply (e.g. a docker-image:// target commits its image on success)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the connection; idempotent."""
 
     def __enter__(self) -> Transport:

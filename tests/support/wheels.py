@@ -32,7 +32,9 @@ def build_wheel(
     files: dict[str, bytes] = {
         f"{dist}/__init__.py": (module_body or f"__version__ = {version!r}\n").encode(),
         f"{info}/METADATA": metadata.encode(),
-        f"{info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: provision-tests\nRoot-Is-Purelib: true\nTag: {tag}\n".encode(),
+        f"{info}/WHEEL": (
+            f"Wheel-Version: 1.0\nGenerator: provision-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+        ).encode(),
         **(extra_files or {}),
     }
     record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]

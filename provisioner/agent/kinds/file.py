@@ -35,7 +35,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     changes = []
     if observed["sha256"] != want_sha:
         changes.append(
-            Change("content", "sha256:" + observed["sha256"][:12], "sha256:" + want_sha[:12], _content_reason(spec, ctx))
+            Change("content", "sha256:" + observed["sha256"][:12], "sha256:" + want_sha[:12],
+                   _content_reason(spec, ctx))
         )
     return changes + meta_changes(spec, observed)
 

@@ -72,7 +72,8 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     status = procs.run(_git(path, "status", "--porcelain=v1", "--untracked-files=normal"))
     if not status.ok:
         raise ResourceFailure("git status in %s failed:\n%s" % (path, status.tail()))
-    modified, untracked = [], []
+    modified: List[str] = []
+    untracked: List[str] = []
     for line in status.output.splitlines():
         (untracked if line.startswith("??") else modified).append(line[3:])
     return {
@@ -105,8 +106,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if observed["origin"] != spec["repo"]:
         changes.append(Change("origin", observed["origin"], spec["repo"], "remote origin points elsewhere"))
     head = observed["head"]
-    if resolved["commit"] and head != resolved["commit"] or not resolved["commit"] and not (
-            head or "").startswith(resolved.get("short", "")):
+    if (resolved["commit"] and head != resolved["commit"]) or (not resolved["commit"] and not (
+            head or "").startswith(resolved.get("short", ""))):
         changes.append(Change("HEAD", _short(head), label, "HEAD is at %s, want %s" % (_short(head), label)))
     if observed["modified"]:
         changes.append(Change("modified", _listing(observed["modified"]), None,

@@ -55,7 +55,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
             changes.append(Change(field, None, want, reason, "create"))
             continue
         if not _same_version(have["version"], want):
-            changes.append(Change(field, have["version"], want, "installed version %s, pinned %s" % (have["version"], want)))
+            reason = "installed version %s, pinned %s" % (have["version"], want)
+            changes.append(Change(field, have["version"], want, reason))
             continue
         foreign = _foreign_reason(pkg, have)
         if foreign:
@@ -99,7 +100,7 @@ def _index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    venv, python = _python(spec, ctx)
+    _, python = _python(spec, ctx)
     if not os.path.exists(python):
         raise ResourceFailure("venv %s does not exist; declare a venv resource before this pip resource" % spec["venv"])
     changed = {c["field"][len("package."):] for c in changes}

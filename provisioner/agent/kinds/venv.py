@@ -34,8 +34,10 @@ def resolve_interpreter(requested: str, ctx: Context) -> Dict[str, str]:
     command = "python" + requested if _VERSION_ONLY.match(requested) else requested
     found = command if os.path.isabs(command) else shutil.which(command)
     if not found or not os.access(found, os.X_OK):
-        hint = "apt-get install python%s python%s-venv" % (requested, requested) if _VERSION_ONLY.match(requested) else (
-            "install it or point the venv's `python` at an existing interpreter")
+        if _VERSION_ONLY.match(requested):
+            hint = "apt-get install python%s python%s-venv" % (requested, requested)
+        else:
+            hint = "install it or point the venv's `python` at an existing interpreter"
         raise ResourceFailure("interpreter %r not found on the host; %s" % (command, hint))
     done = procs.run([found, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
     if not done.ok:
@@ -91,7 +93,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     changes = []
     have = _major_minor(observed["version"])
     if have != want:
-        changes.append(Change("python", have, want, "venv uses Python %s, want %s; it will be recreated" % (have, want)))
+        reason = "venv uses Python %s, want %s; it will be recreated" % (have, want)
+        changes.append(Change("python", have, want, reason))
     want_site = bool(spec.get("system_site_packages"))
     if observed["system_site_packages"] != want_site:
         changes.append(Change("system_site_packages", observed["system_site_packages"], want_site,
