@@ -92,7 +92,7 @@ class AgentClient:
         final = next((e for e in reversed(events) if e["event"] in ("result", "error")), None)
         if final is None:
             detail = (done.stderr.strip() or "\n".join(stray)).strip()[-2000:]
-            if done.returncode == 127 or "not found" in detail and self.python in detail:
+            if done.returncode == 127 or ("not found" in detail and self.python in detail):
                 raise TransportError(
                     f"{self.transport.display}: the agent interpreter {self.python!r} was not found; "
                     "install Python >= 3.8 there or set target.python"

@@ -14,6 +14,7 @@ from provisioner.expand import Expansion, expand
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
+
 @dataclass
 class RunOptions:
     force: bool = False

@@ -12,7 +12,6 @@ from tests.support.hosts import TargetHost
 from tests.support.servers import serve_directory
 from tests.support.wheels import build_wheel, write_simple_index
 
-
 HOST_KINDS = ["local", "ssh", "docker"]
 
 
