@@ -13,7 +13,14 @@ from pydantic import TypeAdapter, ValidationError
 from provisioner.errors import ProvisionError, RoleError
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.manifest.model import HandlerSpec
-from provisioner.resources.specs import EnvFileSpec, FileSpec, ResourceSpec, resource_id
+from provisioner.resources.specs import (
+    DownloadSpec,
+    EnvFileSpec,
+    FileSpec,
+    ResourceSpec,
+    SecretFromEnv,
+    resource_id,
+)
 from provisioner.role_expansion import expand_roles, ordered_roles, role_search_path
 from provisioner.templating import TemplateRenderer, package_templates_dir
 
@@ -115,6 +122,13 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
         data.pop("vars")
         record = {k: v for k, v in data.items() if k != "content"}
         record["sha256"] = hashlib.sha256(data["content"].encode("utf-8")).hexdigest()
+    if isinstance(spec, DownloadSpec) and spec.auth is not None:
+        token = _read_secret(rid, "auth", spec.auth, environ)
+        data["auth"] = None
+        if token:
+            data["token"] = token
+            secrets.append(token)
+        record["auth"] = MASK
     if isinstance(spec, EnvFileSpec):
         data["secret_values"] = _read_secrets(rid, spec, environ)
         secrets.extend(v for v in data["secret_values"].values() if v)
@@ -125,16 +139,16 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
 
 
 def _read_secrets(rid: str, spec: EnvFileSpec, environ: dict[str, str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for key, source in spec.secrets.items():
-        value = environ.get(source.from_env)
-        if value is None:
-            if source.optional:
-                continue
-            raise ProvisionError(
-                f"{rid}: secret {key} reads ${source.from_env}, which is not set on the controller; "
-                f"export it (it is sent to the host on stdin, never in argv or logs) or mark it optional: true"
-            )
-        values[key] = value
-    return values
+    values = {key: _read_secret(rid, key, source, environ) for key, source in spec.secrets.items()}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _read_secret(rid: str, key: str, source: SecretFromEnv, environ: dict[str, str]) -> str | None:
+    value = environ.get(source.from_env)
+    if value is None and not source.optional:
+        raise ProvisionError(
+            f"{rid}: secret {key} reads ${source.from_env}, which is not set on the controller; "
+            f"export it (it is sent to the host on stdin, never in argv or logs) or mark it optional: true"
+        )
+    return value
 

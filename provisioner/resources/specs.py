@@ -166,6 +166,20 @@ class GitSpec(ResourceBase):
         return self.path
 
 
+class DownloadSpec(ResourceBase):
+    """A large file over HTTP(S): resumable, verified by sha256, checked through a stat cache."""
+
+    kind: Literal["download"] = "download"
+    path: RelativePath
+    url: Url
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(default=None, ge=0, description="Bytes; lets the disk check run before downloading.")
+    auth: SecretFromEnv | None = Field(default=None, description="Bearer token, e.g. HF_TOKEN for gated repos.")
+
+    def key(self) -> str:
+        return self.path
+
+
 class CommandSpec(ResourceBase):
     kind: Literal["command"] = "command"
     name: Name
@@ -189,11 +203,11 @@ class CommandSpec(ResourceBase):
 
 
 ResourceSpec = Annotated[
-    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | GitSpec | CommandSpec,
+    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | GitSpec | CommandSpec | DownloadSpec,
     Field(discriminator="kind"),
 ]
 
-RESOURCE_KINDS = ("directory", "file", "envfile", "venv", "pip", "git", "command")
+RESOURCE_KINDS = ("directory", "file", "envfile", "venv", "pip", "git", "command", "download")
 
 
 def resource_id(spec: ResourceBase) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Dict
 
-from . import command, directory, envfile, file, git, pip, venv
+from . import command, directory, download, envfile, file, git, pip, venv
 
 KINDS: Dict[str, ModuleType] = {
     "directory": directory,
@@ -15,4 +15,5 @@ KINDS: Dict[str, ModuleType] = {
     "pip": pip,
     "git": git,
     "command": command,
+    "download": download,
 }

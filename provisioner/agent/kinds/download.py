@@ -1,0 +1,162 @@
+"""A large file fetched over HTTP(S) (model weights, wheels): resumable, sha256-verified, stat-cached.
+
+A no-op probe of many gigabytes must cost nothing, so an existing file is trusted when its size and
+mtime match what the stat cache recorded when it was last verified; `--deep` re-hashes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional
+
+from ..fsutil import sha256_file
+from ..protocol import Change, Context, ResourceFailure, emit
+from ..statcache import StatCache
+
+CHUNK = 1 << 20
+PROGRESS_EVERY_SECONDS = 2.0
+RETRIES = 4
+
+
+def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    path = ctx.path(spec["path"])
+    if not os.path.isfile(path):
+        partial = path + ".part"
+        return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0}
+    st = os.stat(path)
+    cache = StatCache(ctx)
+    sha = None if ctx.deep else cache.lookup(path, st)
+    hashed = False
+    if sha is None and spec.get("sha256"):
+        sha = sha256_file(path)
+        hashed = True
+        cache.record(path, st, sha)
+    return {"exists": True, "size": st.st_size, "sha256": sha, "rehashed": hashed}
+
+
+def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    if not observed["exists"]:
+        size = spec.get("size")
+        detail = " (%s)" % _human(size) if size else ""
+        resume = " resuming at %s" % _human(observed["partial_bytes"]) if observed["partial_bytes"] else ""
+        return [Change("file", None, _short(spec.get("sha256")) or spec["url"],
+                       "not downloaded%s%s" % (detail, resume), "create")]
+    changes = []
+    if spec.get("size") is not None and observed["size"] != spec["size"]:
+        changes.append(Change("size", observed["size"], spec["size"],
+                              "size differs: the file is incomplete or replaced"))
+    if spec.get("sha256") and observed["sha256"] != spec["sha256"]:
+        changes.append(Change("sha256", _short(observed["sha256"]), _short(spec["sha256"]),
+                              "content does not match the pinned sha256"))
+    return changes
+
+
+def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    path = ctx.path(spec["path"])
+    partial = path + ".part"
+    if observed["exists"]:
+        os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _check_space(spec, partial, ctx)
+    _fetch(spec, partial, ctx)
+    digest = sha256_file(partial)
+    if spec.get("sha256") and digest != spec["sha256"]:
+        os.unlink(partial)
+        raise ResourceFailure("%s: downloaded sha256 %s does not match the pinned %s; the partial file was removed"
+                              % (spec["path"], digest[:12], spec["sha256"][:12]))
+    os.replace(partial, path)
+    StatCache(ctx).record(path, os.stat(path), digest)
+
+
+def _check_space(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
+    size = spec.get("size")
+    if not size:
+        return
+    have = os.path.getsize(partial) if os.path.exists(partial) else 0
+    free = shutil.disk_usage(os.path.dirname(partial)).free
+    if size - have > free:
+        raise ResourceFailure("%s needs %s more but only %s is free under %s" % (
+            spec["path"], _human(size - have), _human(free), os.path.dirname(partial)))
+
+
+def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
+    """Download into `partial`, resuming with HTTP Range after a drop; bounded retries with backoff."""
+    last_error: Optional[str] = None
+    for attempt in range(RETRIES):
+        have = os.path.getsize(partial) if os.path.exists(partial) else 0
+        request = urllib.request.Request(spec["url"], headers=_headers(spec, have))
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                if have and response.status != 206:
+                    have = 0  # the server ignored Range: start over
+                total = _total(response, have)
+                _stream(response, partial, have, total, spec)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:
+                return  # already complete
+            if exc.code in (401, 403):
+                raise ResourceFailure("%s: %s %s; set the HF_TOKEN secret (or check access to the repo)"
+                                      % (spec["path"], exc.code, exc.reason)) from None
+            if exc.code == 404:
+                raise ResourceFailure("%s: not found at %s" % (spec["path"], _display_url(spec["url"]))) from None
+            last_error = "HTTP %s %s" % (exc.code, exc.reason)
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = str(getattr(exc, "reason", exc))
+        time.sleep(min(2 ** attempt, 10) * 0.5)
+    raise ResourceFailure("%s: download from %s failed after %d tries: %s"
+                          % (spec["path"], _display_url(spec["url"]), RETRIES, last_error))
+
+
+def _headers(spec: Dict[str, Any], have: int) -> Dict[str, str]:
+    headers = {"User-Agent": "provision-agent"}
+    if have:
+        headers["Range"] = "bytes=%d-" % have
+    if spec.get("token"):
+        headers["Authorization"] = "Bearer " + spec["token"]
+    return headers
+
+
+def _total(response: Any, have: int) -> Optional[int]:
+    length = response.headers.get("Content-Length")
+    return have + int(length) if length and length.isdigit() else None
+
+
+def _stream(response: Any, partial: str, have: int, total: Optional[int], spec: Dict[str, Any]) -> None:
+    mode = "ab" if have else "wb"
+    done = have
+    last = time.time()
+    with open(partial, mode) as handle:
+        while True:
+            block = response.read(CHUNK)
+            if not block:
+                break
+            handle.write(block)
+            done += len(block)
+            if time.time() - last > PROGRESS_EVERY_SECONDS:
+                last = time.time()
+                emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total)
+    if total is not None and done < total:
+        raise OSError("connection closed at %d of %d bytes" % (done, total))
+
+
+def _display_url(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _short(sha: Optional[str]) -> Optional[str]:
+    return "sha256:" + sha[:12] if sha else None
+
+
+def _human(size: Optional[int]) -> str:
+    value = float(size or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
+        value /= 1024
+    return "%d B" % (size or 0)
+

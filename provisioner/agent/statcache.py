@@ -1,0 +1,40 @@
+"""sha256 of large files remembered by (size, mtime, inode), so a no-op check need not re-read them."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from .fsutil import atomic_write
+from .protocol import Context
+
+FILE = "statcache.json"
+
+
+class StatCache:
+    def __init__(self, ctx: Context) -> None:
+        self.path = os.path.join(ctx.state_dir(), FILE)
+        self.entries: Dict[str, Dict[str, Any]] = self._load()
+
+    def _load(self) -> Dict[str, Dict[str, Any]]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> Dict[str, int]:
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+    def lookup(self, path: str, st: os.stat_result) -> Optional[str]:
+        entry = self.entries.get(path)
+        if entry and all(entry.get(k) == v for k, v in self._stamp(st).items()):
+            return entry.get("sha256")
+        return None
+
+    def record(self, path: str, st: os.stat_result, sha256: str) -> None:
+        self.entries[path] = dict(self._stamp(st), sha256=sha256)
+        atomic_write(self.path, json.dumps(self.entries, sort_keys=True).encode("utf-8"), 0o600)
