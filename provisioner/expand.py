@@ -19,10 +19,14 @@ from provisioner.resources.specs import (
     FileSpec,
     ResourceSpec,
     SecretFromEnv,
+    ServiceUnitSpec,
     resource_id,
 )
 from provisioner.role_expansion import expand_roles, ordered_roles, role_search_path
 from provisioner.templating import TemplateRenderer, package_templates_dir
+
+# The unit needs the root as an absolute path, which only the host knows when the root is relative.
+ROOT_PLACEHOLDER = "@PROVISION_ROOT@"
 
 _resource_adapter: TypeAdapter[ResourceSpec] = TypeAdapter(ResourceSpec)
 
@@ -122,6 +126,9 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
         data.pop("vars")
         record = {k: v for k, v in data.items() if k != "content"}
         record["sha256"] = hashlib.sha256(data["content"].encode("utf-8")).hexdigest()
+    if isinstance(spec, ServiceUnitSpec):
+        data["unit"] = renderer.render("systemd/service.j2", {**context, "service_unit": data,
+                                                             "root": ROOT_PLACEHOLDER})
     if isinstance(spec, DownloadSpec) and spec.auth is not None:
         token = _read_secret(rid, "auth", spec.auth, environ)
         data["auth"] = None

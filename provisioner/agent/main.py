@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from . import facts, procs, state
-from .kinds import KINDS
+from .kinds import KINDS, service
 from .protocol import Change, Context, ResourceFailure, emit
 
 PROTOCOL_VERSION = 1
@@ -162,6 +162,18 @@ def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconver
     return digests
 
 
+def _restart_service(request: Dict[str, Any], name: str, ctx: Context) -> Optional[str]:
+    """Restart the service resource called `name`; the error text, or None on success."""
+    for resource in request["resources"]:
+        if resource["kind"] == "service" and resource["spec"]["name"] == name:
+            try:
+                service.restart(resource["spec"], ctx)
+            except ResourceFailure as exc:
+                return "restart of %s failed: %s" % (name, exc)
+            return None
+    return "no service resource named %r to restart" % name
+
+
 def _run_handlers(request: Dict[str, Any], notified: List[str], ctx: Context) -> List[Dict[str, Any]]:
     handlers = request.get("handlers") or {}
     ran: List[Dict[str, Any]] = []
@@ -169,11 +181,17 @@ def _run_handlers(request: Dict[str, Any], notified: List[str], ctx: Context) ->
         if name not in notified:
             continue
         spec = handlers[name]
-        cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
         emit("progress", id="handler:" + name, phase="applying", changes=[])
-        done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)
-        entry: Dict[str, Any] = {"name": name, "exit": done.returncode}
-        if not done.ok:
-            entry["error"] = "handler %s failed (exit %d):\n%s" % (name, done.returncode, done.tail())
+        entry: Dict[str, Any] = {"name": name}
+        if spec.get("restart"):
+            entry["error"] = _restart_service(request, spec["restart"], ctx)
+        else:
+            cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
+            done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)
+            entry["exit"] = done.returncode
+            if not done.ok:
+                entry["error"] = "handler %s failed (exit %d):\n%s" % (name, done.returncode, done.tail())
+        if entry.get("error") is None:
+            entry.pop("error", None)
         ran.append(entry)
     return ran

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from provisioner.resources.specs import ResourceSpec, SecretFromEnv
 from provisioner.values import (
@@ -184,11 +184,19 @@ class ChecksSpec(Strict):
 
 
 class HandlerSpec(Strict):
-    """A command run once at the end of an apply when a resource that notifies it changed."""
+    """Run once at the end of an apply in which a resource that notifies it changed:
+    a command (`argv`), or the restart of a service resource (`restart: NAME`)."""
 
-    argv: list[str] = Field(min_length=1)
+    argv: list[str] | None = Field(default=None, min_length=1)
+    restart: Name | None = Field(default=None, description="Name of a service resource to restart.")
     cwd: RelativePath | None = None
     env: dict[EnvKey, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> HandlerSpec:
+        if (self.argv is None) == (self.restart is None):
+            raise ValueError("a handler needs exactly one of 'argv' or 'restart'")
+        return self
 
 
 class Manifest(Strict):

@@ -10,6 +10,7 @@ from provisioner.resources.specs import (
     GitSpec,
     PipSpec,
     ResourceSpec,
+    ServiceUnitSpec,
     VenvSpec,
     resource_id,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "GitSpec",
     "PipSpec",
     "ResourceSpec",
+    "ServiceUnitSpec",
     "VenvSpec",
     "resource_id",
 ]

@@ -180,6 +180,36 @@ class DownloadSpec(ResourceBase):
         return self.path
 
 
+class ServiceUnitSpec(ResourceBase):
+    """A long-running program: a systemd unit where systemd runs, else a supervised process."""
+
+    kind: Literal["service"] = "service"
+    name: Name
+    argv: list[str] = Field(min_length=1, description="argv[0] may be relative to the root, e.g. venv/bin/python.")
+    cwd: RelativePath | None = None
+    env_file: RelativePath | None = None
+    log: RelativePath | None = Field(default=None, description="Log file of the process manager (logs/NAME.log).")
+    manager: Literal["auto", "systemd", "process"] = "auto"
+    state: Literal["running", "stopped"] = "running"
+    description: str = ""
+    settle_seconds: float = Field(default=1.0, ge=0, le=60, description="How long it must survive after start.")
+
+    @field_validator("argv")
+    @classmethod
+    def _plain_args(cls, argv: list[str]) -> list[str]:
+        # These become a systemd ExecStart line, where spaces, quotes, '$' and '%' have meaning.
+        for arg in argv:
+            if not _SERVICE_ARG.match(arg):
+                raise ValueError(f"service argument {arg!r} may use only letters, digits and = _ . , : / + @ -")
+        return argv
+
+    def key(self) -> str:
+        return self.name
+
+
+_SERVICE_ARG = re.compile(r"^[A-Za-z0-9=_.,:/+@-]+$")
+
+
 class CommandSpec(ResourceBase):
     kind: Literal["command"] = "command"
     name: Name
@@ -203,11 +233,12 @@ class CommandSpec(ResourceBase):
 
 
 ResourceSpec = Annotated[
-    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | GitSpec | CommandSpec | DownloadSpec,
+    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | GitSpec | CommandSpec | DownloadSpec
+    | ServiceUnitSpec,
     Field(discriminator="kind"),
 ]
 
-RESOURCE_KINDS = ("directory", "file", "envfile", "venv", "pip", "git", "command", "download")
+RESOURCE_KINDS = ("directory", "file", "envfile", "venv", "pip", "git", "command", "download", "service")
 
 
 def resource_id(spec: ResourceBase) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Dict
 
-from . import command, directory, download, envfile, file, git, pip, venv
+from . import command, directory, download, envfile, file, git, pip, service, venv
 
 KINDS: Dict[str, ModuleType] = {
     "directory": directory,
@@ -16,4 +16,5 @@ KINDS: Dict[str, ModuleType] = {
     "git": git,
     "command": command,
     "download": download,
+    "service": service,
 }

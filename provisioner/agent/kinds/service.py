@@ -1,0 +1,242 @@
+"""A long-running service (ComfyUI): a systemd unit where systemd runs, else a supervised process.
+
+The process manager starts the program in its own session (it outlives the agent and the SSH
+channel), records its PID, argv and config digest under <root>/.provision/services/, and logs to a
+file. A changed argv or config digest means a restart; a dead process means a start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any, Dict, List, Optional
+
+from .. import procs
+from ..fsutil import atomic_write
+from ..protocol import Change, Context, ResourceFailure
+
+STOP_TIMEOUT_SECONDS = 15.0
+SYSTEMD_DIR = "/etc/systemd/system"
+ROOT_PLACEHOLDER = "@PROVISION_ROOT@"
+
+
+def _manager(spec: Dict[str, Any]) -> str:
+    manager = spec.get("manager") or "auto"
+    if manager == "auto":
+        return "systemd" if os.path.isdir("/run/systemd/system") else "process"
+    return manager  # type: ignore[no-any-return]
+
+
+def _record_path(spec: Dict[str, Any], ctx: Context) -> str:
+    return os.path.join(ctx.state_dir(), "services", spec["name"] + ".json")
+
+
+def _argv(spec: Dict[str, Any], ctx: Context) -> List[str]:
+    """argv[0] relative to the root (e.g. venv/bin/python) is made absolute; the rest is passed as is."""
+    first = spec["argv"][0]
+    if "/" in first and not first.startswith("/"):
+        first = ctx.path(first)
+    return [first, *spec["argv"][1:]]
+
+
+def _read_record(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int, argv: List[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            cmdline = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return True
+    # A recycled PID runs something else: then our service is not running.
+    return cmdline[-len(argv[1:]):] == argv[1:] if argv[1:] else bool(cmdline)
+
+
+def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    if _manager(spec) == "systemd":
+        return _probe_systemd(spec, ctx)
+    record = _read_record(_record_path(spec, ctx))
+    running = bool(record) and _alive(int(record["pid"]), record["argv"])  # type: ignore[index]
+    return {"manager": "process", "running": running, "record": record}
+
+
+def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    want_running = spec.get("state", "running") == "running"
+    if observed["manager"] == "systemd":
+        return _diff_systemd(spec, observed, ctx, want_running)
+    record = observed["record"]
+    if not want_running:
+        return [Change("state", "running", "stopped", "service is running", "stop")] if observed["running"] else []
+    if not observed["running"]:
+        reason = "not started yet" if record is None else "process %s is not running" % record["pid"]
+        return [Change("state", "stopped", "running", reason, "create" if record is None else "start")]
+    changes = []
+    if record["argv"] != _argv(spec, ctx):
+        changes.append(Change("argv", " ".join(record["argv"]), " ".join(_argv(spec, ctx)),
+                              "command line changed; restart", "restart"))
+    return changes
+
+
+def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    if observed["manager"] == "systemd":
+        _apply_systemd(spec, changes, ctx)
+        return
+    if observed["running"]:
+        _stop(int(observed["record"]["pid"]))
+    if spec.get("state", "running") == "running":
+        _start(spec, ctx)
+    else:
+        _remove(_record_path(spec, ctx))
+
+
+def restart(spec: Dict[str, Any], ctx: Context) -> None:
+    """Handler action: restart the service (start it if it is not running)."""
+    observed = probe(spec, ctx)
+    if observed["manager"] == "systemd":
+        procs.check(["systemctl", "restart", _unit_name(spec)], "systemctl restart %s" % _unit_name(spec))
+        return
+    if observed["running"]:
+        _stop(int(observed["record"]["pid"]))
+    _start(spec, ctx)
+
+
+def _env(spec: Dict[str, Any], ctx: Context) -> Dict[str, str]:
+    env = dict(os.environ)
+    if spec.get("env_file"):
+        path = ctx.path(spec["env_file"])
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    key, sep, value = line.rstrip("\n").partition("=")
+                    if sep and key and not key.startswith("#"):
+                        env[key.strip()] = value
+    return env
+
+
+def _start(spec: Dict[str, Any], ctx: Context) -> None:
+    argv = _argv(spec, ctx)
+    cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
+    log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log:
+        try:
+            child = subprocess.Popen(argv, cwd=cwd, env=_env(spec, ctx), stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise ResourceFailure("cannot start %s: %s" % (argv[0], exc)) from None
+    time.sleep(float(spec.get("settle_seconds", 1.0)))
+    if child.poll() is not None:
+        raise ResourceFailure("%s exited with %s right after starting; see %s:\n%s" % (
+            spec["name"], child.returncode, log_path, _tail(log_path)))
+    record = {"pid": child.pid, "argv": argv, "started": time.time(), "log": log_path}
+    atomic_write(_record_path(spec, ctx), json.dumps(record).encode("utf-8"), 0o644)
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.time() + STOP_TIMEOUT_SECONDS
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+            reaped = os.waitpid(pid, os.WNOHANG) if _is_child(pid) else (0, 0)
+            if reaped[0] == pid:
+                return
+        except (ProcessLookupError, ChildProcessError):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _is_child(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- systemd -------------------------------------------------------------------------------------
+
+def _unit_name(spec: Dict[str, Any]) -> str:
+    return "provision-%s.service" % spec["name"]
+
+
+def _unit_path(spec: Dict[str, Any]) -> str:
+    return os.path.join(SYSTEMD_DIR, _unit_name(spec))
+
+
+def _unit_text(spec: Dict[str, Any], ctx: Context) -> str:
+    """The unit rendered on the controller, with the root it could not know filled in here."""
+    return str(spec.get("unit") or "").replace(ROOT_PLACEHOLDER, ctx.root)
+
+
+def _probe_systemd(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    try:
+        with open(_unit_path(spec), encoding="utf-8") as handle:
+            unit = handle.read()
+    except OSError:
+        unit = None
+    active = procs.run(["systemctl", "is-active", "--quiet", _unit_name(spec)]).ok
+    enabled = procs.run(["systemctl", "is-enabled", "--quiet", _unit_name(spec)]).ok
+    return {"manager": "systemd", "unit": unit, "running": active, "enabled": enabled}
+
+
+def _diff_systemd(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context, want_running: bool) -> List[Change]:
+    changes = []
+    if observed["unit"] != _unit_text(spec, ctx):
+        changes.append(Change("unit", None if observed["unit"] is None else "differs", _unit_name(spec),
+                              "unit file %s" % ("missing" if observed["unit"] is None else "differs"),
+                              "create" if observed["unit"] is None else "update"))
+    if want_running and not observed["running"]:
+        changes.append(Change("state", "inactive", "active", "unit is not active", "start"))
+    if not want_running and observed["running"]:
+        changes.append(Change("state", "active", "inactive", "unit is active", "stop"))
+    if want_running and not observed["enabled"]:
+        changes.append(Change("enabled", False, True, "unit is not enabled at boot"))
+    return changes
+
+
+def _apply_systemd(spec: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    name = _unit_name(spec)
+    if not spec.get("unit"):
+        raise ResourceFailure("service %s: no unit text was rendered for systemd" % spec["name"])
+    fields = {c["field"] for c in changes}
+    if "unit" in fields:
+        atomic_write(_unit_path(spec), _unit_text(spec, ctx).encode("utf-8"), 0o644)
+        procs.check(["systemctl", "daemon-reload"], "systemctl daemon-reload")
+    if spec.get("state", "running") == "running":
+        procs.check(["systemctl", "enable", name], "systemctl enable %s" % name)
+        verb = "restart" if "unit" in fields else "start"
+        procs.check(["systemctl", verb, name], "systemctl %s %s" % (verb, name))
+    else:
+        procs.check(["systemctl", "disable", "--now", name], "systemctl disable --now %s" % name)
