@@ -24,7 +24,8 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 
 
 def _get(host: TargetHost, port: int) -> str:
-    script = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=5).read().decode())"
+    url = f"http://127.0.0.1:{port}/"
+    script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
     for _ in range(50):
         done = host.run(["python3", "-c", script], check=False)
         if done.returncode == 0:
@@ -90,12 +91,14 @@ def test_service_starts_restarts_on_notify_and_is_restored(host: TargetHost, tmp
 
 def test_service_that_dies_at_start_fails_with_its_log(host: TargetHost, tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, host, {"resources": [
-        {"kind": "service", "name": "broken", "manager": "process",
-         "argv": ["python3", "-c", "import sys; print('bad config'); sys.exit(4)"], "settle_seconds": 0.5},
+        {"kind": "file", "path": "bad.py", "content": "import sys\nprint('bad config')\nsys.exit(4)\n"},
+        {"kind": "service", "name": "broken", "manager": "process", "argv": ["python3", "bad.py"],
+         "settle_seconds": 0.5},
     ]})
     report = apply(manifest)
     assert not report.ok
-    assert "exited with 4" in report.resources[0]["error"] and "bad config" in report.resources[0]["error"]
+    error = report.resources[1]["error"]
+    assert "exited with 4" in error and "bad config" in error
 
 
 def test_systemd_unit_is_rendered_from_the_template(tmp_path: Path) -> None:
