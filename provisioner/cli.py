@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -19,6 +20,7 @@ from provisioner.agent_client import AgentClient
 from provisioner.engine import HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
+from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_path_from_url, new_run_id
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
@@ -66,8 +68,26 @@ def _connect(trust_new_hosts: bool, known_hosts: Path | None, verbose: bool = Fa
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provision")
-def cli() -> None:
+@click.option("--ledger", "ledger_url", envvar="PROVISION_LEDGER", default=None,
+              help="Run ledger (sqlite:///PATH); default ~/.local/state/provision/ledger.sqlite.")
+@click.pass_context
+def cli(ctx: click.Context, ledger_url: str | None) -> None:
     """Make GPU hosts match a ComfyUI + Nunchaku manifest: plan, apply, check."""
+    ctx.obj = {"ledger_url": ledger_url}
+
+
+def current_ledger() -> Ledger:
+    """The ledger chosen with --ledger / PROVISION_LEDGER, opened on first use."""
+    ctx = click.get_current_context()
+    url = (ctx.find_root().obj or {}).get("ledger_url")
+    return Ledger(ledger_path_from_url(url) if url else default_ledger_path())
+
+
+def record_run(command: str, manifest: str, host: str, started: float, exit_code: int, *,
+               changed: int = 0, generation: int | None = None, summary: dict[str, Any] | None = None) -> None:
+    status = {EXIT_OK: "ok", EXIT_DRIFT: "drift"}.get(exit_code, "failed")
+    current_ledger().record(LedgerEntry(new_run_id(), started, round(time.time() - started, 3), command, manifest,
+                                        host, status, exit_code, changed, generation, summary))
 
 
 @cli.command()
@@ -112,6 +132,7 @@ def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_ne
 
 
 def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
+    started = time.time()
     session = HostSession(load_manifest(manifest), options)
     mask = Masker(session.expansion.secrets)
     report = session.plan()
@@ -119,6 +140,8 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
         _emit_json(report.as_json(), mask)
     else:
         click.echo(render_plan(report, mask, show_ok=not changes_only))
+    record_run("plan", report.manifest, report.host, started, report.exit_code(),
+               changed=len(report.pending), summary=report.as_json()["summary"])
     return report.exit_code()
 
 
@@ -149,11 +172,15 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
         elif event["event"] == "progress" and event.get("phase") == "applying":
             click.echo(mask(f"  … {event['id']}"), err=True)
 
+    started = time.time()
     report = session.apply(on_event)
     if as_json:
         _emit_json(report.as_json(), mask)
     else:
         click.echo(render_apply(report, mask))
+    summary = report.as_json()["summary"]
+    record_run("apply", report.manifest, report.host, started, report.exit_code(),
+               changed=summary.get("changed", 0), generation=report.generation, summary=summary)
     sys.exit(report.exit_code())
 
 
@@ -207,16 +234,38 @@ def facts(target: str, root: str | None, venv: str | None, trust_new_hosts: bool
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
+@cli.command()
+@click.argument("host", required=False)
+@click.option("--limit", default=30, show_default=True, help="How many runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
+def history(host: str | None, limit: int, as_json: bool) -> None:
+    """Show the run ledger: every plan/apply/check, newest first (optionally for one HOST)."""
+    entries = current_ledger().history(host, limit)
+    if as_json:
+        click.echo(json.dumps([e.as_json() for e in entries], indent=2, sort_keys=True))
+        return
+    if not entries:
+        click.echo("No runs recorded" + (f" for {host}." if host else "."))
+    for entry in entries:
+        when = datetime.datetime.fromtimestamp(entry.started).isoformat(timespec="seconds")
+        generation = f" gen {entry.generation}" if entry.generation else ""
+        click.echo(f"{when}  {entry.command:<6} {entry.status:<6} {entry.host:<24} {entry.manifest:<16} "
+                   f"{entry.changed:>3} changed{generation}  ({entry.seconds:.2f}s)")
+
+
 def _register_optional_commands() -> None:
     """Commands that live in their own modules under provisioner/commands/."""
     from importlib import import_module
 
-    for module_name, command_name in (("resolve", "resolve"),):
+    for module_name in ("resolve", "check"):
         try:
             module = import_module(f"provisioner.commands.{module_name}")
         except ModuleNotFoundError:
             continue
-        cli.add_command(getattr(module, command_name))
+        for value in vars(module).values():
+            if isinstance(value, click.Command) and value.name == module_name:
+                cli.add_command(value)
 
 
 _register_optional_commands()

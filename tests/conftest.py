@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from tests.support.servers import serve_directory
 from tests.support.wheels import build_wheel, write_simple_index
 
 HOST_KINDS = ["local", "ssh", "docker"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the tests' runs out of the user's ledger (CLI subprocesses inherit this)."""
+    previous = os.environ.get("PROVISION_LEDGER")
+    os.environ["PROVISION_LEDGER"] = str(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
+    yield
+    if previous is None:
+        os.environ.pop("PROVISION_LEDGER", None)
+    else:
+        os.environ["PROVISION_LEDGER"] = previous
 
 
 @pytest.fixture(params=HOST_KINDS)

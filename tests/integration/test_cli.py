@@ -75,6 +75,19 @@ def test_failed_apply_exits_1_with_the_reason(tmp_path: Path) -> None:
     assert "command false failed (exit 1)" in done.stdout
 
 
+def test_ledger_records_each_run(tmp_path: Path) -> None:
+    ledger = {"PROVISION_LEDGER": f"sqlite:///{tmp_path}/runs.sqlite"}
+    manifest = _manifest(tmp_path, [{"kind": "file", "path": "a.txt", "content": "a\n"}])
+    assert run("plan", str(manifest), env=ledger).returncode == 2
+    assert run("apply", str(manifest), env=ledger).returncode == 0
+    assert run("apply", str(manifest), env=ledger).returncode == 0
+    runs = json.loads(run("history", "--json", env=ledger).stdout)
+    assert [(r["command"], r["status"], r["changed"], r["generation"]) for r in runs] == [
+        ("apply", "ok", 0, None), ("apply", "ok", 1, 1), ("plan", "drift", 1, None)]
+    assert {r["host"] for r in runs} == {"local"}
+    assert run("history", "elsewhere", env=ledger).stdout.strip() == "No runs recorded for elsewhere."
+
+
 def test_validate_schema_generations_and_facts(tmp_path: Path) -> None:
     assert run("validate", str(REPO / "manifests" / "local.yaml")).returncode == 0
     schema = json.loads(run("schema").stdout)
