@@ -186,6 +186,30 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
 
 @cli.command()
 @manifest_argument
+@click.option("--to", "to", type=int, default=None, help="Generation to return to (default: the previous one).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@connect_options
+@user_errors
+def rollback(manifest: Path, to: int | None, as_json: bool, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+    """Return the host to an earlier generation (git checkouts, packages, files, env); models are kept."""
+    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts))
+    session = HostSession(load_manifest(manifest), options)
+    mask = Masker(session.expansion.secrets)
+    started = time.time()
+    report = session.rollback(to)
+    if as_json:
+        _emit_json(report.as_json(), mask)
+    else:
+        click.echo(f"Rolled back to generation {report.rollback_to}.")
+        click.echo(render_apply(report, mask))
+    summary = report.as_json()["summary"]
+    record_run("rollback", report.manifest, report.host, started, report.exit_code(),
+               changed=summary.get("changed", 0), generation=report.generation, summary=summary)
+    sys.exit(report.exit_code())
+
+
+@cli.command()
+@manifest_argument
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @connect_options
 @user_errors

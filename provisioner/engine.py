@@ -65,6 +65,7 @@ class ApplyReport:
     generation: int | None
     failed: bool
     seconds: float
+    rollback_to: int | None = None
 
     @property
     def unconverged(self) -> list[dict[str, Any]]:
@@ -79,7 +80,8 @@ class ApplyReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
-                "ok": self.ok, "generation": self.generation, "resources": self.resources,
+                "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
+                "resources": self.resources,
                 "handlers": self.handlers, "unconverged": self.unconverged,
                 "summary": summarize(self.resources, "outcome")}
 
@@ -140,6 +142,17 @@ class HostSession:
                                  round(time.monotonic() - started, 3))
             transport.finalize(report.ok)
             return report
+
+    def rollback(self, to: int | None = None, on_event: EventCallback | None = None) -> ApplyReport:
+        """Re-apply generation `to` (default: the one before the last successful apply)."""
+        started = time.monotonic()
+        request = {"root": self.loaded.manifest.target.root, "options": self._request()["options"], "to": to,
+                   "secrets": self.expansion.secret_values_by_key()}
+        with self.transport_factory(self.loaded, self.options) as transport:
+            result = self._client(transport).call("rollback", request, on_event)
+            return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
+                               result["handlers"], result["reprobe"], result["generation"], result["failed"],
+                               round(time.monotonic() - started, 3), rollback_to=result["rollback_to"])
 
     def _origins(self) -> dict[str, str]:
         return {r.id: r.origin for r in self.expansion.resources}

@@ -41,13 +41,11 @@ class HostResource:
     kind: str
     origin: str
     spec: dict[str, Any]
-    record_spec: dict[str, Any]
     digest: str
     notify: list[str]
 
     def payload(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "spec": self.spec, "record_spec": self.record_spec,
-                "digest": self.digest, "notify": self.notify}
+        return {"id": self.id, "kind": self.kind, "spec": self.spec, "digest": self.digest, "notify": self.notify}
 
 
 @dataclass
@@ -55,6 +53,13 @@ class Expansion:
     resources: list[HostResource] = field(default_factory=list)
     handlers: dict[str, HandlerSpec] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
+
+    def secret_values_by_key(self) -> dict[str, str]:
+        """Env-file secrets by key, so a rollback can restore them without storing them on the host."""
+        values: dict[str, str] = {}
+        for resource in self.resources:
+            values.update(resource.spec.get("secret_values") or {})
+        return values
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -142,7 +147,7 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
         data.pop("secrets")
         record["secrets"] = {key: MASK for key in data["secret_values"]}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
-    return HostResource(rid, data["kind"], origin, data, record, digest, list(spec.notify))
+    return HostResource(rid, data["kind"], origin, data, digest, list(spec.notify))
 
 
 def _read_secrets(rid: str, spec: EnvFileSpec, environ: dict[str, str]) -> dict[str, str]:

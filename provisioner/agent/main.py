@@ -21,7 +21,8 @@ def serve(request: Dict[str, Any]) -> int:
             raise ResourceFailure("controller speaks protocol %r, agent speaks %d" % (
                 request.get("protocol"), PROTOCOL_VERSION))
         op = request.get("op")
-        handler = {"facts": _facts, "probe": _probe, "apply": _apply, "generations": _generations}.get(op or "")
+        handler = {"facts": _facts, "probe": _probe, "apply": _apply, "rollback": _rollback,
+                   "generations": _generations}.get(op or "")
         if handler is None:
             raise ResourceFailure("unknown operation %r" % op)
         emit("result", result=handler(request))
@@ -136,8 +137,8 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     record = {
         "time": started, "seconds": round(time.time() - started, 3),
         "manifest": request.get("manifest", {}), "status": "failed" if failed or unconverged else "ok",
-        "resources": [{"id": r["id"], "kind": r["kind"], "digest": r["digest"], "spec": r.get("record_spec")}
-                      for r in request["resources"]],
+        "resources": [_recordable(r) for r in request["resources"]],
+        "handlers_desired": request.get("handlers") or {},
         "changes": [o for o in outcomes if o["outcome"] != "ok"],
         "handlers": handlers_run,
         "converged": _converged(request, outcomes, unconverged, ctx),
@@ -145,6 +146,57 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     generation = state.write(ctx.state_dir(), record) if changed or failed or unconverged else None
     return {"resources": outcomes, "handlers": handlers_run, "reprobe": reprobe, "generation": generation,
             "failed": failed, "root": ctx.root}
+
+
+def _recordable(resource: Dict[str, Any]) -> Dict[str, Any]:
+    """The resource as it can be stored and re-applied later: secret values removed, key names kept."""
+    spec = dict(resource["spec"])
+    if "secret_values" in spec:
+        spec["secret_values"] = {key: None for key in spec["secret_values"]}
+    spec.pop("token", None)
+    return {"id": resource["id"], "kind": resource["kind"], "digest": resource["digest"],
+            "notify": resource.get("notify") or [], "spec": spec}
+
+
+def _rollback(request: Dict[str, Any]) -> Dict[str, Any]:
+    """Re-apply the desired state of an earlier generation (downloads already present are kept)."""
+    ctx = _context(request)
+    numbers = state.list_generations(ctx.state_dir())
+    records = {n: state.read(ctx.state_dir(), n) for n in numbers}
+    good = [n for n in numbers if (records[n] or {}).get("status") == "ok"]
+    target = request.get("to")
+    if target is None:
+        if len(good) < 2:
+            raise ResourceFailure("no earlier successful generation to roll back to (have: %s)"
+                                  % (", ".join(str(n) for n in good) or "none"))
+        target = good[-2]
+    record = records.get(target)
+    if record is None:
+        raise ResourceFailure("generation %s does not exist on the host (have: %s)"
+                              % (target, ", ".join(str(n) for n in numbers) or "none"))
+    if record.get("status") != "ok":
+        raise ResourceFailure("generation %s did not converge (status %s); pick a successful one"
+                              % (target, record.get("status")))
+    resources = []
+    for resource in record["resources"]:
+        if resource["kind"] == "download":
+            continue
+        spec = dict(resource["spec"])
+        if spec.get("secret_values"):
+            spec["secret_values"] = _restore_secrets(resource["id"], spec["secret_values"], request)
+        resources.append(dict(resource, spec=spec))
+    manifest = dict(record.get("manifest") or {}, rollback_to=target)
+    replay = dict(request, resources=resources, handlers=record.get("handlers_desired") or {}, manifest=manifest)
+    return dict(_apply(replay), rollback_to=target)
+
+
+def _restore_secrets(resource_id: str, keys: Dict[str, Any], request: Dict[str, Any]) -> Dict[str, str]:
+    available = request.get("secrets") or {}
+    missing = [key for key in keys if key not in available]
+    if missing:
+        raise ResourceFailure("%s: rolling back needs the secrets %s from the controller; export them"
+                              % (resource_id, ", ".join(missing)))
+    return {key: available[key] for key in keys}
 
 
 def _strip(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ def _manager(spec: Dict[str, Any]) -> str:
     manager = spec.get("manager") or "auto"
     if manager == "auto":
         return "systemd" if os.path.isdir("/run/systemd/system") else "process"
-    return manager  # type: ignore[no-any-return]
+    return manager
 
 
 def _record_path(spec: Dict[str, Any], ctx: Context) -> str:
