@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient
+from provisioner.commands.resolve import resolve_command
 from provisioner.engine import HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
@@ -134,8 +135,8 @@ def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_ne
 def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
     started = time.time()
     session = HostSession(load_manifest(manifest), options)
-    mask = Masker(session.expansion.secrets)
     report = session.plan()
+    mask = Masker(session.secrets)
     if as_json:
         _emit_json(report.as_json(), mask)
     else:
@@ -162,11 +163,11 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)
-    mask = Masker(session.expansion.secrets)
 
     def on_event(event: dict[str, Any]) -> None:
         if as_json:
             return
+        mask = Masker(session.secrets)
         if event["event"] == "log" and verbose:
             click.echo(mask(f"    | {event['message']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") == "applying":
@@ -174,6 +175,7 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
 
     started = time.time()
     report = session.apply(on_event)
+    mask = Masker(session.secrets)
     if as_json:
         _emit_json(report.as_json(), mask)
     else:
@@ -194,9 +196,9 @@ def rollback(manifest: Path, to: int | None, as_json: bool, trust_new_hosts: boo
     """Return the host to an earlier generation (git checkouts, packages, files, env); models are kept."""
     options = RunOptions(connect=_connect(trust_new_hosts, known_hosts))
     session = HostSession(load_manifest(manifest), options)
-    mask = Masker(session.expansion.secrets)
     started = time.time()
     report = session.rollback(to)
+    mask = Masker(session.secrets)
     if as_json:
         _emit_json(report.as_json(), mask)
     else:
@@ -282,7 +284,7 @@ def _register_optional_commands() -> None:
     """Commands that live in their own modules under provisioner/commands/."""
     from importlib import import_module
 
-    for module_name in ("resolve", "check"):
+    for module_name in ("check", "fleet"):
         try:
             module = import_module(f"provisioner.commands.{module_name}")
         except ModuleNotFoundError:
@@ -293,6 +295,7 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+cli.add_command(resolve_command)
 
 
 def main() -> None:

@@ -11,7 +11,10 @@ from typing import Any
 from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
+from provisioner.facts import Facts
 from provisioner.manifest.loader import LoadedManifest
+from provisioner.preflight import gather_facts, needs_resolution, resolve_or_refuse
+from provisioner.resolve import Resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
 
@@ -105,18 +108,46 @@ class HostSession:
                  environ: dict[str, str] | None = None) -> None:
         self.loaded = loaded
         self.options = options or RunOptions()
-        # Expansion happens before any connection: bad input never touches the host.
-        self.expansion: Expansion = expand(loaded, environ)
+        self.environ = environ
         self.transport_factory = transport_factory
+        self.resolution: Resolution | None = None
+        self.facts: Facts | None = None
+        # Without a stack to resolve, expansion happens before any connection; with one, it waits for
+        # the host's facts (a read-only call). Either way bad input is refused before any change.
+        self._expansion: Expansion | None = None if needs_resolution(loaded.manifest) else expand(loaded, environ)
+
+    @property
+    def expansion(self) -> Expansion:
+        if self._expansion is None:
+            raise RuntimeError("the stack is expanded after preflight; call plan/apply first")
+        return self._expansion
+
+    @property
+    def secrets(self) -> list[str]:
+        return self._expansion.secrets if self._expansion else []
+
+    def _prepare(self, client: AgentClient, host: str) -> Expansion:
+        """Resolve the stack against the host's facts (once), then expand roles with the result."""
+        if self._expansion is None:
+            manifest = self.loaded.manifest
+            self.facts = gather_facts(client, manifest)
+            self.resolution = resolve_or_refuse(manifest, self.facts, host)
+            context = {"resolved": self.resolution.model_dump(mode="json"),
+                       "facts": self.facts.model_dump(mode="json")}
+            self._expansion = expand(self.loaded, self.environ, extra_context=context)
+        return self._expansion
 
     def _request(self) -> dict[str, Any]:
         manifest = self.loaded.manifest
         return {
             "root": manifest.target.root,
-            "options": {"force": self.options.force, "deep": self.options.deep, "verbose": self.options.verbose},
+            "options": self._options(),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
             **self.expansion.payload(),
         }
+
+    def _options(self) -> dict[str, bool]:
+        return {"force": self.options.force, "deep": self.options.deep, "verbose": self.options.verbose}
 
     def _client(self, transport: Transport) -> AgentClient:
         target = self.loaded.manifest.target
@@ -125,15 +156,19 @@ class HostSession:
     def plan(self) -> PlanReport:
         started = time.monotonic()
         with self.transport_factory(self.loaded, self.options) as transport:
-            result = self._client(transport).call("probe", self._request())
+            client = self._client(transport)
+            self._prepare(client, transport.display)
+            result = client.call("probe", self._request())
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                               round(time.monotonic() - started, 3), self._origins())
 
     def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
         started = time.monotonic()
         with self.transport_factory(self.loaded, self.options) as transport:
+            client = self._client(transport)
             try:
-                result = self._client(transport).call("apply", self._request(), on_event)
+                self._prepare(client, transport.display)
+                result = client.call("apply", self._request(), on_event)
             except BaseException:
                 transport.finalize(False)
                 raise
@@ -146,10 +181,12 @@ class HostSession:
     def rollback(self, to: int | None = None, on_event: EventCallback | None = None) -> ApplyReport:
         """Re-apply generation `to` (default: the one before the last successful apply)."""
         started = time.monotonic()
-        request = {"root": self.loaded.manifest.target.root, "options": self._request()["options"], "to": to,
-                   "secrets": self.expansion.secret_values_by_key()}
         with self.transport_factory(self.loaded, self.options) as transport:
-            result = self._client(transport).call("rollback", request, on_event)
+            client = self._client(transport)
+            self._prepare(client, transport.display)
+            request = {"root": self.loaded.manifest.target.root, "options": self._options(), "to": to,
+                       "secrets": self.expansion.secret_values_by_key()}
+            result = client.call("rollback", request, on_event)
             return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                result["handlers"], result["reprobe"], result["generation"], result["failed"],
                                round(time.monotonic() - started, 3), rollback_to=result["rollback_to"])

@@ -1,0 +1,136 @@
+"""Host facts as returned by the agent's `facts` operation, typed for the resolver.
+
+Unknown keys are ignored so that a newer agent can add facts without breaking an older controller;
+every fact the agent may fail to gather is optional.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from provisioner.errors import ProvisionError
+
+
+class FactsError(ProvisionError):
+    """A facts file could not be read or does not look like the agent's facts."""
+
+
+class _Facts(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class OsRelease(_Facts):
+    id: str | None = None
+    version_id: str | None = None
+    pretty: str | None = None
+
+
+class PythonInstall(_Facts):
+    command: str
+    path: str
+    version: str
+
+
+class User(_Facts):
+    uid: int
+    name: str
+
+
+class Gpu(_Facts):
+    index: int | None = None
+    name: str = ""
+    compute_capability: str | None = None
+    arch: str | None = None
+    memory_total_mib: int | None = None
+    memory_used_mib: int | None = None
+
+    @property
+    def sm(self) -> str | None:
+        """'sm_86' from `arch`, or derived from `compute_capability` ('8.6')."""
+        if self.arch:
+            return self.arch
+        cap = self.compute_capability
+        if cap and cap[0].isdigit():
+            return "sm_" + cap.replace(".", "")
+        return None
+
+
+class Nvidia(_Facts):
+    driver: str | None = None
+    cuda: str | None = Field(default=None, description="Highest CUDA version the driver supports (nvidia-smi).")
+    gpus: list[Gpu] = Field(default_factory=list)
+    error: str | None = None
+
+
+class TorchInstall(_Facts):
+    version: str
+    cuda: str | None = None
+    local: str | None = None
+
+
+class NunchakuInstall(_Facts):
+    version: str
+    real: bool = Field(description="False for the unrelated PyPI package of the same name (no compiled _C).")
+    url: str | None = None
+
+
+class Venv(_Facts):
+    path: str
+    torch: TorchInstall | None = None
+    nunchaku: NunchakuInstall | None = None
+    packages: dict[str, str] = Field(default_factory=dict)
+
+
+class Facts(_Facts):
+    """Everything the agent reports about a host in one call."""
+
+    os: OsRelease = Field(default_factory=OsRelease)
+    kernel: str | None = None
+    arch: str = Field(description="Machine architecture, e.g. x86_64 or aarch64.")
+    hostname: str | None = None
+    memory_total_bytes: int | None = None
+    memory_available_bytes: int | None = None
+    root: str | None = None
+    disk_free_bytes: int | None = None
+    agent_python: str | None = None
+    pythons: list[PythonInstall] = Field(default_factory=list)
+    systemd: bool = False
+    in_container: bool = False
+    user: User | None = None
+    nvidia: Nvidia = Field(default_factory=Nvidia)
+    venv: Venv | None = None
+
+    def gpu(self, index: int) -> Gpu | None:
+        """The GPU with CUDA index `index` (falling back to list position when indexes are missing)."""
+        for position, gpu in enumerate(self.nvidia.gpus):
+            if (gpu.index if gpu.index is not None else position) == index:
+                return gpu
+        return None
+
+
+def load_facts(path: Path | str) -> Facts:
+    """Read facts saved as JSON (e.g. from `provision facts --json`) for offline resolution."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FactsError(f"{path}: facts file not found") from None
+    except OSError as exc:
+        raise FactsError(f"{path}: cannot read facts file: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FactsError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise FactsError(f"{path}: facts must be a JSON object as returned by the agent's facts operation")
+    try:
+        return Facts.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise FactsError("\n".join([f"{path}: facts do not match the agent's format:", *problems])) from None

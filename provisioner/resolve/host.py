@@ -1,0 +1,300 @@
+"""What the host allows, independent of package versions: machine, GPU and arch, precision, and whether
+nunchaku, plain ComfyUI loaders or a CPU-only install is the way to go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from provisioner.catalog import ArchInfo, Catalog, arch_number
+from provisioner.facts import Facts, Gpu
+from provisioner.manifest.model import Manifest
+from provisioner.resolve.result import GpuChoice, Mode, Violation
+
+MACHINE_PLATFORMS = {"x86_64": "linux_x86_64", "amd64": "linux_x86_64"}
+OLDEST_SUPPORTED_SM = 75
+
+
+@dataclass
+class Host:
+    """The host as the resolver sees it; `mode` is None when no install path is possible."""
+
+    mode: Mode | None = None
+    platform: str | None = None
+    python: str = ""
+    arch: str | None = None
+    arch_info: ArchInfo | None = None
+    gpu: Gpu | None = None
+    gpu_choice: GpuChoice | None = None
+    precision: str | None = None
+    driver: str | None = None
+    fallback: str | None = None
+    no_wheels: bool = False
+    notes: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+
+def assess_host(manifest: Manifest, facts: Facts, catalog: Catalog) -> Host:
+    host = Host(python="cp" + manifest.python.version.replace(".", ""), driver=facts.nvidia.driver)
+    _check_python_present(manifest, facts, host)
+    wants_cpu = _locate_gpu(manifest, facts, host)
+    nunchaku = manifest.nunchaku.enabled
+    if wants_cpu:
+        host.mode = "cpu"
+        if nunchaku and manifest.cuda.version == "cpu" and host.gpu is not None:
+            host.violations.append(
+                Violation(
+                    field="cuda.version",
+                    reason="nunchaku needs a CUDA build of torch, but cuda.version is 'cpu'",
+                    fix="Set cuda.version to auto (or a CUDA version such as 12.8), or set nunchaku.enabled: false",
+                )
+            )
+        elif nunchaku:
+            host.notes.append("nunchaku is skipped: it needs an NVIDIA GPU, and this is a CPU-only install")
+    elif host.arch is not None:
+        _decide_precision(manifest, catalog, host)
+    _check_machine(facts, catalog, host)
+    _check_impostor(manifest, facts, host)
+    _check_driver_floor(manifest, host)
+    _check_vram_floor(manifest, host)
+    if host.arch is not None:
+        host.gpu_choice = _gpu_choice(manifest, catalog, host)
+    return host
+
+
+def _check_python_present(manifest: Manifest, facts: Facts, host: Host) -> None:
+    if manifest.python.interpreter or manifest.python.adopt or not facts.pythons:
+        return
+    if not any(p.version == manifest.python.version for p in facts.pythons):
+        found = ", ".join(p.version for p in facts.pythons)
+        host.notes.append(
+            f"python{manifest.python.version} is not installed on the host (found {found}); it must be installed first"
+        )
+
+
+def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
+    """Find the target GPU and its arch; True when the install is CPU-only."""
+    spec = manifest.gpu
+    if spec.arch == "none" or manifest.cuda.version == "cpu":
+        host.gpu = facts.gpu(spec.index)
+        return True
+    gpus = facts.nvidia.gpus
+    if not gpus:
+        if spec.arch != "auto":
+            host.arch = spec.arch
+            host.notes.append(
+                f"no GPU is visible on the host; resolving for {spec.arch} as declared in gpu.arch "
+                "(driver and memory are not checked)"
+            )
+            return False
+        if spec.allow_cpu:
+            host.notes.append("no NVIDIA GPU found; installing the CPU build of torch (gpu.allow_cpu)")
+            return True
+        detail = f" (nvidia-smi: {facts.nvidia.error.strip()})" if facts.nvidia.error else ""
+        host.violations.append(
+            Violation(
+                field="gpu",
+                reason=f"no NVIDIA GPU found on the host{detail}",
+                fix="Install the NVIDIA driver so that nvidia-smi lists the GPU; or set gpu.allow_cpu: true for a "
+                "CPU-only install; or set gpu.arch (e.g. sm_89) when building for another machine",
+            )
+        )
+        return False
+    gpu = facts.gpu(spec.index)
+    if gpu is None:
+        indexes = ", ".join(str(g.index if g.index is not None else i) for i, g in enumerate(gpus))
+        host.violations.append(
+            Violation(
+                field="gpu.index",
+                reason=f"gpu.index is {spec.index} but the host has GPU index {indexes}",
+                fix=f"Set gpu.index to one of: {indexes}",
+            )
+        )
+        return False
+    host.gpu = gpu
+    detected = gpu.sm
+    if detected is None:
+        host.violations.append(
+            Violation(
+                field="gpu",
+                reason=f"cannot tell the compute capability of GPU {spec.index} ({gpu.name})",
+                fix="Set gpu.arch to the GPU's arch (e.g. sm_86)",
+            )
+        )
+        return False
+    if spec.arch != "auto" and arch_number(spec.arch) != arch_number(detected):
+        host.violations.append(
+            Violation(
+                field="gpu.arch",
+                reason=f"gpu.arch is {spec.arch} but GPU {spec.index} ({gpu.name}) is {detected}",
+                fix=f"Set gpu.arch to {detected} (or auto)",
+            )
+        )
+    host.arch = f"sm_{arch_number(detected)}"
+    return False
+
+
+def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
+    """Pick int4/fp4 for the arch, or plain ComfyUI loaders where nunchaku cannot serve it."""
+    assert host.arch is not None
+    info = catalog.arch(host.arch)
+    host.arch_info = info
+    wanted = manifest.nunchaku.precision
+    number = arch_number(host.arch) or 0
+    if not manifest.nunchaku.enabled:
+        host.mode = "plain"
+        host.notes.append("nunchaku is disabled (nunchaku.enabled: false): plain ComfyUI loaders only")
+        return
+    family = info.family if info else "unknown"
+    if info is not None and info.precision is not None:
+        host.mode = "nunchaku"
+        host.precision = info.precision
+        if wanted != "auto" and wanted != info.precision:
+            host.violations.append(
+                Violation(
+                    field="nunchaku.precision",
+                    reason=f"{wanted} models do not run on {host.arch} ({family}); it needs {info.precision} "
+                    + (
+                        "(FP4 needs Blackwell's FP4 tensor cores)"
+                        if wanted == "fp4"
+                        else "(nunchaku rejects INT4 models on Blackwell)"
+                    ),
+                    fix=f"Set nunchaku.precision to {info.precision} (or auto)",
+                )
+            )
+        return
+    if info is not None and info.reason:
+        reason = f"nunchaku cannot run on {host.arch} ({family}): {info.reason}"
+    elif number < OLDEST_SUPPORTED_SM:
+        reason = f"nunchaku has no build for {host.arch}: GPUs older than Turing (sm_75) lack 4-bit tensor cores"
+    else:
+        reason = f"{host.arch} is not in the catalog of GPU architectures nunchaku supports"
+    fallback = info.fallback if info else None
+    if wanted == "auto" and fallback is not None:
+        host.mode = "plain"
+        host.fallback = (
+            f"{reason}. Falling back to {fallback.upper()} models with plain ComfyUI loaders "
+            f"({host.arch} runs {fallback.upper()} natively)."
+        )
+        return
+    if wanted != "auto":
+        fix = (
+            (
+                f"Set nunchaku.precision: auto to fall back to {fallback.upper()} models with plain ComfyUI "
+                "loaders, or use a Turing, Ampere, Ada or consumer Blackwell GPU"
+            )
+            if fallback
+            else ("Use a Turing, Ampere, Ada or consumer Blackwell GPU, or set nunchaku.enabled: false")
+        )
+        host.violations.append(Violation(field="nunchaku.precision", reason=reason, fix=fix))
+    else:
+        host.violations.append(
+            Violation(
+                field="gpu",
+                reason=reason,
+                fix="Use a Turing (sm_75) or newer GPU that nunchaku supports, or set nunchaku.enabled: false "
+                "for a plain ComfyUI install",
+            )
+        )
+
+
+def _check_machine(facts: Facts, catalog: Catalog, host: Host) -> None:
+    machine = facts.arch.lower()
+    host.platform = MACHINE_PLATFORMS.get(machine)
+    if host.mode != "nunchaku" or host.platform is not None:
+        if host.platform is None:
+            host.platform = f"linux_{machine}"
+        return
+    host.platform = f"linux_{machine}"
+    host.no_wheels = True
+    known = catalog.nunchaku.unsupported_machines.get(machine)
+    host.violations.append(
+        Violation(
+            field="host",
+            reason=known or f"no nunchaku wheels exist for {machine} hosts (only linux_x86_64 and win_amd64)",
+            fix="Use an x86_64 host, or set nunchaku.enabled: false for a plain ComfyUI install",
+        )
+    )
+
+
+def _check_impostor(manifest: Manifest, facts: Facts, host: Host) -> None:
+    installed = facts.venv.nunchaku if facts.venv else None
+    if not manifest.nunchaku.enabled or installed is None or installed.real or facts.venv is None:
+        return
+    host.violations.append(
+        Violation(
+            field="host",
+            reason=f"the venv {facts.venv.path} has the unrelated PyPI package 'nunchaku' {installed.version} "
+            "(no compiled nunchaku._C); it shares the import name with the real nunchaku",
+            fix=f"Remove it with '{facts.venv.path}/bin/pip uninstall -y nunchaku', then apply again",
+        )
+    )
+
+
+def _driver_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def driver_at_least(driver: str, floor: str) -> bool:
+    return _driver_tuple(driver) >= _driver_tuple(floor)
+
+
+def _check_driver_floor(manifest: Manifest, host: Host) -> None:
+    floor = manifest.cuda.min_driver
+    if floor and host.driver and not driver_at_least(host.driver, floor):
+        host.violations.append(
+            Violation(
+                field="cuda.min_driver",
+                reason=f"the NVIDIA driver is {host.driver}, older than cuda.min_driver {floor}",
+                fix=f"Upgrade the NVIDIA driver to >= {floor}, or lower cuda.min_driver",
+            )
+        )
+
+
+def _check_vram_floor(manifest: Manifest, host: Host) -> None:
+    wanted = manifest.gpu.min_vram_gb
+    total = host.gpu.memory_total_mib if host.gpu else None
+    if wanted is None or total is None:
+        return
+    have = total / 1024
+    if have < wanted:
+        host.violations.append(
+            Violation(
+                field="gpu.min_vram_gb",
+                reason=f"GPU {manifest.gpu.index} has {have:.1f} GiB of memory, less than gpu.min_vram_gb {wanted:g}",
+                fix="Use a GPU with more memory, or lower gpu.min_vram_gb",
+            )
+        )
+
+
+def _gpu_choice(manifest: Manifest, catalog: Catalog, host: Host) -> GpuChoice:
+    assert host.arch is not None
+    info = host.arch_info or catalog.arch(host.arch)
+    gpu = host.gpu
+    name = gpu.name if gpu else None
+    floor = manifest.checks.min_bf16_tflops or catalog.tflops_floor(host.arch, name)
+    vram = round(gpu.memory_total_mib / 1024, 1) if gpu and gpu.memory_total_mib else None
+    dtype = info.dtype if info else "bfloat16"
+    family = info.family if info else None
+    if host.precision:
+        why = f"{host.arch} ({family}) runs nunchaku {host.precision.upper()} models in {dtype}"
+        if info and info.note:
+            why += f"; {info.note}"
+    elif host.mode == "cpu":
+        why = "CPU-only install"
+    else:
+        why = f"{host.arch} ({family or 'unknown'}) uses plain ComfyUI loaders"
+    source = "checks.min_bf16_tflops" if manifest.checks.min_bf16_tflops else "catalog floor"
+    if floor is not None:
+        why += f"; matmul floor {floor:g} TFLOP/s ({source})"
+    return GpuChoice(
+        index=manifest.gpu.index if gpu else None,
+        name=name,
+        arch=host.arch,
+        family=family,
+        precision=info.precision if info and host.mode == "nunchaku" else None,
+        dtype=dtype,
+        vram_gib=vram,
+        tflops_floor=floor,
+        tflops_dtype=info.tflops_dtype if info else "bfloat16",
+        why=why,
+    )

@@ -1,0 +1,67 @@
+"""Human-readable text for a Resolution."""
+
+from __future__ import annotations
+
+from provisioner.resolve.result import ModelChoice, Resolution
+
+INDENT = "    "
+
+
+def render_resolution(res: Resolution, name: str | None = None) -> str:
+    title = f" {name}" if name else ""
+    lines: list[str] = []
+    if res.violations:
+        count = len(res.violations)
+        lines.append(f"Cannot resolve{title}: {count} problem{'s' if count != 1 else ''}")
+        for number, violation in enumerate(res.violations, 1):
+            lines.append(f"  {number}. [{violation.field}] {violation.reason}")
+            lines.append(f"     fix: {violation.fix}")
+        if res.gpu:
+            lines.append(f"  host: {res.gpu.arch} {res.gpu.name or ''} ({res.gpu.family or 'unknown'})".rstrip())
+        _notes(lines, res)
+        return "\n".join(lines)
+    lines.append(f"Resolved{title} ({res.mode}):")
+    if res.gpu:
+        gpu = res.gpu
+        label = f"GPU {gpu.index} {gpu.name}" if gpu.name else "target GPU"
+        vram = f", {gpu.vram_gib:g} GiB" if gpu.vram_gib else ""
+        lines.append(f"  gpu       {label}: {gpu.arch} ({gpu.family}{vram})")
+        lines.append(f"  {INDENT}      {gpu.why}")
+    lines.append(f"  python    {res.python} on {res.platform}")
+    if res.torch:
+        torch = res.torch
+        lines.append(f"  torch     {' '.join(torch.requirements)}")
+        lines.append(f"  {INDENT}      index {torch.index_url}")
+        lines.append(f"  {INDENT}      {torch.why}")
+    if res.nunchaku:
+        wheel = res.nunchaku
+        lines.append(f"  nunchaku  {wheel.version}: {wheel.filename}")
+        for url in wheel.urls:
+            lines.append(f"  {INDENT}      {url}")
+        lines.append(f"  {INDENT}      {wheel.why}")
+    if res.plugin:
+        lines.append(f"  plugin    {res.plugin.name} {res.plugin.ref}: {res.plugin.why}")
+    if res.comfyui:
+        lines.append(f"  comfyui   {res.comfyui.ref}: {res.comfyui.why}")
+    if res.fallback:
+        lines.append(f"  fallback  {res.fallback}")
+    if res.models:
+        lines.append("  models")
+        for model in res.models:
+            lines.append(f"    {model.folder}/{model.filename}{_size(model)}")
+            lines.append(f"    {INDENT}from {model.url or model.repo or '(local)'}")
+            lines.append(f"    {INDENT}{model.why}")
+    _notes(lines, res)
+    return "\n".join(lines)
+
+
+def _size(model: ModelChoice) -> str:
+    if model.size is None:
+        return ""
+    return f" ({'~' if model.size_approx else ''}{model.size / 1e9:.1f} GB)"
+
+
+def _notes(lines: list[str], res: Resolution) -> None:
+    if res.notes:
+        lines.append("  notes")
+        lines.extend(f"    - {note}" for note in res.notes)

@@ -1,0 +1,111 @@
+"""What the resolver returns: the chosen combination with a reason per choice, or every violation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["nunchaku", "plain", "cpu"]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Violation(_Result):
+    """Why the manifest cannot be satisfied on this host, and a concrete change that would fix it."""
+
+    field: str = Field(description="Manifest field (or 'host') the problem is about.")
+    reason: str
+    fix: str
+
+
+class GpuChoice(_Result):
+    index: int | None
+    name: str | None
+    arch: str
+    family: str | None
+    precision: Literal["int4", "fp4"] | None
+    dtype: Literal["bfloat16", "float16"]
+    vram_gib: float | None
+    tflops_floor: float | None
+    tflops_dtype: Literal["bfloat16", "float16"]
+    why: str
+
+
+class TorchChoice(_Result):
+    version: str
+    torchvision: str
+    torchaudio: str
+    cuda: str | None = Field(description="CUDA build, None for the CPU build.")
+    index_url: str
+    requirements: list[str] = Field(description="Exact pins, e.g. torch==2.8.0.")
+    why: str
+
+
+class NunchakuChoice(_Result):
+    version: str
+    filename: str
+    urls: list[str] = Field(description="Primary (GitHub) first, then mirrors.")
+    torch: str = Field(description="Torch major.minor the wheel is built for.")
+    cuda: str
+    python: str
+    platform: str
+    nightly_torch_build: bool
+    sha256: str | None = None
+    why: str
+
+
+class PluginChoice(_Result):
+    name: str
+    repo: str
+    ref: str
+    version: str | None
+    nodes: list[str]
+    why: str
+
+
+class ComfyUIChoice(_Result):
+    repo: str
+    ref: str
+    version: str | None
+    why: str
+
+
+class ModelChoice(_Result):
+    repo: str | None
+    file: str = Field(description="Path inside the repo.")
+    filename: str = Field(description="Local file name inside the folder.")
+    folder: str
+    url: str | None
+    revision: str
+    size: int | None
+    size_approx: bool = False
+    sha256: str | None = None
+    precision: str | None
+    rank: int | None
+    node: str | None
+    fallback: bool = False
+    why: str
+
+
+class Resolution(_Result):
+    """Either a full combination (violations empty) or all violations found."""
+
+    mode: Mode | None = Field(default=None, description="nunchaku, plain (no nunchaku) or cpu.")
+    gpu: GpuChoice | None = None
+    platform: str | None = None
+    python: str | None = None
+    torch: TorchChoice | None = None
+    nunchaku: NunchakuChoice | None = None
+    plugin: PluginChoice | None = None
+    comfyui: ComfyUIChoice | None = None
+    models: list[ModelChoice] = Field(default_factory=list)
+    fallback: str | None = Field(default=None, description="Why plain ComfyUI loaders replace nunchaku.")
+    notes: list[str] = Field(default_factory=list)
+    violations: list[Violation] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations

@@ -1,0 +1,196 @@
+"""Choose nunchaku wheel + torch + ComfyUI-nunchaku + ComfyUI together: enumerate every combination the
+catalog knows, narrow by the manifest and the host, and keep the newest that passes everything."""
+
+from __future__ import annotations
+
+from itertools import product
+
+from provisioner.catalog import Catalog, PluginRelease, version_key
+from provisioner.manifest.model import Manifest
+from provisioner.resolve.combo import NO_VERSION, Combo, Needs, pinned, python_choices, python_label, version_spec
+from provisioner.resolve.host import Host, driver_at_least
+from provisioner.resolve.narrowing import Step, narrow
+from provisioner.resolve.plugin import pinned_comfyui, pinned_plugin, plugin_steps
+from provisioner.resolve.result import Violation
+
+
+def search_nunchaku(
+    manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopt_torch: str | None
+) -> tuple[Combo | None, list[Violation], list[str]]:
+    notes: list[str] = []
+    violations: list[Violation] = []
+    nunchaku_spec, bad = version_spec(manifest.nunchaku.version, "nunchaku.version")
+    torch_spec, bad_torch = version_spec(manifest.torch.version, "torch.version")
+    violations += [v for v in (bad, bad_torch) if v]
+    checkable, plugin_pin = pinned_plugin(manifest, catalog, notes)
+    plugins: list[PluginRelease | None] = list(catalog.plugin_releases()) if checkable else [None]
+    comfy_versions, comfy_pin = pinned_comfyui(manifest, catalog, notes)
+    candidates = [
+        Combo(release, build, catalog.torch_release(build.torch), build.cuda, plugin, comfy)
+        for release in catalog.nunchaku_releases()
+        for build in release.builds
+        for plugin, comfy in product(plugins, comfy_versions)
+    ]
+    arch = host.arch or ""
+    info = host.arch_info
+    py, platform = host.python, host.platform or ""
+
+    blackwell_hint = (
+        f"; {arch} ({info.family}) needs a nunchaku build compiled with CUDA >= {info.min_build_cuda}"
+        if info is not None and info.min_build_cuda
+        else ""
+    )
+
+    def arch_reason(reached: list[Combo]) -> str:
+        builds = sorted({f"{c.release.version} cu{c.cuda}" for c in reached if c.release}, key=str)[:3]
+        text = f"no remaining nunchaku build has kernels for {arch}"
+        if info and info.min_build_cuda:
+            text += f" ({info.family} needs a build compiled with CUDA >= {info.min_build_cuda}"
+            text += f"{', i.e. torch 2.7 or newer' if info.min_build_cuda == '12.8' else ''}"
+            text += f"{', nunchaku >= ' + info.nunchaku_since if info.nunchaku_since else ''})"
+        return text + (f"; builds left: {', '.join(builds)}" if builds else "")
+
+    def driver_reason(reached: list[Combo]) -> str:
+        cudas = sorted({c.cuda for c in reached if c.cuda}, key=version_key)
+        return (
+            f"the NVIDIA driver {host.driver} is too old for the CUDA builds left "
+            f"({', '.join(cudas)}; CUDA {cudas[0]} needs driver >= {catalog.driver_floor(cudas[0])})"
+        )
+
+    def driver_remedy(reached: list[Combo]) -> str:
+        floors = sorted(
+            {catalog.driver_floor(c.cuda) or "" for c in reached if c.cuda},
+            key=lambda f: tuple(int(p) for p in f.split(".") if p.isdigit()),
+        )
+        return f"upgrade the NVIDIA driver to >= {floors[0]}" if floors else "upgrade the NVIDIA driver"
+
+    def driver_ok(c: Combo) -> bool:
+        floor = catalog.driver_floor(c.cuda) if c.cuda else None
+        return host.driver is None or floor is None or driver_at_least(host.driver, floor)
+
+    steps: list[Step[Combo]] = [
+        *pinned(
+            nunchaku_spec is not None,
+            Step(
+                "nunchaku version",
+                lambda c: (
+                    c.release is not None
+                    and nunchaku_spec is not None
+                    and version_key(c.release.version) in nunchaku_spec
+                ),
+                lambda r: f"no nunchaku release in the catalog matches {manifest.nunchaku.version}",
+                field="nunchaku.version",
+                settable=True,
+                label=lambda c: c.release.version if c.release else "",
+            ),
+        ),
+        Step(
+            "platform",
+            lambda c: c.release is not None and c.build is not None and platform in c.release.build_platforms(c.build),
+            lambda r: f"no nunchaku wheel is built for {platform}",
+        ),
+        Step(
+            "python",
+            lambda c: (
+                c.release is not None
+                and c.build is not None
+                and py in c.release.python
+                and not c.release.python_excluded(py, c.build)
+                and (c.torch is None or py in c.torch.python)
+            ),
+            lambda r: (
+                f"{_versions(r)} {'has' if len(_release_set(r)) == 1 else 'have'} no wheel for "
+                f"Python {python_label(py)} ({py})"
+            ),
+            field="python.version",
+            remedy=lambda r: (
+                "set python.version to " + python_choices({p for c in r if c.release for p in c.release.python})
+            ),
+        ),
+        Step(
+            "arch",
+            lambda c: c.release is not None and c.build is not None and arch in catalog.build_archs(c.release, c.build),
+            arch_reason,
+        ),
+        *pinned(
+            torch_spec is not None,
+            Step(
+                "torch version",
+                lambda c: c.torch is not None and torch_spec is not None and version_key(c.torch.torch) in torch_spec,
+                lambda r: (
+                    f"{_versions(r)} {'has' if len(_release_set(r)) == 1 else 'have'} no wheel for torch "
+                    f"{manifest.torch.version} ({py}, {platform}, {arch})" + blackwell_hint
+                ),
+                field="torch.version",
+                settable=True,
+                label=lambda c: c.build.torch if c.build else "",
+            ),
+        ),
+        *pinned(
+            manifest.cuda.version not in ("auto", "cpu"),
+            Step(
+                "cuda version",
+                lambda c: c.cuda == manifest.cuda.version,
+                lambda r: f"no remaining nunchaku wheel is built with CUDA {manifest.cuda.version}" + blackwell_hint,
+                field="cuda.version",
+                settable=True,
+                label=lambda c: c.cuda or "",
+            ),
+        ),
+        *pinned(
+            not manifest.nunchaku.allow_nightly_torch_builds,
+            Step(
+                "nightly",
+                lambda c: c.build is not None and not c.build.nightly,
+                lambda r: (
+                    "the only wheels left ("
+                    + ", ".join(
+                        sorted(
+                            {f"nunchaku {c.release.version} +torch{c.build.torch}" for c in r if c.release and c.build}
+                        )[:3]
+                    )
+                    + ") are compiled against a PyTorch nightly and may not load on the stable torch release"
+                ),
+                field="nunchaku.allow_nightly_torch_builds",
+                settable=True,
+                label=lambda c: "true",
+            ),
+        ),
+        Step(
+            "torch wheel",
+            lambda c: c.torch is not None and c.cuda in c.torch.cuda,
+            lambda r: "the catalog has no torch release with a matching CUDA build for the wheels left",
+        ),
+        *pinned(host.driver is not None, Step("driver", driver_ok, driver_reason, remedy=driver_remedy)),
+        *plugin_steps(manifest, catalog, needs, py, plugin_pin, comfy_pin),
+    ]
+    survivors, found = narrow(candidates, steps)
+    violations += found
+    if not survivors:
+        return None, violations, notes
+    return max(survivors, key=lambda c: _preference(c, adopt_torch)), violations, notes
+
+
+def _release_set(reached: list[Combo]) -> set[str]:
+    return {c.release.version for c in reached if c.release}
+
+
+def _versions(reached: list[Combo]) -> str:
+    versions = sorted(_release_set(reached), key=version_key, reverse=True)
+    if len(versions) == 1:
+        return f"nunchaku {versions[0]}"
+    return f"nunchaku {', '.join(versions[:5])}{', ...' if len(versions) > 5 else ''}"
+
+
+def _preference(c: Combo, adopt_torch: str | None) -> tuple[object, ...]:
+    """Newest nunchaku, stable before nightly-built, newest torch and CUDA, newest plugin and ComfyUI."""
+    keeps_torch = adopt_torch is not None and c.torch is not None and f"{c.torch.minor}+cu{c.cuda}" == adopt_torch
+    return (
+        keeps_torch,
+        version_key(c.release.version) if c.release else NO_VERSION,
+        not (c.build.nightly if c.build else False),
+        version_key(c.torch.torch) if c.torch else NO_VERSION,
+        version_key(c.cuda) if c.cuda else NO_VERSION,
+        version_key(c.plugin.version) if c.plugin else NO_VERSION,
+        version_key(c.comfyui) if c.comfyui else NO_VERSION,
+    )
