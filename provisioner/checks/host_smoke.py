@@ -1,0 +1,230 @@
+"""On-host ComfyUI smoke test: start ComfyUI on 127.0.0.1, ask its HTTP API, stop what was started.
+
+The requests come from the host itself, since ComfyUI listens on the host's loopback.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+LOG_LIMIT = 256 * 1024
+# ComfyUI still answers /models/unet and /models/clip under their newer names in some versions only.
+LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
+
+
+def _has_nvidia_gpu() -> bool:
+    return os.path.exists("/dev/nvidiactl") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(base: str, path: str, timeout: float = 10.0, data: Any = None) -> Any:
+    body = json.dumps(data).encode("utf-8") if data is not None else None
+    request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+class SmokeState:
+    """The ComfyUI process this run started (if any), its log, and what its API answered."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.config: dict[str, Any] = request.get("smoke", {})
+        self.venv_missing = bool(request.get("venv_missing"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: str | None = None
+        self.log_dir: str | None = None
+        self.base: str | None = None
+        self.object_info: dict[str, Any] | None = None
+        self.started = False
+
+    def log_text(self) -> str:
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - LOG_LIMIT))
+            return fh.read().decode("utf-8", "replace")
+
+    def start(self) -> dict[str, Any]:
+        """Use the running service when asked to, else start ComfyUI on a free loopback port."""
+        config = self.config
+        if config.get("use_running"):
+            host = config.get("listen") or "127.0.0.1"
+            host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            self.base = f"http://{host}:{int(config.get('port', 8188))}"
+            try:
+                stats = get_json(self.base, "/system_stats", timeout=5)
+            except (OSError, ValueError) as exc:
+                return {"mode": "running", "url": self.base, "error": f"no ComfyUI answers at {self.base}: {exc}"}
+            return {"mode": "running", "url": self.base, "stats": stats}
+        if self.venv_missing:
+            return {"mode": "started", "venv_missing": config.get("python")}
+        comfy_dir = config.get("comfyui_dir") or ""
+        main = os.path.join(comfy_dir, "main.py")
+        if not os.path.isfile(main):
+            return {"mode": "started", "missing": main}
+        port = free_port()
+        argv = [config.get("python") or sys.executable, "main.py", *list(config.get("extra_args") or [])]
+        # Ours come last: argparse keeps the last value, so the smoke test always binds loopback.
+        argv += ["--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"]
+        if config.get("cpu") is True or (config.get("cpu") == "auto" and not _has_nvidia_gpu()):
+            argv.append("--cpu")  # ComfyUI refuses to start without CUDA unless told to run on the CPU
+        self.log_dir = tempfile.mkdtemp(prefix="provision-smoke-")
+        self.log_path = os.path.join(self.log_dir, "comfyui.log")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(argv, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.started = True
+        self.base = f"http://127.0.0.1:{port}"
+        started = time.time()
+        deadline = started + float(config.get("start_timeout", 300))
+        last_error = ""
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                return {"mode": "started", "argv": argv, "exited": self.process.returncode,
+                        "seconds": round(time.time() - started, 1), "log": self.log_text()[-20000:]}
+            try:
+                stats = get_json(self.base, "/system_stats", timeout=5)
+                return {"mode": "started", "argv": argv, "pid": self.process.pid, "url": self.base,
+                        "seconds": round(time.time() - started, 1), "stats": stats}
+            except (OSError, ValueError) as exc:
+                last_error = str(exc)
+            time.sleep(0.5)
+        return {"mode": "started", "argv": argv, "timeout": float(config.get("start_timeout", 300)),
+                "last_error": last_error, "log": self.log_text()[-20000:]}
+
+    def stop(self) -> None:
+        """Stop the ComfyUI this run started: its whole process group, by its PID."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
+            except ProcessLookupError:
+                pass
+        if self.log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+            self.log_dir = None
+
+    def serving(self) -> bool:
+        return self.base is not None and (self.process is None or self.process.poll() is None)
+
+
+def check_server(ctx: Any) -> dict[str, Any]:
+    smoke: SmokeState = ctx.smoke
+    observed = smoke.start()
+    observed["ready"] = "stats" in observed
+    return observed
+
+
+def check_plugins(ctx: Any) -> dict[str, Any]:
+    smoke: SmokeState = ctx.smoke
+    return {"started": smoke.started, "log": smoke.log_text(), "plugins": smoke.config.get("plugins", [])}
+
+
+def check_nodes(ctx: Any) -> dict[str, Any]:
+    smoke: SmokeState = ctx.smoke
+    observed: dict[str, Any] = {"ready": smoke.serving(), "wanted": list(smoke.config.get("nodes") or [])}
+    if not observed["ready"]:
+        return observed
+    assert smoke.base is not None
+    smoke.object_info = get_json(smoke.base, "/object_info", timeout=60)
+    registered = smoke.object_info or {}
+    observed["registered_count"] = len(registered)
+    observed["missing"] = [n for n in observed["wanted"] if n not in registered]
+    observed["modules"] = {n: registered[n].get("python_module") for n in observed["wanted"] if n in registered}
+    observed["log"] = smoke.log_text() if observed["missing"] else ""
+    return observed
+
+
+def check_models(ctx: Any) -> dict[str, Any]:
+    smoke: SmokeState = ctx.smoke
+    wanted = list(smoke.config.get("models") or [])
+    observed: dict[str, Any] = {"ready": smoke.serving(), "wanted": wanted}
+    if not observed["ready"] or not wanted:
+        return observed
+    assert smoke.base is not None
+    listings: dict[str, Any] = {}
+    for folder in sorted({m["folder"] for m in wanted}):
+        listings[folder] = _list_folder(smoke.base, folder)
+    observed["listings"] = listings
+    return observed
+
+
+def _list_folder(base: str, folder: str) -> Any:
+    for name in (folder, LEGACY_FOLDERS.get(folder)):
+        if not name:
+            continue
+        try:
+            return get_json(base, "/models/" + urllib.parse.quote(name), timeout=30)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                return {"error": f"HTTP {exc.code}"}
+        except (OSError, ValueError) as exc:
+            return {"error": str(exc)}
+    return {"error": f"ComfyUI has no model folder {folder!r} (404)"}
+
+
+TQDM_RATE = re.compile(r"(\d+)/(\d+) \[[^\]]*?,\s*([0-9.]+)(it/s|s/it)\]")
+
+
+def check_workflow(ctx: Any) -> dict[str, Any]:
+    smoke: SmokeState = ctx.smoke
+    workflow = smoke.config.get("workflow")
+    observed: dict[str, Any] = {"ready": smoke.serving(), "configured": workflow is not None}
+    if not observed["ready"] or workflow is None:
+        return observed
+    assert smoke.base is not None
+    log_before = len(smoke.log_text())
+    started = time.time()
+    try:
+        queued = get_json(smoke.base, "/prompt", timeout=60, data={"prompt": workflow, "client_id": "provision-check"})
+    except urllib.error.HTTPError as exc:
+        observed["error"] = f"ComfyUI refused the workflow (HTTP {exc.code}): {exc.read().decode()[-4000:]}"
+        return observed
+    prompt_id = queued.get("prompt_id")
+    observed["prompt_id"] = prompt_id
+    deadline = started + float(smoke.config.get("workflow_timeout", 900))
+    entry = None
+    while time.time() < deadline:
+        history = get_json(smoke.base, "/history/" + str(prompt_id), timeout=30)
+        entry = history.get(prompt_id) if isinstance(history, dict) else None
+        if entry and entry.get("status", {}).get("completed") is not None and (
+                entry["status"].get("completed") or entry["status"].get("status_str") == "error"):
+            break
+        if smoke.process is not None and smoke.process.poll() is not None:
+            observed["error"] = f"ComfyUI exited ({smoke.process.returncode}) while running the workflow"
+            break
+        time.sleep(1.0)
+    observed["seconds"] = round(time.time() - started, 2)
+    observed["status"] = (entry or {}).get("status")
+    observed["timed_out"] = entry is None or not (entry.get("status") or {}).get("completed")
+    rates = TQDM_RATE.findall(smoke.log_text()[max(0, log_before - 1000):])
+    if rates:
+        _done, _total, value, unit = rates[-1]
+        observed["seconds_per_iteration"] = float(value) if unit == "s/it" else round(1.0 / float(value), 4)
+        observed["iterations"] = int(_total)
+    return observed

@@ -1,0 +1,137 @@
+"""What to check on a host, from the manifest and the catalog: the host request and the judging criteria."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provisioner.catalog import Build, Catalog, load_catalog, parse_version
+from provisioner.checks.criteria import Criteria, WantedModel
+from provisioner.checks.judge import GROUPS
+from provisioner.errors import ProvisionError
+from provisioner.manifest.model import Manifest
+
+PLATFORM = "linux_x86_64"
+
+
+@dataclass
+class CheckPlan:
+    """The request for the host program, which groups run there, and which are skipped up front."""
+
+    request: dict[str, Any]
+    criteria: Criteria
+    groups: list[str]
+    disabled: dict[str, str] = field(default_factory=dict)
+    venv_python: str = ""
+
+
+def venv_python(manifest: Manifest) -> str:
+    """The target venv's interpreter: the adopted venv's, else `<root>/<python.venv>/bin/python`."""
+    if manifest.python.adopt:
+        return posixpath.join(manifest.python.adopt, "bin", "python")
+    return posixpath.join(manifest.target.root, manifest.python.venv, "bin", "python")
+
+
+def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None = None, use_running: bool = False,
+                catalog: Catalog | None = None) -> CheckPlan:
+    catalog = catalog or load_catalog()
+    unknown = [g for g in only or [] if g not in GROUPS]
+    if unknown:
+        raise ProvisionError(f"--only: unknown check group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    selected = [g for g in GROUPS if not only or g in only]
+    enabled = {"gpu": manifest.checks.gpu, "kernels": manifest.checks.kernels, "smoke": manifest.checks.smoke}
+    disabled = {g: f"disabled in the manifest (checks.{g}: false)" for g in selected if not enabled[g]}
+    if "smoke" in selected and "smoke" not in disabled and manifest.comfyui is None:
+        disabled["smoke"] = "the manifest has no comfyui section"
+    groups = [g for g in selected if g not in disabled]
+    python = venv_python(manifest)
+    request: dict[str, Any] = {
+        "groups": groups,
+        "root": manifest.target.root,
+        "venv_python": python,
+        "gpu": {"index": manifest.gpu.index, "expected_arch": manifest.gpu.arch},
+        "gemm": {"size": 8192, "warmup": 3, "repeats": 10, "inner": 5, "w4a4_shape": [4096, 3072, 3072]},
+        "nunchaku": _nunchaku_paths(manifest, catalog),
+    }
+    if "smoke" in groups:
+        request["smoke"] = _smoke_request(manifest, manifest_dir, python, use_running)
+    criteria = Criteria(
+        expected_arch=manifest.gpu.arch,
+        min_bf16_tflops=manifest.checks.min_bf16_tflops,
+        min_speedup=manifest.checks.min_speedup,
+        tflops_floor=catalog.tflops_floor,
+        driver_floor=catalog.driver_floor,
+        wheel_for=lambda version, torch, cuda, python_tag: _wheel_for(catalog, version, torch, cuda, python_tag),
+        nodes=list(manifest.checks.nodes),
+        models=[WantedModel(m.folder, m.file) for m in manifest.models],
+    )
+    return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python)
+
+
+def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
+    """Per arch: the precision nunchaku serves, or the fallback path and why nunchaku cannot serve."""
+    serves: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for info in catalog.gpus.archs:
+        if info.precision is not None:
+            serves[info.arch] = info.precision
+        elif info.fallback == "fp8":
+            fallbacks[info.arch] = "fp8"
+        if info.reason:
+            reasons[info.arch] = f"nunchaku cannot serve {info.arch}: {info.reason}"
+    return {"enabled": manifest.nunchaku.enabled, "precision": manifest.nunchaku.precision,
+            "serves": serves, "fallbacks": fallbacks, "reasons": reasons}
+
+
+def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_running: bool) -> dict[str, Any]:
+    assert manifest.comfyui is not None
+    workflow = None
+    if manifest.checks.workflow:
+        path = manifest_dir / manifest.checks.workflow
+        try:
+            workflow = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ProvisionError(f"checks.workflow: cannot read {path}: {exc}") from None
+        if not isinstance(workflow, dict) or "nodes" in workflow:
+            raise ProvisionError(f"checks.workflow: {path} is not in ComfyUI's API format "
+                                 "(a mapping of node id -> {class_type, inputs}; use 'Export (API)')")
+    return {
+        "comfyui_dir": posixpath.join(manifest.target.root, manifest.comfyui.path),
+        "python": python,
+        "listen": manifest.service.listen,
+        "port": manifest.service.port,
+        "extra_args": list(manifest.service.extra_args),
+        "use_running": use_running,
+        "cpu": "auto",
+        "nodes": list(manifest.checks.nodes),
+        "models": [{"folder": m.folder, "file": m.file} for m in manifest.models],
+        "plugins": [p.name for p in manifest.comfyui.plugins],
+        "workflow": workflow,
+        "start_timeout": 300,
+        "workflow_timeout": 900,
+    }
+
+
+def _wheel_for(catalog: Catalog, version: str | None, torch: str, cuda: str | None,
+               python_tag: str | None) -> str | None:
+    """The nunchaku wheel file for this torch/CUDA/Python: of the installed release, else the newest that has one."""
+    python_tag = python_tag or "cp312"
+    wanted = parse_version(version.split("+", 1)[0]) if version else None
+    releases = catalog.nunchaku_releases()
+    if wanted is not None:
+        releases = sorted(releases, key=lambda r: parse_version(r.version) != wanted)
+    cuda_minor = ".".join(cuda.split(".")[:2]) if cuda else None
+    # Before 1.2.1 wheel names carry no CUDA, so a build for another CUDA of the same torch still fits.
+    for same_cuda in (True, False):
+        for release in releases:
+            if release.python and python_tag not in release.python:
+                continue
+            for build in release.builds:
+                if build.torch != torch or build.nightly or (same_cuda and cuda_minor and build.cuda != cuda_minor):
+                    continue
+                return catalog.wheel_filename(release, Build(torch=build.torch, cuda=build.cuda), python_tag, PLATFORM)
+    return None

@@ -1,0 +1,62 @@
+"""`provision check MANIFEST`: prove on the host that the GPU, the kernels and ComfyUI work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from provisioner.checks.model import EXIT_ERROR, CheckReport
+from provisioner.checks.report import render_json, render_text, write_junit
+from provisioner.checks.request import plan_checks
+from provisioner.checks.runner import run_checks
+from provisioner.errors import ProvisionError
+from provisioner.manifest import load_manifest
+from provisioner.transport import ConnectOptions, open_transport
+
+
+def _groups(value: str | None) -> list[str] | None:
+    return [g.strip() for g in value.split(",") if g.strip()] if value else None
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), help="Also write a JUnit XML report.")
+@click.option("--only", metavar="GROUPS", help="Comma-separated check groups: gpu, kernels, smoke.")
+@click.option("--use-running", is_flag=True,
+              help="Smoke-test the running ComfyUI service (service.listen:port) instead of starting one.")
+@click.option("--trust-new-hosts", is_flag=True,
+              help="Record the key of a host seen for the first time (a changed key is always refused).")
+@click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+              help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts).")
+def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, use_running: bool,
+          trust_new_hosts: bool, known_hosts: Path | None) -> None:
+    """Run the on-host checks for MANIFEST (exit 0: all passed, 2: a check failed, 1: error)."""
+    try:
+        report = _run(manifest, only, use_running, ConnectOptions(trust_new_hosts=trust_new_hosts,
+                                                                   known_hosts=known_hosts), quiet=as_json)
+    except ProvisionError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(render_json(report) if as_json else render_text(report))
+    if junit:
+        write_junit(report, junit)
+    sys.exit(report.exit_code())
+
+
+def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool) -> CheckReport:
+    loaded = load_manifest(path)
+    manifest = loaded.manifest
+    plan = plan_checks(manifest, loaded.directory, _groups(only), use_running)
+
+    def progress(check_id: str) -> None:
+        if not quiet:
+            click.echo(f"  … {check_id}", err=True)
+
+    with open_transport(manifest.target, options) as transport:
+        results = run_checks(transport, plan, manifest.target.python, timeout=manifest.target.command_timeout,
+                             on_progress=progress)
+        host = transport.display
+    return CheckReport(manifest=str(path), host=host, python=plan.venv_python, results=results)
