@@ -12,9 +12,11 @@ from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
 from provisioner.facts import Facts
+from provisioner.lock import LockNotes, use_lock
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.preflight import gather_facts, needs_resolution, resolve_or_refuse
 from provisioner.resolve import Resolution
+from provisioner.stack import stack_context
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
 
@@ -112,6 +114,7 @@ class HostSession:
         self.transport_factory = transport_factory
         self.resolution: Resolution | None = None
         self.facts: Facts | None = None
+        self.lock_notes = LockNotes()
         # Without a stack to resolve, expansion happens before any connection; with one, it waits for
         # the host's facts (a read-only call). Either way bad input is refused before any change.
         self._expansion: Expansion | None = None if needs_resolution(loaded.manifest) else expand(loaded, environ)
@@ -132,8 +135,10 @@ class HostSession:
             manifest = self.loaded.manifest
             self.facts = gather_facts(client, manifest)
             self.resolution = resolve_or_refuse(manifest, self.facts, host)
+            self.resolution, self.lock_notes = use_lock(self.loaded, self.resolution)
             context = {"resolved": self.resolution.model_dump(mode="json"),
-                       "facts": self.facts.model_dump(mode="json")}
+                       "facts": self.facts.model_dump(mode="json"),
+                       "stack": stack_context(manifest, self.resolution)}
             self._expansion = expand(self.loaded, self.environ, extra_context=context)
         return self._expansion
 
@@ -168,6 +173,7 @@ class HostSession:
             client = self._client(transport)
             try:
                 self._prepare(client, transport.display)
+                self.lock_notes.refuse_if_stale(transport.display)
                 result = client.call("apply", self._request(), on_event)
             except BaseException:
                 transport.finalize(False)

@@ -114,7 +114,8 @@ def expand_roles(roles: list[Role], manifest_vars: dict[str, Any], base_context:
     """Render each role's resources and handlers; role defaults sit under the manifest's vars."""
     out = ExpandedRoles()
     for role in roles:
-        out.defaults.update(role.body.defaults)
+        # Defaults may themselves be templates over the manifest (e.g. "{{ stack.models_dir }}").
+        out.defaults.update(_render(role.body.defaults, base_context, f"{role.path}: defaults"))
     variables = {**out.defaults, **manifest_vars}
     context = {**base_context, **variables, "vars": variables}
     for role in roles:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from . import facts, procs, state
 from .kinds import KINDS, service
@@ -128,7 +128,8 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         for handler in resource.get("notify") or []:
             if handler not in notified:
                 notified.append(handler)
-    handlers_run = [] if failed else _run_handlers(request, notified, ctx)
+    started_now = {o["id"] for o in outcomes if o["outcome"] == "changed"}
+    handlers_run = [] if failed else _run_handlers(request, notified, ctx, started_now)
     if any(h.get("error") for h in handlers_run):
         failed = True
     reprobe = [] if failed else _public(_probe_all(request, ctx))
@@ -214,10 +215,12 @@ def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconver
     return digests
 
 
-def _restart_service(request: Dict[str, Any], name: str, ctx: Context) -> Optional[str]:
+def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_now: Set[str]) -> Optional[str]:
     """Restart the service resource called `name`; the error text, or None on success."""
     for resource in request["resources"]:
         if resource["kind"] == "service" and resource["spec"]["name"] == name:
+            if resource["id"] in started_now:
+                return None  # (re)started by this apply, after the changes that notified it
             try:
                 service.restart(resource["spec"], ctx)
             except ResourceFailure as exc:
@@ -226,7 +229,9 @@ def _restart_service(request: Dict[str, Any], name: str, ctx: Context) -> Option
     return "no service resource named %r to restart" % name
 
 
-def _run_handlers(request: Dict[str, Any], notified: List[str], ctx: Context) -> List[Dict[str, Any]]:
+def _run_handlers(
+    request: Dict[str, Any], notified: List[str], ctx: Context, started_now: Set[str]
+) -> List[Dict[str, Any]]:
     handlers = request.get("handlers") or {}
     ran: List[Dict[str, Any]] = []
     for name in handlers:
@@ -236,7 +241,7 @@ def _run_handlers(request: Dict[str, Any], notified: List[str], ctx: Context) ->
         emit("progress", id="handler:" + name, phase="applying", changes=[])
         entry: Dict[str, Any] = {"name": name}
         if spec.get("restart"):
-            entry["error"] = _restart_service(request, spec["restart"], ctx)
+            entry["error"] = _restart_service(request, spec["restart"], ctx, started_now)
         else:
             cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
             done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)

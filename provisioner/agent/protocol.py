@@ -62,6 +62,13 @@ class Context:
             raise ResourceFailure("path %r resolves to %s, outside the target root %s" % (relative, real, self.root))
         return full
 
+    def program_path(self, relative: str) -> str:
+        """Absolute path of a program under the root, for running it: a venv's bin/python is a symlink
+        to an interpreter elsewhere, which is fine to execute (nothing is written through it)."""
+        if relative.startswith("/") or ".." in relative.split("/"):
+            raise ResourceFailure("program path %r escapes the target root %s" % (relative, self.root))
+        return os.path.normpath(os.path.join(self.root, relative))
+
     def state_dir(self) -> str:
         return os.path.join(self.root, ".provision")
 

@@ -220,6 +220,11 @@ def _check_impostor(manifest: Manifest, facts: Facts, host: Host) -> None:
     installed = facts.venv.nunchaku if facts.venv else None
     if not manifest.nunchaku.enabled or installed is None or installed.real or facts.venv is None:
         return
+    if manifest.python.adopt is None:
+        # The venv is provision's own: the nunchaku pin replaces the impostor (shown as drift in the plan).
+        host.notes.append(f"the venv has the unrelated PyPI package 'nunchaku' {installed.version}; "
+                          "apply replaces it with the resolved wheel")
+        return
     host.violations.append(
         Violation(
             field="host",

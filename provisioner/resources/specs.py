@@ -14,6 +14,8 @@ from provisioner.values import (
     PinnedRequirement,
     RelativePath,
     Url,
+    check_relative_path,
+    check_url,
 )
 
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
@@ -25,6 +27,11 @@ def _check_mode(value: str | None) -> str | None:
     if not _MODE.match(value):
         raise ValueError(f"mode {value!r} must be an octal string such as '0755' (quote it in YAML)")
     return value.zfill(4)
+
+
+def _check_links(links: list[str]) -> list[str]:
+    """find-links entries: URLs, or folders relative to the target root."""
+    return [check_url(link) if "://" in link else check_relative_path(link) for link in links]
 
 
 class ResourceBase(BaseModel):
@@ -142,17 +149,32 @@ class PipSpec(ResourceBase):
     extra_index_urls: list[Url] = Field(default_factory=list)
     find_links: list[str] = Field(default_factory=list, description="URLs, or paths relative to the target root.")
     no_deps: bool = False
+    constraints: list[PinnedRequirement] = Field(
+        default_factory=list, description="Pins pip must keep (e.g. torch==2.7.1), so a dependency cannot replace them."
+    )
     name: Name | None = Field(default=None, description="Distinguishes several pip resources on one venv.")
 
-    @field_validator("find_links")
-    @classmethod
-    def _links(cls, links: list[str]) -> list[str]:
-        from provisioner.values import check_relative_path, check_url
-
-        return [check_url(link) if "://" in link else check_relative_path(link) for link in links]
+    _links = field_validator("find_links")(_check_links)
 
     def key(self) -> str:
         return f"{self.venv}#{self.name}" if self.name else self.venv
+
+
+class RequirementsSpec(ResourceBase):
+    """A requirements.txt (ComfyUI's or a plugin's) installed into a venv under constraints."""
+
+    kind: Literal["requirements"] = "requirements"
+    venv: RelativePath
+    file: RelativePath
+    constraints: list[PinnedRequirement] = Field(default_factory=list)
+    index_url: Url | None = None
+    extra_index_urls: list[Url] = Field(default_factory=list)
+    find_links: list[str] = Field(default_factory=list)
+
+    _links = field_validator("find_links")(_check_links)
+
+    def key(self) -> str:
+        return self.file
 
 
 class GitSpec(ResourceBase):
@@ -233,12 +255,14 @@ class CommandSpec(ResourceBase):
 
 
 ResourceSpec = Annotated[
-    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | GitSpec | CommandSpec | DownloadSpec
-    | ServiceUnitSpec,
+    DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | RequirementsSpec | GitSpec | CommandSpec
+    | DownloadSpec | ServiceUnitSpec,
     Field(discriminator="kind"),
 ]
 
-RESOURCE_KINDS = ("directory", "file", "envfile", "venv", "pip", "git", "command", "download", "service")
+RESOURCE_KINDS = (
+    "directory", "file", "envfile", "venv", "pip", "requirements", "git", "command", "download", "service",
+)
 
 
 def resource_id(spec: ResourceBase) -> str:

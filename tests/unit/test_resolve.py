@@ -373,7 +373,7 @@ def test_explicit_torch_index_url_is_kept() -> None:
         ("nogpu", {}, "gpu", "no NVIDIA GPU found", "gpu.allow_cpu: true"),
         (
             "pypi-nunchaku",
-            {},
+            {"python": {"adopt": "/srv/provision/venv"}},
             "host",
             "unrelated PyPI package 'nunchaku' 0.16.1",
             "/srv/provision/venv/bin/pip uninstall -y nunchaku",
@@ -679,6 +679,13 @@ def test_declared_arch_without_a_visible_gpu() -> None:
     assert res.ok, render_resolution(res)
     assert res.mode == "nunchaku" and res.gpu is not None and res.gpu.arch == "sm_89"
     assert any("no GPU is visible" in note for note in res.notes)
+
+
+def test_unrelated_nunchaku_in_a_managed_venv_is_replaced_not_refused() -> None:
+    res = run("pypi-nunchaku")
+    assert res.ok, render_resolution(res)
+    assert res.nunchaku is not None
+    assert any("unrelated PyPI package 'nunchaku' 0.16.1" in note and "replaces it" in note for note in res.notes)
 
 
 @pytest.mark.parametrize("host", ["aarch64", "pypi-nunchaku", "rtx4090"])

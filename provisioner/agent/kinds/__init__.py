@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Dict
 
-from . import command, directory, download, envfile, file, git, pip, service, venv
+from . import command, directory, download, envfile, file, git, pip, requirements, service, venv
 
 KINDS: Dict[str, ModuleType] = {
     "directory": directory,
@@ -17,4 +17,5 @@ KINDS: Dict[str, ModuleType] = {
     "command": command,
     "download": download,
     "service": service,
+    "requirements": requirements,
 }

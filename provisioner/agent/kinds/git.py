@@ -98,10 +98,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     resolved = observed["resolved"]
     target = resolved["commit"] or resolved.get("short")
     label = "%s (%s)" % (spec.get("ref"), _short(target)) if spec.get("ref") != target else _short(target)
-    if not observed["exists"] or (not observed["is_repo"] and observed["empty"]):
-        return [Change("checkout", None, label, "clone %s at %s" % (spec["repo"], label), "create")]
-    if not observed["is_repo"]:
-        return [Change("checkout", "not a git checkout", label, "%s exists and is not a git checkout" % spec["path"])]
+    if not observed["exists"] or not observed["is_repo"]:
+        into = "" if not observed["exists"] or observed["empty"] else " into the existing folder"
+        return [Change("checkout", None, label, "clone %s at %s%s" % (spec["repo"], label, into), "create")]
     changes = []
     if observed["origin"] != spec["repo"]:
         changes.append(Change("origin", observed["origin"], spec["repo"], "remote origin points elsewhere"))
@@ -123,8 +122,6 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     resolved = observed["resolved"]
     target = resolved["commit"] or resolved["short"]
     if not observed["exists"] or not observed["is_repo"]:
-        if observed["exists"] and not observed["empty"]:
-            raise ResourceFailure("%s exists and is not a git checkout; move it away first" % path)
         _clone(spec["repo"], target, path, ctx)
         return
     dirty = [c for c in changes if c["field"] in ("modified", "untracked")]
@@ -160,6 +157,9 @@ def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
                     timeout=3600, stream=ctx.verbose)
         if not _has_commit(staging, commit):
             procs.check(_git(staging, "fetch", "-q", "origin", commit), "git fetch of %s" % commit, timeout=3600)
+        if os.path.isdir(path) and os.listdir(path):
+            _check_out_into(staging, path, commit)
+            return
         procs.check(_git(staging, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit, "--"),
                     "git checkout of %s" % commit)
         if os.path.isdir(path):
@@ -168,3 +168,20 @@ def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _check_out_into(staging: str, path: str, commit: str) -> None:
+    """Turn an existing folder (e.g. ComfyUI/ already holding models/) into the checkout.
+
+    git refuses to overwrite a file that is in the way, so nothing of the user's is lost; such a
+    conflict fails with git's list of the files and leaves the folder as it was.
+    """
+    if os.path.exists(os.path.join(path, ".git")):
+        raise ResourceFailure("%s already has a .git entry; move it away first" % path)
+    os.rename(os.path.join(staging, ".git"), os.path.join(path, ".git"))
+    done = procs.run(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit, "--"))
+    if not done.ok:
+        shutil.rmtree(os.path.join(path, ".git"), ignore_errors=True)
+        raise ResourceFailure("cannot check out %s into the existing folder %s (files are in the way):\n%s"
+                              % (commit[:12], path, done.tail()))
+    shutil.rmtree(staging, ignore_errors=True)

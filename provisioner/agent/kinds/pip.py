@@ -86,7 +86,7 @@ def _requirement(pkg: Dict[str, Any]) -> str:
     return "%s==%s" % (name, pkg["version"])
 
 
-def _index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
+def index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
     args: List[str] = []
     if spec.get("index_url"):
         args += ["--index-url", spec["index_url"]]
@@ -111,6 +111,11 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if foreign:
         # Same name and version but the wrong origin: pip would call it satisfied, so remove it first.
         procs.check([*base, "uninstall", "-y", *foreign], "pip uninstall of foreign %s" % ", ".join(foreign))
-    argv = [*base, "install", *_index_args(spec, ctx), *[_requirement(p) for p in todo]]
-    procs.check(argv, "pip install of %s" % ", ".join(p["name"] for p in todo), stream=ctx.verbose,
-                env={"PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"})
+    from .requirements import constraints_file
+
+    with constraints_file(spec.get("constraints") or []) as constraints:
+        argv = [*base, "install", *index_args(spec, ctx), *[_requirement(p) for p in todo]]
+        if constraints:
+            argv += ["-c", constraints]
+        procs.check(argv, "pip install of %s" % ", ".join(p["name"] for p in todo), stream=ctx.verbose,
+                    env={"PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"})

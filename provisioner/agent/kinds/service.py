@@ -39,7 +39,7 @@ def _argv(spec: Dict[str, Any], ctx: Context) -> List[str]:
     """argv[0] relative to the root (e.g. venv/bin/python) is made absolute; the rest is passed as is."""
     first = spec["argv"][0]
     if "/" in first and not first.startswith("/"):
-        first = ctx.path(first)
+        first = ctx.program_path(first)
     return [first, *spec["argv"][1:]]
 
 

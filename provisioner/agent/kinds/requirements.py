@@ -1,0 +1,104 @@
+"""A requirements.txt (ComfyUI's, a plugin's) installed into a venv, with constraints that keep
+pip from replacing what is pinned elsewhere (torch).
+
+Drift: a listed package missing or outside its specifier, or the file changed since it was last
+installed (its sha256 is recorded on success).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Dict, Iterator, List
+
+from .. import procs
+from ..distributions import installed, normalize
+from ..fsutil import atomic_write
+from ..protocol import Change, Context, ResourceFailure
+from ..specifiers import parse_line, satisfies
+from .pip import index_args
+
+
+def _marker(spec: Dict[str, Any], ctx: Context) -> str:
+    key = hashlib.sha256(("%s|%s" % (spec["venv"], spec["file"])).encode()).hexdigest()[:16]
+    return os.path.join(ctx.state_dir(), "requirements", key + ".json")
+
+
+def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    path = ctx.path(spec["file"])
+    venv = ctx.path(spec["venv"])
+    if not os.path.isfile(path):
+        return {"file": False, "venv": os.path.exists(os.path.join(venv, "bin", "python"))}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read()
+    try:
+        with open(_marker(spec, ctx), encoding="utf-8") as handle:
+            recorded = json.load(handle).get("sha256")
+    except (OSError, ValueError):
+        recorded = None
+    dists = installed(venv)
+    unmet = []
+    for line in text.splitlines():
+        parsed = parse_line(line)
+        if parsed is None:
+            continue
+        name, clauses, judgeable = parsed
+        dist = dists.get(normalize(name))
+        if dist is None:
+            unmet.append("%s (missing)" % name)
+        elif judgeable and clauses and not satisfies(dist["version"], clauses):
+            unmet.append("%s %s (have %s)" % (name, ",".join(op + v for op, v in clauses), dist["version"]))
+    return {"file": True, "venv": os.path.exists(os.path.join(venv, "bin", "python")),
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "recorded": recorded, "unmet": unmet}
+
+
+def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    if not observed["file"]:
+        return [Change("file", None, spec["file"], "%s does not exist yet" % spec["file"], "create")]
+    changes = []
+    if observed["unmet"]:
+        shown = ", ".join(observed["unmet"][:6]) + (" …" if len(observed["unmet"]) > 6 else "")
+        changes.append(Change("packages", None, None, "unmet: " + shown,
+                              "create" if observed["recorded"] is None else "update"))
+    elif observed["recorded"] != observed["sha256"]:
+        reason = "not installed from this file yet" if observed["recorded"] is None else "the file changed"
+        changes.append(Change("file", (observed["recorded"] or "")[:12] or None, observed["sha256"][:12], reason,
+                              "create" if observed["recorded"] is None else "update"))
+    return changes
+
+
+def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    venv = ctx.path(spec["venv"])
+    python = os.path.join(venv, "bin", "python")
+    path = ctx.path(spec["file"])
+    if not os.path.exists(python):
+        raise ResourceFailure("venv %s does not exist; declare it before %s" % (spec["venv"], spec["file"]))
+    if not os.path.isfile(path):
+        raise ResourceFailure("%s does not exist; the checkout that provides it must come first" % spec["file"])
+    with constraints_file(spec.get("constraints") or []) as constraints:
+        argv = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "-r", path,
+                *index_args(spec, ctx)]
+        if constraints:
+            argv += ["-c", constraints]
+        procs.check(argv, "pip install -r %s" % spec["file"], stream=ctx.verbose, env={"PYTHONNOUSERSITE": "1"})
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    atomic_write(_marker(spec, ctx), json.dumps({"sha256": digest, "file": spec["file"]}).encode("utf-8"), 0o644)
+
+
+@contextlib.contextmanager
+def constraints_file(pins: List[str]) -> Iterator[str]:
+    """A temporary pip constraints file for `pins` ("" when there are none)."""
+    if not pins:
+        yield ""
+        return
+    fd, path = tempfile.mkstemp(prefix="provision-constraints-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(pins) + "\n")
+        yield path
+    finally:
+        os.unlink(path)

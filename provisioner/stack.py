@@ -1,0 +1,77 @@
+"""The ComfyUI + Nunchaku stack as role variables: paths, pins, plugins and model files, derived
+once from the manifest and its resolution so roles stay plain lists of resources."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from provisioner.manifest.model import Manifest
+from provisioner.resolve import Resolution
+
+RESTART_HANDLER = "restart-comfyui"
+
+
+def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
+    comfy = manifest.comfyui
+    comfy_dir = comfy.path if comfy else "ComfyUI"
+    models_dir = (comfy.models_root if comfy and comfy.models_root else f"{comfy_dir}/models")
+    torch_pins = list(resolution.torch.requirements) if resolution.torch else []
+    restart = [RESTART_HANDLER] if manifest.service.enabled and comfy else []
+    return {
+        "venv": manifest.python.venv,
+        "comfy_dir": comfy_dir,
+        "models_dir": models_dir,
+        "shared_models_root": bool(comfy and comfy.models_root),
+        # ComfyUI resolves a relative base_path against the folder of extra_model_paths.yaml.
+        "models_root_from_comfy": posixpath.relpath(models_dir, comfy_dir),
+        "torch_pins": torch_pins,
+        "torch_index_url": resolution.torch.index_url if resolution.torch else None,
+        "nunchaku": _nunchaku(resolution),
+        "comfyui": resolution.comfyui.model_dump(mode="json") if resolution.comfyui else None,
+        "plugins": _plugins(manifest, resolution, comfy_dir),
+        "models": [
+            # An approximate catalog size is for the disk check in preflight; only an exact one is verified.
+            {"path": f"{models_dir}/{m.folder}/{m.filename}", "url": m.url, "sha256": m.sha256,
+             "size": None if m.size_approx else m.size}
+            for m in resolution.models if m.url
+        ],
+        "hf_auth": _hf_auth(manifest),
+        "restart": restart,
+        "service_argv": _service_argv(manifest, comfy_dir),
+    }
+
+
+def _nunchaku(resolution: Resolution) -> dict[str, Any] | None:
+    wheel = resolution.nunchaku
+    if wheel is None:
+        return None
+    # The wheel's version carries the torch label (1.0.1+torch2.7): pinning it exactly makes a wheel
+    # built for another torch, or PyPI's unrelated `nunchaku`, show up as drift.
+    version = wheel.filename.split("-")[1]
+    return {"wheel_path": f"cache/wheels/{wheel.filename}", "url": wheel.urls[0], "sha256": wheel.sha256,
+            "requirement": f"nunchaku=={version}", "version": version}
+
+
+def _plugins(manifest: Manifest, resolution: Resolution, comfy_dir: str) -> list[dict[str, Any]]:
+    chosen = resolution.plugin
+    plugins = []
+    for plugin in manifest.comfyui.plugins if manifest.comfyui else []:
+        ref = chosen.ref if chosen and plugin.name == chosen.name and plugin.ref == "auto" else plugin.ref
+        plugins.append({"name": plugin.name, "repo": plugin.repo, "ref": ref, "requirements": plugin.requirements,
+                        "path": f"{comfy_dir}/custom_nodes/{plugin.name}"})
+    if chosen and not any(p["name"] == chosen.name for p in plugins):
+        plugins.append({"name": chosen.name, "repo": chosen.repo, "ref": chosen.ref, "requirements": True,
+                        "path": f"{comfy_dir}/custom_nodes/{chosen.name}"})
+    return plugins
+
+
+def _hf_auth(manifest: Manifest) -> dict[str, Any] | None:
+    token = manifest.secrets.get("HF_TOKEN")
+    return token.model_dump(mode="json") if token else None
+
+
+def _service_argv(manifest: Manifest, comfy_dir: str) -> list[str]:
+    service = manifest.service
+    return [f"{manifest.python.venv}/bin/python", "main.py", "--listen", service.listen, "--port", str(service.port),
+            *service.extra_args]

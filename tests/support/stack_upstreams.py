@@ -1,0 +1,101 @@
+"""Stand-in upstreams for the whole stack: ComfyUI and ComfyUI-nunchaku as bare git repos with the
+real release tags, a package index with torch stand-ins, a nunchaku wheel named and tagged like the
+real ones (with a compiled `_C` member), PyPI's unrelated `nunchaku`, and a Hub serving a model."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.fake_comfyui import MAIN_PY, plugin_source
+from tests.support.fake_hub import HubState, serve_hub
+from tests.support.gitrepos import UpstreamRepo, make_upstream
+from tests.support.servers import serve_directory
+from tests.support.wheels import build_wheel, write_simple_index
+
+PY_TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+NUNCHAKU_VERSION = "1.2.1+cu13.0torch2.10"
+NUNCHAKU_WHEEL = f"nunchaku-{NUNCHAKU_VERSION}-{PY_TAG}-{PY_TAG}-linux_x86_64.whl"
+PLUGIN_NODES = ["NunchakuFluxDiTLoader", "NunchakuTextEncoderLoaderV2", "NunchakuQwenImageDiTLoader"]
+MODEL_FILE = "svdq-int4_r32-flux.1-dev.safetensors"
+MODEL_BYTES = b"stand-in int4 weights\n" * 4096
+
+
+@dataclass
+class StackUpstreams:
+    comfyui: UpstreamRepo
+    plugin: UpstreamRepo
+    index: str
+    files: str
+    hub: HubState
+    hub_endpoint: str
+
+    def manifest_body(self, port: int) -> dict[str, object]:
+        """A manifest for an RTX 4090 (sm_89) whose every upstream points at a stand-in."""
+        return {
+            "gpu": {"arch": "sm_89"},
+            "python": {"version": f"{sys.version_info[0]}.{sys.version_info[1]}"},
+            "torch": {"index_url": self.index},
+            "nunchaku": {"wheel_url": f"{self.files}/{NUNCHAKU_WHEEL}"},
+            "comfyui": {"repo": self.comfyui.url,
+                        "plugins": [{"name": "ComfyUI-nunchaku", "repo": self.plugin.url}]},
+            "models": [{"repo": "nunchaku-tech/nunchaku-flux.1-dev", "file": "svdq-{precision}_r32-flux.1-dev.safetensors",
+                        "url": f"{self.hub_endpoint}/nunchaku-tech/nunchaku-flux.1-dev/resolve/main/{MODEL_FILE}",
+                        "sha256": hashlib.sha256(MODEL_BYTES).hexdigest()}],
+            "env": {"COMFYUI_MODE": "test"},
+            "service": {"port": port, "extra_args": ["--disable-auto-launch", "--cpu"]},
+            "roles": ["comfyui-nunchaku"],
+            "vars": {"pip_index_url": self.index},
+        }
+
+
+def _comfyui_repo(base: Path) -> UpstreamRepo:
+    repo = make_upstream(base, "ComfyUI")
+    # ComfyUI's own .gitignore keeps plugins, models and the generated config out of its checkout.
+    ignore = "/models/\n/custom_nodes/\n!custom_nodes/example_node.py.example\nextra_model_paths.yaml\n/user/\n*.log\n"
+    files = {"main.py": MAIN_PY, "requirements.txt": "torch\nprovdep>=1.0\n", ".gitignore": ignore,
+             "custom_nodes/example_node.py.example": "# example\n"}
+    for tag in ("v0.6.0", "v0.7.0"):
+        repo.commit({**files, "comfyui_version.py": f"__version__ = {tag[1:]!r}\n"}, tag, tag=tag)
+    return repo
+
+
+def _plugin_repo(base: Path) -> UpstreamRepo:
+    repo = make_upstream(base, "ComfyUI-nunchaku")
+    for tag in ("v1.0.0", "v1.0.1", "v1.1.0", "v1.2.0", "v1.2.1"):
+        repo.commit({"__init__.py": plugin_source(PLUGIN_NODES) + f"VERSION = {tag[1:]!r}\n",
+                     "requirements.txt": "provdep==1.0.0\n"}, tag, tag=tag)
+    return repo
+
+
+def _wheels(base: Path) -> tuple[Path, Path]:
+    house = base / "wheelhouse"
+    for name, version in (("torch", "2.10.0"), ("torchvision", "0.25.0"), ("torchaudio", "2.10.0"),
+                          ("provdep", "1.0.0")):
+        build_wheel(house, name, version)
+    build_wheel(house, "nunchaku", "0.15.0", module_body="UNRELATED = True\n")  # PyPI's other `nunchaku`
+    files = base / "files"
+    so_name = f"nunchaku/_C.{PY_TAG.replace('cp', 'cpython-')}-x86_64-linux-gnu.so"
+    build_wheel(files, "nunchaku", NUNCHAKU_VERSION, requires=["provdep==1.0.0"],
+                extra_files={so_name: b"\x7fELF stand-in"}, tag=f"{PY_TAG}-{PY_TAG}-linux_x86_64")
+    return house, files
+
+
+@contextmanager
+def stack_upstreams(base: Path) -> Iterator[StackUpstreams]:
+    house, files = _wheels(base)
+    web = base / "web"
+    write_simple_index(house, web)
+    shutil.copytree(files, web / "files")
+    hub = HubState()
+    hub.add("nunchaku-tech/nunchaku-flux.1-dev", MODEL_FILE, MODEL_BYTES)
+    with ExitStack() as stack:
+        http_base = stack.enter_context(serve_directory(web))
+        endpoint = stack.enter_context(serve_hub(hub))
+        yield StackUpstreams(_comfyui_repo(base), _plugin_repo(base), f"{http_base}/simple", f"{http_base}/files",
+                             hub, endpoint)
