@@ -1,0 +1,65 @@
+"""The ready manifests in manifests/ resolve on the GPUs they are written for, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.catalog import load_catalog
+from provisioner.facts import load_facts
+from provisioner.manifest import load_manifest
+from provisioner.resolve import render_resolution, resolve
+
+REPO = Path(__file__).resolve().parents[2]
+FACTS = Path(__file__).resolve().parent / "facts"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "facts", "precision", "wheel_part", "model_part"),
+    [
+        ("rtx3090", "rtx3090", "int4", "+cu12.8torch2.10-cp312",
+         "svdq-int4_r128-qwen-image-edit-2509-lightningv2.0-4steps"),
+        ("rtx4090", "rtx4090", "int4", "+cu13.0torch2.10-cp312", "svdq-int4_r32-flux.1-dev"),
+        ("rtx5090", "rtx5090", "fp4", "+cu12.8torch2.10-cp312", "svdq-fp4_r32-flux.1-dev"),
+        ("a100", "a100", "int4", "1.0.1+torch2.6-cp312", "svdq-int4_r32-flux.1-schnell"),
+        ("t4", "t4", "int4", "+cu12.8torch2.10-cp312", "svdq-int4_r32-flux.1-schnell"),
+    ],
+)
+def test_gpu_manifests_resolve_on_their_gpu(manifest: str, facts: str, precision: str, wheel_part: str,
+                                            model_part: str) -> None:
+    loaded = load_manifest(REPO / "manifests" / f"{manifest}.yaml")
+    result = resolve(loaded.manifest, load_facts(FACTS / f"{facts}.json"), load_catalog())
+    assert result.ok, render_resolution(result)
+    assert result.mode == "nunchaku" and result.gpu is not None and result.gpu.precision == precision
+    assert result.nunchaku is not None and wheel_part in result.nunchaku.filename
+    assert result.nunchaku.urls[0].startswith("https://github.com/")
+    assert any(model_part in m.filename for m in result.models)
+    assert result.plugin is not None and result.plugin.ref.startswith("v")
+
+
+def test_t4_runs_in_float16() -> None:
+    loaded = load_manifest(REPO / "manifests" / "t4.yaml")
+    result = resolve(loaded.manifest, load_facts(FACTS / "t4.json"), load_catalog())
+    assert result.gpu is not None and result.gpu.dtype == "float16"
+
+
+def test_gpu_manifest_on_hopper_is_refused_with_the_fp8_fallback_named() -> None:
+    loaded = load_manifest(REPO / "manifests" / "rtx4090.yaml")
+    manifest = loaded.manifest.model_copy(update={"gpu": loaded.manifest.gpu.model_copy(update={"arch": "auto"})})
+    result = resolve(manifest, load_facts(FACTS / "h100.json"), load_catalog())
+    assert not result.ok
+    text = render_resolution(result)
+    assert "sm_90" in text and "precision: auto" in text
+
+
+def test_h100_manifest_falls_back_to_fp8() -> None:
+    loaded = load_manifest(REPO / "manifests" / "h100.yaml")
+    flux = load_manifest(REPO / "manifests" / "rtx4090.yaml").manifest.models
+    # The fixture's driver (570) is older than the GPU machine's (580), so let the CUDA build follow it.
+    cuda = loaded.manifest.cuda.model_copy(update={"version": "auto"})
+    manifest = loaded.manifest.model_copy(update={"models": flux, "cuda": cuda})
+    result = resolve(manifest, load_facts(FACTS / "h100.json"), load_catalog())
+    assert result.ok, render_resolution(result)
+    assert result.mode == "plain" and result.nunchaku is None and result.fallback
+    assert all(m.fallback for m in result.models)
