@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from provisioner import __version__
 from provisioner.agent_client import AgentClient
 from provisioner.commands.resolve import resolve_command
-from provisioner.engine import HostSession, RunOptions
+from provisioner.engine import ApplyReport, HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
 from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_path_from_url, new_run_id
@@ -175,13 +175,20 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
 
     started = time.time()
     report = session.apply(on_event)
+    _finish_apply("apply", session, report, started, as_json)
+
+
+def _finish_apply(command: str, session: HostSession, report: ApplyReport, started: float, as_json: bool) -> None:
+    """Print an apply-shaped report (apply, rollback), record it in the ledger, exit with its code."""
     mask = Masker(session.secrets)
     if as_json:
         _emit_json(report.as_json(), mask)
     else:
+        if report.rollback_to is not None:
+            click.echo(f"Rolled back to generation {report.rollback_to}.")
         click.echo(render_apply(report, mask))
     summary = report.as_json()["summary"]
-    record_run("apply", report.manifest, report.host, started, report.exit_code(),
+    record_run(command, report.manifest, report.host, started, report.exit_code(),
                changed=summary.get("changed", 0), generation=report.generation, summary=summary)
     sys.exit(report.exit_code())
 
@@ -198,16 +205,7 @@ def rollback(manifest: Path, to: int | None, as_json: bool, trust_new_hosts: boo
     session = HostSession(load_manifest(manifest), options)
     started = time.time()
     report = session.rollback(to)
-    mask = Masker(session.secrets)
-    if as_json:
-        _emit_json(report.as_json(), mask)
-    else:
-        click.echo(f"Rolled back to generation {report.rollback_to}.")
-        click.echo(render_apply(report, mask))
-    summary = report.as_json()["summary"]
-    record_run("rollback", report.manifest, report.host, started, report.exit_code(),
-               changed=summary.get("changed", 0), generation=report.generation, summary=summary)
-    sys.exit(report.exit_code())
+    _finish_apply("rollback", session, report, started, as_json)
 
 
 @cli.command()
