@@ -282,7 +282,7 @@ def _register_optional_commands() -> None:
     """Commands that live in their own modules under provisioner/commands/."""
     from importlib import import_module
 
-    for module_name in ("check", "fleet"):
+    for module_name in ("check", "fleet", "lock"):
         try:
             module = import_module(f"provisioner.commands.{module_name}")
         except ModuleNotFoundError:

@@ -39,6 +39,7 @@ class PlanReport:
     resources: list[dict[str, Any]]
     seconds: float
     origins: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> list[dict[str, Any]]:
@@ -56,7 +57,7 @@ class PlanReport:
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
                 "resources": [dict(r, origin=self.origins.get(r["id"])) for r in self.resources],
-                "summary": summarize(self.resources, "status")}
+                "notes": self.notes, "summary": summarize(self.resources, "status")}
 
 
 @dataclass
@@ -165,7 +166,7 @@ class HostSession:
             self._prepare(client, transport.display)
             result = client.call("probe", self._request())
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
-                              round(time.monotonic() - started, 3), self._origins())
+                              round(time.monotonic() - started, 3), self._origins(), self.lock_notes.lines)
 
     def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
         started = time.monotonic()

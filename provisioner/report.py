@@ -58,6 +58,8 @@ def _change_lines(change: dict[str, Any]) -> list[str]:
 
 def render_plan(report: PlanReport, mask: Masker, show_ok: bool = True) -> str:
     lines = [f"Plan for {report.manifest} on {report.host} (root {report.root})", ""]
+    if report.notes:
+        lines += [f"  note: {note}" for note in report.notes] + [""]
     for resource in report.resources:
         if resource["status"] == "ok" and not show_ok:
             continue

@@ -57,8 +57,11 @@ def _plugins(manifest: Manifest, resolution: Resolution, comfy_dir: str) -> list
     chosen = resolution.plugin
     plugins = []
     for plugin in manifest.comfyui.plugins if manifest.comfyui else []:
-        ref = chosen.ref if chosen and plugin.name == chosen.name and plugin.ref == "auto" else plugin.ref
-        plugins.append({"name": plugin.name, "repo": plugin.repo, "ref": ref, "requirements": plugin.requirements,
+        repo, ref = plugin.repo, plugin.ref
+        if chosen and plugin.name == chosen.name:
+            # The resolution carries the locked commit and the mirrored URL for the plugin it chose.
+            repo, ref = chosen.repo, chosen.ref
+        plugins.append({"name": plugin.name, "repo": repo, "ref": ref, "requirements": plugin.requirements,
                         "path": f"{comfy_dir}/custom_nodes/{plugin.name}"})
     if chosen and not any(p["name"] == chosen.name for p in plugins):
         plugins.append({"name": chosen.name, "repo": chosen.repo, "ref": chosen.ref, "requirements": True,

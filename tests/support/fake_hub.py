@@ -1,17 +1,25 @@
 """An HTTP server with the Hugging Face Hub's file URL layout (/{repo}/resolve/{revision}/{path}).
 
 It honours Range requests (for resumed downloads), can require a bearer token, and can drop the
-first response for a file half-way, the way a flaky link does.
+first response for a file half-way, the way a flaky link does. It also answers the API call
+`/api/models/{repo}/revision/{revision}[?blobs=true]` the way the Hub does: the revision's commit
+sha and its files (with `?blobs=true`: size, blobId, and `lfs: {sha256, size, pointerSize}` for the
+file types the Hub keeps in LFS). A branch's commit sha is derived from its content, so changing a
+file moves the branch to a new commit while the old commit stays readable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".whl")
 
 
 @dataclass
@@ -25,6 +33,41 @@ class HubState:
         self.files[f"{repo}/{revision}/{path}"] = content
         return hashlib.sha256(content).hexdigest()
 
+    def snapshot(self, repo: str, revision: str = "main") -> str | None:
+        """The commit sha `revision` points to now; its files become readable under that sha too."""
+        if len(revision) == 40 and any(key.startswith(f"{repo}/{revision}/") for key in self.files):
+            return revision
+        prefix = f"{repo}/{revision}/"
+        files = {key[len(prefix):]: data for key, data in self.files.items() if key.startswith(prefix)}
+        if not files:
+            return None
+        digest = hashlib.sha1(repo.encode())
+        for path in sorted(files):
+            digest.update(f"\0{path}\0{hashlib.sha256(files[path]).hexdigest()}".encode())
+        sha = digest.hexdigest()
+        for path, data in files.items():
+            self.files.setdefault(f"{repo}/{sha}/{path}", data)
+        return sha
+
+    def model_info(self, repo: str, revision: str, blobs: bool) -> dict[str, object] | None:
+        sha = self.snapshot(repo, revision)
+        if sha is None:
+            return None
+        prefix = f"{repo}/{sha}/"
+        siblings: list[dict[str, object]] = []
+        for key in sorted(k for k in self.files if k.startswith(prefix)):
+            path, data = key[len(prefix):], self.files[key]
+            sibling: dict[str, object] = {"rfilename": path}
+            if blobs:
+                sibling["size"] = len(data)
+                sibling["blobId"] = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+                if path.endswith(LFS_SUFFIXES):
+                    sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                      "pointerSize": 134}
+            siblings.append(sibling)
+        return {"_id": hashlib.md5(repo.encode()).hexdigest()[:24], "id": repo, "modelId": repo, "sha": sha,
+                "private": False, "siblings": siblings}
+
 
 def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -35,6 +78,8 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             state.requests.append((self.path, self.headers.get("Range")))
+            if self.path.startswith("/api/"):
+                return self._api()
             parts = self.path.lstrip("/").split("/")
             if len(parts) < 5 or parts[2] != "resolve":
                 return self._status(404)
@@ -62,6 +107,28 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            self.wfile.write(body)
+
+        def _api(self) -> None:
+            url = urlsplit(self.path)
+            parts = [unquote(p) for p in url.path.split("/")]
+            # ['', 'api', 'models', org, name, 'revision', rev]
+            if len(parts) != 7 or parts[1:3] != ["api", "models"] or parts[5] != "revision":
+                return self._json(404, {"error": "Not Found"})
+            if state.token and self.headers.get("Authorization") != f"Bearer {state.token}":
+                return self._json(401, {"error": "Invalid credentials in Authorization header"})
+            blobs = parse_qs(url.query).get("blobs", ["false"])[0].lower() in ("1", "true")
+            info = state.model_info(f"{parts[3]}/{parts[4]}", parts[6], blobs)
+            if info is None:
+                return self._json(404, {"error": f"Invalid rev id: {parts[6]}"})
+            return self._json(200, info)
+
+        def _json(self, code: int, data: object) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
             self.wfile.write(body)
 
         def _status(self, code: int) -> None:

@@ -75,7 +75,13 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     modified: List[str] = []
     untracked: List[str] = []
     for line in status.output.splitlines():
-        (untracked if line.startswith("??") else modified).append(line[3:])
+        entry = line[3:]
+        if line.startswith("??"):
+            # Python writes bytecode caches next to a plugin's sources when ComfyUI imports it.
+            if not _is_bytecode_cache(entry):
+                untracked.append(entry)
+        else:
+            modified.append(entry)
     return {
         "exists": True, "is_repo": True,
         "head": _out(_git(path, "rev-parse", "HEAD")),
@@ -83,6 +89,10 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         "modified": modified, "untracked": untracked,
         "resolved": resolve_ref(spec, path, True),
     }
+
+
+def _is_bytecode_cache(entry: str) -> bool:
+    return entry.rstrip("/").endswith("__pycache__") or entry.endswith((".pyc", ".pyo"))
 
 
 def _short(sha: Optional[str]) -> Optional[str]:

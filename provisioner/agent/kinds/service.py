@@ -56,6 +56,8 @@ def _alive(pid: int, argv: List[str]) -> bool:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
+    if _zombie(pid):
+        return False
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
             cmdline = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
@@ -162,6 +164,15 @@ def _stop(pid: int) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    """An exited process nobody reaped (PID 1 in a container may not) still answers kill -0."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _is_child(pid: int) -> bool:

@@ -1,0 +1,246 @@
+"""Lock overlay, disagreements, mirrors and the lock file format: pure functions over real resolutions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.catalog import load_catalog
+from provisioner.facts import load_facts
+from provisioner.lock.errors import LockFileError, MirrorsError
+from provisioner.lock.hub import parse_revision
+from provisioner.lock.mirrors import Mirrors, find_mirrors_file, load_mirrors, rewrite_resolution
+from provisioner.lock.model import (
+    Lock,
+    LockedFacts,
+    LockedGit,
+    LockedManifest,
+    LockedModel,
+    LockedPlugin,
+    LockedTorch,
+    LockedWheel,
+    dump_lock,
+    manifest_digest,
+    read_lock,
+    write_lock,
+)
+from provisioner.lock.overlay import apply_lock, facts_difference, lock_disagreements
+from provisioner.manifest.model import Manifest
+from provisioner.resolve import Resolution, resolve
+
+FACTS = Path(__file__).parent / "facts"
+PLUGIN = {"name": "ComfyUI-nunchaku", "repo": "https://github.com/nunchaku-ai/ComfyUI-nunchaku"}
+FLUX = {"repo": "nunchaku-tech/nunchaku-flux.1-dev", "file": "svdq-{precision}_r32-flux.1-dev.safetensors"}
+T5 = {"repo": "nunchaku-tech/nunchaku-t5", "file": "awq-int4-flux.1-t5xxl.safetensors", "folder": "text_encoders"}
+COMFY_COMMIT, PLUGIN_COMMIT, HUB_COMMIT = "c" * 40, "a" * 40, "d" * 40
+WHEEL_SHA, MODEL_SHA = "1" * 64, "2" * 64
+
+
+def manifest(**sections: Any) -> Manifest:
+    data: dict[str, Any] = {"name": "test", "comfyui": {"ref": "master", "plugins": [PLUGIN]}, "models": [FLUX]}
+    data.update(sections)
+    return Manifest.model_validate(data)
+
+
+def resolved(host: str = "rtx4090", **sections: Any) -> Resolution:
+    result = resolve(manifest(**sections), load_facts(FACTS / f"{host}.json"), load_catalog())
+    assert result.ok, result.violations
+    return result
+
+
+def lock_of(res: Resolution, source: Manifest | None = None) -> Lock:
+    """A lock as `provision lock` would write it for `res`, with made-up commits and hashes."""
+    assert res.torch and res.nunchaku and res.comfyui and res.plugin and res.gpu
+    return Lock(
+        manifest=LockedManifest(name="test", digest=manifest_digest(source or manifest())),
+        facts=LockedFacts(gpu_arch=res.gpu.arch, python=res.python, platform=res.platform, driver_cuda="13.0"),
+        mode=res.mode,
+        torch=LockedTorch(version=res.torch.version, cuda=res.torch.cuda, index_url=res.torch.index_url,
+                          requirements=res.torch.requirements),
+        nunchaku=LockedWheel(version=res.nunchaku.version, filename=res.nunchaku.filename, url=res.nunchaku.urls[0],
+                             sha256=WHEEL_SHA, size=1234),
+        comfyui=LockedGit(repo=res.comfyui.repo, ref=res.comfyui.ref, commit=COMFY_COMMIT),
+        plugins=[LockedPlugin(name=res.plugin.name, repo=res.plugin.repo, ref=res.plugin.ref, commit=PLUGIN_COMMIT)],
+        models=[
+            LockedModel(repo=m.repo, file=m.file, filename=m.filename, folder=m.folder, revision=m.revision,
+                        commit=HUB_COMMIT, url=(m.url or "").replace("/resolve/main/", f"/resolve/{HUB_COMMIT}/"),
+                        sha256=MODEL_SHA, size=42)
+            for m in res.models
+        ],
+    )
+
+
+# --- apply_lock -----------------------------------------------------------------------------------
+
+
+def test_apply_lock_pins_commits_urls_hashes_and_revisions() -> None:
+    fresh = resolved()
+    lock = lock_of(fresh)
+    pinned = apply_lock(fresh, lock)
+    assert lock_disagreements(fresh, lock) == []
+    assert pinned.comfyui and pinned.comfyui.ref == COMFY_COMMIT and "locked to commit" in pinned.comfyui.why
+    assert pinned.plugin and pinned.plugin.ref == PLUGIN_COMMIT
+    assert pinned.nunchaku and lock.nunchaku and pinned.nunchaku.urls[0] == lock.nunchaku.url
+    assert pinned.nunchaku.sha256 == WHEEL_SHA
+    [model] = pinned.models
+    assert (model.revision, model.sha256, model.size, model.size_approx) == (HUB_COMMIT, MODEL_SHA, 42, False)
+    assert model.url == f"https://huggingface.co/{FLUX['repo']}/resolve/{HUB_COMMIT}/svdq-int4_r32-flux.1-dev.safetensors"
+    assert pinned.torch == fresh.torch
+
+
+def test_apply_lock_is_pure_and_idempotent() -> None:
+    fresh = resolved()
+    before = fresh.model_dump()
+    lock = lock_of(fresh)
+    once = apply_lock(fresh, lock)
+    assert fresh.model_dump() == before, "the input resolution is not modified"
+    assert apply_lock(once, lock) == once
+    assert lock_disagreements(once, lock) == [], "a locked resolution agrees with its lock"
+
+
+def test_a_newer_nunchaku_is_reported_and_not_overlaid() -> None:
+    old = manifest(nunchaku={"version": "1.0.1"})
+    lock = lock_of(resolve(old, load_facts(FACTS / "rtx4090.json"), load_catalog()), old)
+    fresh = resolved()
+    problems = lock_disagreements(fresh, lock)
+    assert "manifest now resolves nunchaku 1.2.1 but the lock pins 1.0.1; run `provision lock --update`" in problems
+    assert any(p.startswith("manifest now resolves torch 2.10.0 (CUDA 13.0) but the lock pins 2.8.0") for p in problems)
+    pinned = apply_lock(fresh, lock)
+    assert pinned.nunchaku == fresh.nunchaku, "a wheel the lock does not pin keeps the fresh choice"
+    assert pinned.comfyui and pinned.comfyui.ref == COMFY_COMMIT, "parts that agree are still pinned"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"comfyui": {"ref": "v0.7.0", "plugins": [PLUGIN]}},
+         "manifest now resolves ComfyUI v0.7.0 but the lock pins master (cccccccccccc)"),
+        ({"comfyui": {"ref": "master", "repo": "https://example.org/ComfyUI", "plugins": [PLUGIN]}},
+         "manifest now clones ComfyUI from https://example.org/ComfyUI but the lock pins "
+         "https://github.com/comfyanonymous/ComfyUI"),
+        ({"models": [FLUX, T5]},
+         "manifest now resolves model nunchaku-tech/nunchaku-t5/awq-int4-flux.1-t5xxl.safetensors (text_encoders), "
+         "which the lock does not pin"),
+        ({"models": []},
+         "the lock pins model nunchaku-tech/nunchaku-flux.1-dev/svdq-int4_r32-flux.1-dev.safetensors "
+         "(diffusion_models), which the manifest no longer resolves"),
+        ({"models": [{**FLUX, "revision": "v2"}]},
+         "manifest now asks for nunchaku-tech/nunchaku-flux.1-dev/svdq-int4_r32-flux.1-dev.safetensors at "
+         "revision v2 but the lock pins main"),
+        ({"torch": {"index_url": "https://mirror.example/whl/cu130"}},
+         "manifest now installs torch from https://mirror.example/whl/cu130 but the lock pins "
+         "https://download.pytorch.org/whl/cu130"),
+        ({"nunchaku": {"wheel_sha256": "f" * 64}},
+         f"nunchaku.wheel_sha256 is {'f' * 64} but the lock pins {WHEEL_SHA}"),
+    ],
+)
+def test_each_kind_of_disagreement_names_both_sides_and_the_fix(change: dict[str, Any], expected: str) -> None:
+    lock = lock_of(resolved())
+    problems = lock_disagreements(resolved(**change), lock)
+    assert f"{expected}; run `provision lock --update`" in problems, problems
+
+
+def test_a_lock_from_another_kind_of_host_still_applies_where_it_fits() -> None:
+    lock = lock_of(resolved("rtx4090"))
+    other = resolved("rtx5090")
+    assert facts_difference(other, lock) == "the lock was made for a sm_89 cp312 linux_x86_64 host; this one is " \
+        "sm_120 cp312 linux_x86_64"
+    assert facts_difference(resolved("rtx4090"), lock) is None
+
+
+# --- mirrors --------------------------------------------------------------------------------------
+
+
+def test_rewrite_resolution_uses_the_longest_prefix_and_the_hub_endpoint() -> None:
+    mirrors = Mirrors.model_validate({
+        "mirrors": [
+            {"prefix": "https://github.com/", "replace": "file:///srv/git/"},
+            {"prefix": "https://github.com/nunchaku-ai/nunchaku/releases/download/",
+             "replace": "http://127.0.0.1:8000/wheels/"},
+        ],
+        "huggingface": {"endpoint": "http://127.0.0.1:9000/"},
+    })
+    fresh = resolved()
+    before = fresh.model_dump()
+    out = rewrite_resolution(fresh, mirrors)
+    assert fresh.model_dump() == before
+    assert out.comfyui and out.comfyui.repo == "file:///srv/git/comfyanonymous/ComfyUI"
+    assert out.plugin and out.plugin.repo == "file:///srv/git/nunchaku-ai/ComfyUI-nunchaku"
+    assert out.nunchaku and out.nunchaku.urls[0] == (
+        "http://127.0.0.1:8000/wheels/v1.2.1/nunchaku-1.2.1+cu13.0torch2.10-cp312-cp312-linux_x86_64.whl")
+    assert out.models[0].url == ("http://127.0.0.1:9000/nunchaku-tech/nunchaku-flux.1-dev/resolve/main/"
+                                 "svdq-int4_r32-flux.1-dev.safetensors")
+    assert out.torch == fresh.torch, "no rule matches the torch index"
+    assert rewrite_resolution(fresh, Mirrors()) == fresh
+
+
+def test_mirror_file_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "provision.mirrors.yaml"
+    path.write_text("mirrors:\n  - prefx: https://github.com/\n    replace: file:///srv/git/\n"
+                    "huggingface:\n  endpoint: ftp://hub\n")
+    with pytest.raises(MirrorsError) as caught:
+        load_mirrors(path)
+    text = str(caught.value)
+    assert f"{path}:2:5: mirrors[0].prefx: unknown key 'prefx'; did you mean 'prefix'?" in text
+    assert f"{path}:5:3: huggingface.endpoint: 'ftp://hub' must be an http:// or https:// URL" in text
+
+
+def test_the_mirrors_file_is_found_by_flag_then_env_then_beside_the_manifest(tmp_path: Path) -> None:
+    manifest_path = tmp_path / "m.yaml"
+    assert find_mirrors_file(manifest_path, environ={}) is None
+    (tmp_path / "provision.mirrors.yaml").write_text("mirrors: []\n")
+    assert find_mirrors_file(manifest_path, environ={}) == tmp_path / "provision.mirrors.yaml"
+    assert find_mirrors_file(manifest_path, environ={"PROVISION_MIRRORS": "/etc/m.yaml"}) == Path("/etc/m.yaml")
+    assert find_mirrors_file(manifest_path, Path("x.yaml"), environ={"PROVISION_MIRRORS": "/e"}) == Path("x.yaml")
+
+
+# --- the lock file --------------------------------------------------------------------------------
+
+
+def test_the_lock_file_round_trips_and_is_stable(tmp_path: Path) -> None:
+    lock = lock_of(resolved())
+    path = tmp_path / "m.yaml.lock"
+    write_lock(lock, path)
+    text = path.read_text()
+    assert text.startswith("# Written by `provision lock`")
+    assert read_lock(path) == lock
+    assert dump_lock(read_lock(path)) == text
+    keys = [line.split(":")[0] for line in text.splitlines() if line and not line.startswith(("#", " ", "-"))]
+    assert keys == ["version", "manifest", "facts", "mode", "torch", "nunchaku", "comfyui", "plugins", "models"]
+
+
+def test_an_invalid_lock_names_file_line_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml.lock"
+    write_lock(lock_of(resolved()), path)
+    path.write_text(path.read_text().replace(f"commit: {COMFY_COMMIT}", "commit: main"))
+    with pytest.raises(LockFileError) as caught:
+        read_lock(path)
+    assert f"{path}:" in str(caught.value) and "comfyui.commit" in str(caught.value)
+    assert "provision lock --update" in str(caught.value)
+
+
+def test_manifest_digest_ignores_formatting_but_not_meaning() -> None:
+    assert manifest_digest(manifest()) == manifest_digest(Manifest.model_validate(manifest().model_dump()))
+    assert manifest_digest(manifest()) != manifest_digest(manifest(env={"A": "1"}))
+
+
+# --- the Hub's answer -----------------------------------------------------------------------------
+
+
+def test_parse_revision_reads_lfs_hashes_and_sizes() -> None:
+    answer = {
+        "id": "org/repo", "sha": HUB_COMMIT,
+        "siblings": [
+            {"rfilename": "model.safetensors", "size": 10, "blobId": "b" * 40,
+             "lfs": {"sha256": MODEL_SHA, "size": 10, "pointerSize": 134}},
+            {"rfilename": "config.json", "size": 3, "blobId": "e" * 40},
+            {"rfilename": "README.md"},
+        ],
+    }
+    revision = parse_revision("org/repo", "main", answer)
+    assert revision.sha == HUB_COMMIT
+    assert revision.files["model.safetensors"].sha256 == MODEL_SHA
+    assert (revision.files["config.json"].sha256, revision.files["config.json"].size) == (None, 3)
+    assert revision.files["README.md"].size is None
