@@ -17,14 +17,19 @@ from pydantic import ValidationError
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient
+from provisioner.catalog import load_catalog
 from provisioner.commands.resolve import resolve_command
 from provisioner.engine import ApplyReport, HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
+from provisioner.facts import Facts
 from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_path_from_url, new_run_id
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
+from provisioner.preflight import needs_resolution
 from provisioner.report import Masker, render_apply, render_plan
+from provisioner.resolve import resolve
+from provisioner.stack import stack_context
 from provisioner.transport import ConnectOptions, open_transport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,7 +102,19 @@ def record_run(command: str, manifest: str, host: str, started: float, exit_code
 def validate(manifest: Path) -> None:
     """Validate MANIFEST (and its roles and templates) without contacting the host."""
     loaded = load_manifest(manifest)
-    resources = expand(loaded, environ=_validation_environ(loaded.manifest)).resources
+    context = None
+    if needs_resolution(loaded.manifest):
+        # Without the host, resolve for the GPU the manifest declares on a bare x86_64 Linux host, so
+        # roles and templates are still rendered and checked.
+        facts = Facts.model_validate({"arch": "x86_64"})
+        resolution = resolve(loaded.manifest, facts, load_catalog())
+        if not resolution.ok:
+            click.echo(f"{manifest}: valid; roles are checked at plan time, against the host's facts "
+                       f"(offline: {resolution.violations[0].reason})")
+            return
+        context = {"resolved": resolution.model_dump(mode="json"), "facts": facts.model_dump(mode="json"),
+                   "stack": stack_context(loaded.manifest, resolution)}
+    resources = expand(loaded, environ=_validation_environ(loaded.manifest), extra_context=context).resources
     click.echo(f"{manifest}: valid ({len(resources)} resources)")
 
 

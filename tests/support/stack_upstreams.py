@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.support.fake_comfyui import MAIN_PY, plugin_source
 from tests.support.fake_hub import HubState, serve_hub
-from tests.support.gitrepos import UpstreamRepo, make_upstream
+from tests.support.gitrepos import UpstreamRepo, git, make_upstream
 from tests.support.servers import serve_directory
 from tests.support.wheels import build_wheel, write_simple_index
 
@@ -23,6 +23,7 @@ NUNCHAKU_VERSION = "1.2.1+cu13.0torch2.10"
 NUNCHAKU_WHEEL = f"nunchaku-{NUNCHAKU_VERSION}-{PY_TAG}-{PY_TAG}-linux_x86_64.whl"
 PLUGIN_NODES = ["NunchakuFluxDiTLoader", "NunchakuTextEncoderLoaderV2", "NunchakuQwenImageDiTLoader"]
 MODEL_FILE = "svdq-int4_r32-flux.1-dev.safetensors"
+T5_FILE = "awq-int4-flux.1-t5xxl.safetensors"
 MODEL_BYTES = b"stand-in int4 weights\n" * 4096
 
 
@@ -34,6 +35,19 @@ class StackUpstreams:
     files: str
     hub: HubState
     hub_endpoint: str
+    git_http: str
+
+    def mirrors_file(self, path: Path) -> Path:
+        """A provision.mirrors.yaml that sends every upstream of the real manifests to these stand-ins."""
+        path.write_text(
+            "mirrors:\n"
+            f"  - {{prefix: 'https://github.com/', replace: '{self.git_http}/'}}\n"
+            f"  - {{prefix: 'https://github.com/nunchaku-ai/nunchaku/releases/download/v1.2.1/', "
+            f"replace: '{self.files}/'}}\n"
+            f"  - {{prefix: 'https://download.pytorch.org/whl/cu130', replace: '{self.index}'}}\n"
+            f"huggingface: {{endpoint: '{self.hub_endpoint}'}}\n"
+        )
+        return path
 
     def manifest_body(self, port: int) -> dict[str, object]:
         """A manifest for an RTX 4090 (sm_89) whose every upstream points at a stand-in."""
@@ -95,8 +109,18 @@ def stack_upstreams(base: Path) -> Iterator[StackUpstreams]:
     shutil.copytree(files, web / "files")
     hub = HubState()
     hub.add("nunchaku-tech/nunchaku-flux.1-dev", MODEL_FILE, MODEL_BYTES)
+    hub.add("nunchaku-tech/nunchaku-t5", T5_FILE, MODEL_BYTES[:1000])
+    comfyui, plugin = _comfyui_repo(base), _plugin_repo(base)
+    # Containers cannot see the test's file:// repos, so they are also served over git's dumb HTTP.
+    _publish(comfyui, web / "git" / "comfyanonymous" / "ComfyUI")
+    _publish(plugin, web / "git" / "nunchaku-tech" / "ComfyUI-nunchaku")
     with ExitStack() as stack:
         http_base = stack.enter_context(serve_directory(web))
         endpoint = stack.enter_context(serve_hub(hub))
-        yield StackUpstreams(_comfyui_repo(base), _plugin_repo(base), f"{http_base}/simple", f"{http_base}/files",
-                             hub, endpoint)
+        yield StackUpstreams(comfyui, plugin, f"{http_base}/simple", f"{http_base}/files", hub, endpoint,
+                             f"{http_base}/git")
+
+
+def _publish(repo: UpstreamRepo, target: Path) -> None:
+    shutil.copytree(repo.bare, target)
+    git("update-server-info", cwd=target)
