@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import sys
@@ -10,26 +11,21 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient
-from provisioner.catalog import load_catalog
-from provisioner.commands.resolve import resolve_command
 from provisioner.engine import ApplyReport, HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
-from provisioner.facts import Facts
 from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_path_from_url, new_run_id
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
-from provisioner.preflight import needs_resolution
 from provisioner.report import Masker, render_apply, render_plan
-from provisioner.resolve import resolve
-from provisioner.stack import stack_context
+from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, open_transport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,7 +68,29 @@ def _connect(trust_new_hosts: bool, known_hosts: Path | None, verbose: bool = Fa
     return ConnectOptions(trust_new_hosts=trust_new_hosts, known_hosts=known_hosts, verbose=verbose)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Commands with heavy imports (catalog, fleet, checks, lock) load only when they are run, so a
+    plain `plan`/`apply` starts fast."""
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "check": "provisioner.commands.check:check",
+        "fleet": "provisioner.commands.fleet:fleet",
+        "lock": "provisioner.commands.lock:lock_command",
+        "resolve": "provisioner.commands.resolve:resolve_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            module_name, attribute = self.LAZY[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module_name), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provision")
 @click.option("--ledger", "ledger_url", envvar="PROVISION_LEDGER", default=None,
               help="Run ledger (sqlite:///PATH); default ~/.local/state/provision/ledger.sqlite.")
@@ -104,6 +122,11 @@ def validate(manifest: Path) -> None:
     loaded = load_manifest(manifest)
     context = None
     if needs_resolution(loaded.manifest):
+        from provisioner.catalog import load_catalog
+        from provisioner.facts import Facts
+        from provisioner.resolve import resolve
+        from provisioner.stack import stack_context
+
         # Without the host, resolve for the GPU the manifest declares on a bare x86_64 Linux host, so
         # roles and templates are still rendered and checked.
         facts = Facts.model_validate({"arch": "x86_64"})
@@ -293,24 +316,6 @@ def history(host: str | None, limit: int, as_json: bool) -> None:
         generation = f" gen {entry.generation}" if entry.generation else ""
         click.echo(f"{when}  {entry.command:<6} {entry.status:<6} {entry.host:<24} {entry.manifest:<16} "
                    f"{entry.changed:>3} changed{generation}  ({entry.seconds:.2f}s)")
-
-
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules under provisioner/commands/."""
-    from importlib import import_module
-
-    for module_name in ("check", "fleet", "lock"):
-        try:
-            module = import_module(f"provisioner.commands.{module_name}")
-        except ModuleNotFoundError:
-            continue
-        for value in vars(module).values():
-            if isinstance(value, click.Command) and value.name == module_name:
-                cli.add_command(value)
-
-
-_register_optional_commands()
-cli.add_command(resolve_command)
 
 
 def main() -> None:

@@ -6,18 +6,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
-from provisioner.facts import Facts
-from provisioner.lock import LockNotes, use_lock
 from provisioner.manifest.loader import LoadedManifest
-from provisioner.preflight import gather_facts, needs_resolution, resolve_or_refuse
-from provisioner.resolve import Resolution
-from provisioner.stack import stack_context
+from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
+
+if TYPE_CHECKING:
+    from provisioner.facts import Facts
+    from provisioner.lock import LockNotes
+    from provisioner.resolve import Resolution
 
 
 @dataclass
@@ -115,7 +116,7 @@ class HostSession:
         self.transport_factory = transport_factory
         self.resolution: Resolution | None = None
         self.facts: Facts | None = None
-        self.lock_notes = LockNotes()
+        self.lock_notes: LockNotes | None = None
         # Without a stack to resolve, expansion happens before any connection; with one, it waits for
         # the host's facts (a read-only call). Either way bad input is refused before any change.
         self._expansion: Expansion | None = None if needs_resolution(loaded.manifest) else expand(loaded, environ)
@@ -133,6 +134,11 @@ class HostSession:
     def _prepare(self, client: AgentClient, host: str) -> Expansion:
         """Resolve the stack against the host's facts (once), then expand roles with the result."""
         if self._expansion is None:
+            # The catalog, resolver and lock load only for stack manifests: a plain no-op stays fast.
+            from provisioner.lock import use_lock
+            from provisioner.preflight import gather_facts, resolve_or_refuse
+            from provisioner.stack import stack_context
+
             manifest = self.loaded.manifest
             self.facts = gather_facts(client, manifest)
             self.resolution = resolve_or_refuse(manifest, self.facts, host)
@@ -166,7 +172,8 @@ class HostSession:
             self._prepare(client, transport.display)
             result = client.call("probe", self._request())
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
-                              round(time.monotonic() - started, 3), self._origins(), self.lock_notes.lines)
+                              round(time.monotonic() - started, 3), self._origins(),
+                              self.lock_notes.lines if self.lock_notes else [])
 
     def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
         started = time.monotonic()
@@ -174,7 +181,8 @@ class HostSession:
             client = self._client(transport)
             try:
                 self._prepare(client, transport.display)
-                self.lock_notes.refuse_if_stale(transport.display)
+                if self.lock_notes:
+                    self.lock_notes.refuse_if_stale(transport.display)
                 result = client.call("apply", self._request(), on_event)
             except BaseException:
                 transport.finalize(False)

@@ -10,15 +10,11 @@ from provisioner.errors import ProvisionError
 from provisioner.facts import Facts
 from provisioner.manifest.model import Manifest
 from provisioner.resolve import Resolution, render_resolution, resolve
+from provisioner.transport import open_transport
 
 
 class PreflightError(ProvisionError):
     """The manifest cannot be satisfied on this host; every violation is listed with its fix."""
-
-
-def needs_resolution(manifest: Manifest) -> bool:
-    """Only stack manifests (ComfyUI, models) need the catalog; a plain layout does not."""
-    return manifest.comfyui is not None or bool(manifest.models)
 
 
 def facts_request(manifest: Manifest) -> dict[str, Any]:
@@ -28,6 +24,13 @@ def facts_request(manifest: Manifest) -> dict[str, Any]:
 def gather_facts(client: AgentClient, manifest: Manifest) -> Facts:
     """One round trip: the agent's facts, validated."""
     return Facts.model_validate(client.call("facts", facts_request(manifest)))
+
+
+def live_facts(manifest: Manifest) -> Facts:
+    """The target host's facts, in one read-only round trip on a connection of its own."""
+    with open_transport(manifest.target) as transport:
+        client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.connect_timeout * 6)
+        return gather_facts(client, manifest)
 
 
 def resolve_or_refuse(manifest: Manifest, facts: Facts, host: str) -> Resolution:

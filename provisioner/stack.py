@@ -4,12 +4,19 @@ once from the manifest and its resolution so roles stay plain lists of resources
 from __future__ import annotations
 
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.manifest.model import Manifest
-from provisioner.resolve import Resolution
+
+if TYPE_CHECKING:
+    from provisioner.resolve import Resolution
 
 RESTART_HANDLER = "restart-comfyui"
+
+
+def needs_resolution(manifest: Manifest) -> bool:
+    """Only stack manifests (ComfyUI, models) need the catalog; a plain layout does not."""
+    return manifest.comfyui is not None or bool(manifest.models)
 
 
 def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:

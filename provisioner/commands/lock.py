@@ -8,20 +8,19 @@ from pathlib import Path
 
 import click
 
-from provisioner.agent_client import AgentClient
 from provisioner.catalog import load_catalog
 from provisioner.errors import ProvisionError
-from provisioner.facts import Facts, load_facts
+from provisioner.facts import load_facts
 from provisioner.lock.create import LockSources, create_lock
 from provisioner.lock.errors import LockError
 from provisioner.lock.mirrors import find_mirrors_file, load_mirrors
 from provisioner.lock.model import Lock, dump_lock, lock_path_for, read_lock, write_lock
 from provisioner.lock.overlay import lock_disagreements
 from provisioner.lock.wheelcache import WheelCache, default_cache_dir
-from provisioner.manifest import Manifest, load_manifest
-from provisioner.preflight import gather_facts, needs_resolution
+from provisioner.manifest import load_manifest
+from provisioner.preflight import live_facts
 from provisioner.resolve import Resolution, resolve
-from provisioner.transport import open_transport
+from provisioner.stack import needs_resolution
 
 EXIT_OK, EXIT_ERROR, EXIT_STALE = 0, 1, 2
 
@@ -59,7 +58,7 @@ def _lock(manifest_path: Path, facts_path: Path | None, mirrors_path: Path | Non
         raise LockError(f"{manifest_path}: nothing to lock: the manifest has no comfyui or models section, "
                         "so nothing is resolved; its resources already name exact versions")
     mirrors = load_mirrors(find_mirrors_file(manifest_path, mirrors_path))
-    facts = load_facts(facts_path) if facts_path else _live_facts(loaded.manifest)
+    facts = load_facts(facts_path) if facts_path else live_facts(loaded.manifest)
     resolution = resolve(loaded.manifest, facts, load_catalog())
     path = lock_path_for(manifest_path)
     previous = _previous(path, update)
@@ -116,10 +115,3 @@ def _summary(lock: Lock) -> str:
         rows.append((model.filename, f"{model.repo or model.url}{at} sha256 {sha}"))
     width = max((len(name) for name, _ in rows), default=0)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
-
-
-def _live_facts(manifest: Manifest) -> Facts:
-    """The target host's facts, in one read-only round trip."""
-    with open_transport(manifest.target) as transport:
-        client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.connect_timeout * 6)
-        return gather_facts(client, manifest)

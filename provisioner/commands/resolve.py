@@ -8,23 +8,14 @@ from pathlib import Path
 
 import click
 
-from provisioner.agent_client import AgentClient
 from provisioner.catalog import load_catalog
 from provisioner.errors import ProvisionError
-from provisioner.facts import Facts, load_facts
-from provisioner.manifest import Manifest, load_manifest
-from provisioner.preflight import gather_facts
+from provisioner.facts import load_facts
+from provisioner.manifest import load_manifest
+from provisioner.preflight import live_facts
 from provisioner.resolve import render_resolution, resolve
-from provisioner.transport import open_transport
 
 EXIT_RESOLVED, EXIT_VIOLATIONS = 0, 1
-
-
-def _live_facts(manifest: Manifest) -> Facts:
-    """The target host's facts, in one read-only round trip."""
-    with open_transport(manifest.target) as transport:
-        client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.connect_timeout * 6)
-        return gather_facts(client, manifest)
 
 
 @click.command("resolve")
@@ -43,7 +34,7 @@ def resolve_command(manifest: Path, facts_path: Path | None, as_json: bool) -> N
     """
     try:
         loaded = load_manifest(manifest)
-        facts = load_facts(facts_path) if facts_path else _live_facts(loaded.manifest)
+        facts = load_facts(facts_path) if facts_path else live_facts(loaded.manifest)
         result = resolve(loaded.manifest, facts, load_catalog())
     except ProvisionError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
