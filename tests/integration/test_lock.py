@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from provisioner import engine
+from provisioner import preflight
 from provisioner.catalog import load_catalog
 from provisioner.commands.lock import lock_command
 from provisioner.engine import HostSession
@@ -183,7 +183,7 @@ def test_a_stale_lock_is_reported_by_plan_and_refused_by_apply(upstreams: Upstre
     assert expected in check.output
 
     # No GPU here: the session reads the recorded facts of an RTX 4090 host instead of this machine's.
-    monkeypatch.setattr(engine, "gather_facts", lambda client, manifest: load_facts(FACTS))
+    monkeypatch.setattr(preflight, "gather_facts", lambda client, manifest: load_facts(FACTS))
     session = HostSession(load_manifest(manifest))
     report = session.plan()
     assert report.exit_code() == 0
