@@ -43,6 +43,9 @@ AllowTcpForwarding yes
 MaxSessions 100
 MaxStartups 100
 LogLevel INFO
+# Login shells that run `pyenv init` rehash under a lock; a session killed mid-rehash (the fault
+# tests do that) leaves the lock behind and every later login would wait 60 s for it.
+SetEnv PYENV_REHASH_TIMEOUT=1
 Subsystem sftp internal-sftp
 """
 
