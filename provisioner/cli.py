@@ -57,7 +57,8 @@ manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, d
 def connect_options(func: F) -> F:
     """--trust-new-hosts / --known-hosts for commands that connect to a host."""
     func = click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
-                        help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts).")(func)
+                        help="known_hosts file to check host keys against "
+                        "(default: $PROVISION_KNOWN_HOSTS, else ~/.ssh/known_hosts).")(func)
     func = click.option("--trust-new-hosts", is_flag=True,
                         help="Record the key of a host seen for the first time "
                         "(a changed key is always refused).")(func)

@@ -50,9 +50,7 @@ def _generations(request: Dict[str, Any]) -> Dict[str, Any]:
     return {"generations": [state.read(ctx.state_dir(), n) for n in wanted if n in numbers]}
 
 
-def classify(
-    resource: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], previous: Dict[str, str]
-) -> str:
+def classify(resource: Dict[str, Any], changes: List[Change], previous: Dict[str, str]) -> str:
     """ok / create / drifted / change: drifted means the host moved away from what was applied."""
     if not changes:
         return "ok"
@@ -72,7 +70,7 @@ def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str])
     except ResourceFailure as exc:
         return {"id": resource["id"], "status": "error", "changes": [], "error": str(exc), "observed": None}
     return {
-        "id": resource["id"], "status": classify(resource, observed, changes, previous),
+        "id": resource["id"], "status": classify(resource, changes, previous),
         "changes": [dict(c) for c in changes], "observed": observed,
     }
 
