@@ -96,14 +96,14 @@ groups:
   a100: {vars: {tier: a100}, target: {port: 2222}}
   canary: {hosts: [gpu-02]}
 hosts:
-  gpu-01: {connection: "ssh://10.0.0.1", groups: [a100]}
-  gpu-02: {connection: "ssh://10.0.0.2", groups: [a100], vars: {port: 9000}, root: /srv/comfy}
+  gpu-01: {connection: "ssh://gpu-01.rack.example", groups: [a100]}
+  gpu-02: {connection: "ssh://gpu-02.rack.example", groups: [a100], vars: {port: 9000}, root: /srv/comfy}
 rollout: {serial: [1, "50%"], canary: 1, max_fail_percentage: 10}
 """)
     inventory = load_inventory(path)
     one, two = inventory.hosts
     assert one.vars == {"port": 8188, "tier": "a100"}
-    assert one.target == {"user": "ops", "port": 2222, "connection": "ssh://10.0.0.1"}
+    assert one.target == {"user": "ops", "port": 2222, "connection": "ssh://gpu-01.rack.example"}
     assert two.vars["port"] == 9000 and two.target["root"] == "/srv/comfy"
     assert two.groups == ["a100", "canary"]
     assert [h.name for h in inventory.select("canary")] == ["gpu-02"]
@@ -116,7 +116,7 @@ def test_inventory_errors_name_the_line_and_the_fix(tmp_path: Path) -> None:
     path = _inventory(tmp_path, """\
 defaults: {manifest: m.yaml}
 hosts:
-  gpu-01: {conection: "ssh://10.0.0.1"}
+  gpu-01: {conection: "ssh://gpu-01.rack.example"}
 rollout: {serial: "150%"}
 """)
     with pytest.raises(InventoryError) as info:
