@@ -45,7 +45,7 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         ],
         "hf_auth": _hf_auth(manifest),
         "restart": restart,
-        "service_argv": _service_argv(manifest, comfy_dir),
+        "service_argv": _service_argv(manifest),
     }
 
 
@@ -81,7 +81,7 @@ def _hf_auth(manifest: Manifest) -> dict[str, Any] | None:
     return token.model_dump(mode="json") if token else None
 
 
-def _service_argv(manifest: Manifest, comfy_dir: str) -> list[str]:
+def _service_argv(manifest: Manifest) -> list[str]:
     service = manifest.service
     return [f"{manifest.python.venv}/bin/python", "main.py", "--listen", service.listen, "--port", str(service.port),
             *service.extra_args]

@@ -11,17 +11,7 @@ def median_ms(torch: Any, func: Callable[[], Any], warmup: int = 3, repeats: int
     for _ in range(max(warmup, 1)):
         func()
     torch.cuda.synchronize()
-    samples = []
-    for _ in range(max(repeats, 1)):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(max(inner, 1)):
-            func()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / max(inner, 1))
-    return _median(samples)
+    return _median([_sample_ms(torch, func, inner) for _ in range(max(repeats, 1))])
 
 
 def paired_median_ms(torch: Any, first: Callable[[], Any], second: Callable[[], Any], warmup: int = 3,
@@ -34,15 +24,20 @@ def paired_median_ms(torch: Any, first: Callable[[], Any], second: Callable[[], 
     samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(max(repeats, 1)):
         for func, times in ((first, samples[0]), (second, samples[1])):
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(max(inner, 1)):
-                func()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / max(inner, 1))
+            times.append(_sample_ms(torch, func, inner))
     return _median(samples[0]), _median(samples[1])
+
+
+def _sample_ms(torch: Any, func: Callable[[], Any], inner: int) -> float:
+    """One CUDA-event-timed sample: `inner` back-to-back calls, averaged."""
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(max(inner, 1)):
+        func()
+    end.record()
+    end.synchronize()
+    return float(start.elapsed_time(end)) / max(inner, 1)
 
 
 def _median(values: list[float]) -> float:

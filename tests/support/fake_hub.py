@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.support.servers import serve_handler
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".whl")
 
@@ -142,12 +143,5 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
 @contextmanager
 def serve_hub(state: HubState) -> Iterator[str]:
     """Yields the endpoint URL (what HF_ENDPOINT would be set to)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_handler(_handler(state)) as endpoint:
+        yield endpoint
