@@ -12,7 +12,9 @@ runs, which favours it on repeated runs); pyinfra and provision open fresh conne
 
     .venv/bin/python bench/fleet_noop.py [--runs 5] [--sizes 1,10,50] [--output bench/results/fleet-noop.md]
 
-Needs root (it starts sshd). Ansible and pyinfra live in their own venv (--tools-venv), never the project's.
+Every tool logs in as the same non-root user (--user, created if missing) whose shell startup is the
+distribution's default: see bench/common.py. Needs root (it starts sshd). Ansible and pyinfra live in
+their own venv (--tools-venv), never the project's.
 """
 
 from __future__ import annotations
@@ -26,45 +28,37 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.fleet_hosts import FleetServers, fleet_servers  # noqa: E402
+from bench.common import PROVISION, Tool, converge, ensure_tools, ensure_user, invoke, pyinfra_unchanged
+from tests.support.fleet_hosts import FleetServers, fleet_servers
 
 TEMPLATE = "label={{ label }}\nindex={{ index }}\nport={{ app_port }}\n"
 FILES = 10
 
 
-@dataclass
-class Tool:
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    is_noop: Callable[[subprocess.CompletedProcess[str]], bool] = lambda done: done.returncode == 0
-    times: list[float] = field(default_factory=list)
-
-
-def ensure_tools(venv: Path) -> None:
-    if (venv / "bin" / "ansible-playbook").exists() and (venv / "bin" / "pyinfra").exists():
-        return
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "ansible-core", "pyinfra"], check=True)
-
-
-def host_root(work: Path, index: int, tool: str) -> Path:
-    return work / "hosts" / f"host{index:02d}" / tool
+def host_root(home: Path, index: int, tool: str) -> Path:
+    return home / "bench-fleet" / f"host{index:02d}" / tool
 
 
 # -- the three equivalent desired states ------------------------------------------------------------------
 
 
-def provision_tool(work: Path, servers: FleetServers, count: int, forks: int) -> Tool:
+@dataclass
+class Fleet:
+    work: Path
+    servers: FleetServers
+    user: str
+    home: Path
+
+
+def provision_tool(fleet: Fleet, count: int, forks: int) -> Tool:
+    work, servers = fleet.work, fleet.servers
     base = work / f"provision-{count}"
     (base / "templates").mkdir(parents=True)
     (base / "templates" / "conf.j2").write_text(TEMPLATE)
@@ -74,13 +68,14 @@ def provision_tool(work: Path, servers: FleetServers, count: int, forks: int) ->
     resources.append({"kind": "envfile", "path": "app/app.env", "values": {"MODE": "fast"}})
     (base / "app.yaml").write_text(yaml.safe_dump({"name": "bench", "target": {"python": "/usr/bin/python3"},
                                                    "gpu": {"arch": "none"}, "resources": resources}))
-    hosts = {f"host{i:02d}": {"connection": server.connection(), "root": str(host_root(work, i, "provision")),
+    hosts = {f"host{i:02d}": {"connection": server.connection(fleet.user),
+                              "root": str(host_root(fleet.home, i, "provision")),
                               "vars": {"label": f"host{i:02d}", "app_port": 8100 + i}}
              for i, server in enumerate(servers.servers[:count])}
     inventory = {"defaults": {"manifest": "app.yaml", "target": {"identity_file": str(servers.client_key)}},
                  "hosts": hosts, "rollout": {"forks": forks}}
     (base / "fleet.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
-    argv = [*_provision_command(), "fleet", "apply", str(base / "fleet.yaml"), "--json",
+    argv = [str(PROVISION), "fleet", "apply", str(base / "fleet.yaml"), "--json",
             "--known-hosts", str(servers.known_hosts)]
 
     def is_noop(done: subprocess.CompletedProcess[str]) -> bool:
@@ -92,24 +87,15 @@ def provision_tool(work: Path, servers: FleetServers, count: int, forks: int) ->
     return Tool("provision", argv, {"PROVISION_LEDGER": str(base / "state" / "ledger.sqlite")}, is_noop)
 
 
-def _provision_command() -> list[str]:
-    """`provision` itself once the fleet group is registered; until then the group's click entry point."""
-    binary = REPO / ".venv" / "bin" / "provision"
-    probe = subprocess.run([str(binary), "fleet", "--help"], capture_output=True, text=True, check=False)
-    if probe.returncode == 0:
-        return [str(binary)]
-    return [str(REPO / ".venv" / "bin" / "python"), "-c",
-            "import sys; from provisioner.commands.fleet import fleet; sys.argv[0] = 'provision'; fleet()"]
-
-
-def ansible_tool(work: Path, servers: FleetServers, count: int, forks: int, venv: Path) -> Tool:
+def ansible_tool(fleet: Fleet, count: int, forks: int, venv: Path) -> Tool:
+    work, servers = fleet.work, fleet.servers
     base = work / f"ansible-{count}"
     base.mkdir()
     (base / "conf.j2").write_text(TEMPLATE)
     lines = [f"host{i:02d} ansible_host=127.0.0.1 ansible_port={server.port} app_port={8100 + i} "
-             f"root={host_root(work, i, 'ansible')}" for i, server in enumerate(servers.servers[:count])]
+             f"root={host_root(fleet.home, i, 'ansible')}" for i, server in enumerate(servers.servers[:count])]
     # One variable per line: in a [group:vars] section the rest of the line is the value.
-    common = ["ansible_user=root", f"ansible_ssh_private_key_file={servers.client_key}",
+    common = [f"ansible_user={fleet.user}", f"ansible_ssh_private_key_file={servers.client_key}",
               "ansible_python_interpreter=/usr/bin/python3",
               f"ansible_ssh_common_args='-o UserKnownHostsFile={servers.known_hosts} -o StrictHostKeyChecking=yes'"]
     (base / "inventory.ini").write_text("[fleet]\n" + "\n".join(lines) + "\n\n[fleet:vars]\n" + "\n".join(common)
@@ -135,14 +121,15 @@ def ansible_tool(work: Path, servers: FleetServers, count: int, forks: int, venv
     return Tool("ansible", argv, env, is_noop)
 
 
-def pyinfra_tool(work: Path, servers: FleetServers, count: int, forks: int, venv: Path) -> Tool:
+def pyinfra_tool(fleet: Fleet, count: int, forks: int, venv: Path) -> Tool:
+    work, servers = fleet.work, fleet.servers
     base = work / f"pyinfra-{count}"
     base.mkdir()
     (base / "conf.j2").write_text(TEMPLATE)
-    hosts = [(f"host{i:02d}", {"ssh_hostname": "127.0.0.1", "ssh_port": server.port, "ssh_user": "root",
+    hosts = [(f"host{i:02d}", {"ssh_hostname": "127.0.0.1", "ssh_port": server.port, "ssh_user": fleet.user,
                                "ssh_key": str(servers.client_key), "ssh_known_hosts_file": str(servers.known_hosts),
                                "ssh_strict_host_key_checking": "yes", "app_port": 8100 + i,
-                               "root": str(host_root(work, i, "pyinfra"))})
+                               "root": str(host_root(fleet.home, i, "pyinfra"))})
              for i, server in enumerate(servers.servers[:count])]
     (base / "inventory.py").write_text(f"hosts = {hosts!r}\n")
     (base / "deploy.py").write_text(f"""\
@@ -159,29 +146,10 @@ files.line(path=f"{{root}}/app/app.env", line="MODE=fast")
     argv = [str(venv / "bin" / "pyinfra"), "-y", "--parallel", str(forks), str(base / "inventory.py"),
             str(base / "deploy.py")]
 
-    def is_noop(done: subprocess.CompletedProcess[str]) -> bool:
-        text = done.stdout + done.stderr
-        return done.returncode == 0 and ("No changes" in text or "Changed: 0" in text)
-
-    return Tool("pyinfra", argv, is_noop=is_noop)
+    return Tool("pyinfra", argv, is_noop=pyinfra_unchanged)
 
 
 # -- measuring -----------------------------------------------------------------------------------------------
-
-
-def invoke(tool: Tool, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(tool.argv, capture_output=True, text=True, env={**os.environ, **tool.env}, cwd=cwd,
-                          timeout=600, check=False)
-
-
-def converge(tool: Tool, cwd: Path) -> None:
-    """Two unmeasured runs: the first converges, the second must already be a no-op."""
-    first = invoke(tool, cwd)
-    if first.returncode != 0:
-        raise SystemExit(f"{tool.name} failed to converge:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
-    second = invoke(tool, cwd)
-    if not tool.is_noop(second):
-        raise SystemExit(f"{tool.name}: the re-apply is not a no-op:\n{second.stdout[-3000:]}\n{second.stderr[-2000:]}")
 
 
 def measure(tool: Tool, cwd: Path) -> None:
@@ -224,27 +192,32 @@ def main() -> None:
     parser.add_argument("--forks", type=int, default=50, help="hosts at once, for every tool")
     parser.add_argument("--tools-venv", type=Path, default=Path("/tmp/provision-bench-venv"))
     parser.add_argument("--tools", default="provision,ansible,pyinfra", help="which tools, comma-separated")
+    parser.add_argument("--user", default="provbench", help="login user on every host (created if missing)")
     parser.add_argument("--output", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("run as root: the benchmark starts one sshd per host")
+        raise SystemExit("run as root: the benchmark starts one sshd per host and may create its login user")
     sizes = sorted(int(s) for s in args.sizes.split(","))
     wanted = {name.strip() for name in args.tools.split(",")} | {"provision"}
     if wanted & {"ansible", "pyinfra"}:
         ensure_tools(args.tools_venv)
 
+    home = ensure_user(args.user)
     work = Path(tempfile.mkdtemp(prefix="provision-fleet-bench-"))
+    os.chmod(work, 0o755)  # sshd reads each server's authorized_keys as the login user
+    shutil.rmtree(home / "bench-fleet", ignore_errors=True)
     load_before = os.getloadavg()[0]
     results: dict[int, list[Tool]] = {}
     try:
         with fleet_servers(work / "servers", max(sizes)) as servers:
+            fleet = Fleet(work, servers, args.user, home)
             for count in sizes:
                 forks = min(count, args.forks)
-                tools = [provision_tool(work, servers, count, forks)]
+                tools = [provision_tool(fleet, count, forks)]
                 if "ansible" in wanted:
-                    tools.append(ansible_tool(work, servers, count, forks, args.tools_venv))
+                    tools.append(ansible_tool(fleet, count, forks, args.tools_venv))
                 if "pyinfra" in wanted:
-                    tools.append(pyinfra_tool(work, servers, count, forks, args.tools_venv))
+                    tools.append(pyinfra_tool(fleet, count, forks, args.tools_venv))
                 for tool in tools:
                     converge(tool, work)
                 for _ in range(args.runs):
@@ -255,6 +228,7 @@ def main() -> None:
                       file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(home / "bench-fleet", ignore_errors=True)
     table = report(results, args.runs, (load_before, os.getloadavg()[0]))
     print(table)
     if args.output:

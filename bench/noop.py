@@ -15,26 +15,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.gitrepos import make_upstream  # noqa: E402
-from tests.support.servers import serve_directory  # noqa: E402
-from tests.support.sshd import SshServer, start_sshd  # noqa: E402
-from tests.support.wheels import build_wheel, write_simple_index  # noqa: E402
+from bench.common import (
+    PROVISION,
+    Tool,
+    chown_to,
+    converge,
+    ensure_tools,
+    ensure_user,
+    invoke,
+    pyinfra_unchanged,
+)
+from tests.support.gitrepos import make_upstream
+from tests.support.servers import serve_directory
+from tests.support.sshd import SshServer, start_sshd
+from tests.support.wheels import build_wheel, write_simple_index
 
 TEMPLATE = "app={{ app }}\nindex={{ index }}\nport={{ port }}\n"
 FILES = 10
@@ -52,35 +58,12 @@ class Fixture:
 
 
 @dataclass
-class Tool:
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    is_noop: Callable[[subprocess.CompletedProcess[str]], bool] = lambda done: done.returncode == 0
-    times: list[float] = field(default_factory=list)
+class SshTool(Tool):
     connections: list[int] = field(default_factory=list)
     sessions: list[int] = field(default_factory=list)
 
 
 # -- fixture -------------------------------------------------------------------------------------------------
-
-
-def ensure_user(name: str) -> Path:
-    """A login user with the distribution's default (non-interactive: empty) shell startup."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
-    # useradd leaves the account locked ('!'), and sshd without PAM refuses locked accounts even for keys.
-    subprocess.run(["usermod", "-p", "*", name], check=True)
-    return Path(pwd.getpwnam(name).pw_dir)
-
-
-def ensure_tools(venv: Path) -> None:
-    if (venv / "bin" / "ansible-playbook").exists() and (venv / "bin" / "pyinfra").exists():
-        return
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "ansible-core", "pyinfra"], check=True)
 
 
 def debug_logging(server: SshServer) -> None:
@@ -100,9 +83,8 @@ def build_fixture(work: Path, user: str, index: str) -> Fixture:
     home = ensure_user(user) if user != "root" else Path("/root")
     upstream = make_upstream(work / "upstream", "app")
     commit = upstream.commit({"README.md": "bench\n", "app.py": "print('bench')\n"}, "one")
-    account = pwd.getpwnam(user)
     # The login user clones the upstream; git refuses repositories owned by someone else.
-    subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(work / "upstream")], check=True)
+    chown_to(work / "upstream", user)
     server = start_sshd(work / "sshd")
     debug_logging(server)
     return Fixture(server, user, home, work, index, upstream.url, commit)
@@ -111,7 +93,7 @@ def build_fixture(work: Path, user: str, index: str) -> Fixture:
 # -- the three equivalent desired states ------------------------------------------------------------------
 
 
-def provision_tool(fx: Fixture) -> Tool:
+def provision_tool(fx: Fixture) -> SshTool:
     (fx.work / "provision" / "templates").mkdir(parents=True)
     (fx.work / "provision" / "templates" / "conf.j2").write_text(TEMPLATE)
     resources: list[dict[str, object]] = [{"kind": "directory", "path": "app/conf", "mode": "0755"}]
@@ -128,12 +110,12 @@ def provision_tool(fx: Fixture) -> Tool:
         "connection": fx.server.connection(fx.user), "root": str(fx.home / "bench-noop" / "provision"),
         "identity_file": str(fx.server.client_key), "python": "/usr/bin/python3",
     }, "resources": resources}, sort_keys=False))
-    argv = [str(REPO / ".venv" / "bin" / "provision"), "apply", str(manifest),
+    argv = [str(PROVISION), "apply", str(manifest),
             "--known-hosts", str(fx.server.known_hosts)]
-    return Tool("provision", argv, is_noop=lambda done: done.returncode == 0 and "Applied: 0 changed" in done.stdout)
+    return SshTool("provision", argv, is_noop=lambda done: done.returncode == 0 and "Applied: 0 changed" in done.stdout)
 
 
-def ansible_tool(fx: Fixture, venv: Path) -> Tool:
+def ansible_tool(fx: Fixture, venv: Path) -> SshTool:
     root = fx.home / "bench-noop" / "ansible"
     base = fx.work / "ansible"
     base.mkdir()
@@ -160,10 +142,10 @@ def ansible_tool(fx: Fixture, venv: Path) -> Tool:
                                       "[ssh_connection]\npipelining = True\n")
     env = {"ANSIBLE_CONFIG": str(base / "ansible.cfg"), "ANSIBLE_LOCAL_TEMP": str(base / "tmp")}
     argv = [str(venv / "bin" / "ansible-playbook"), "-i", str(base / "inventory.ini"), str(base / "playbook.yml")]
-    return Tool("ansible", argv, env, is_noop=lambda done: done.returncode == 0 and "changed=0" in done.stdout)
+    return SshTool("ansible", argv, env, is_noop=lambda done: done.returncode == 0 and "changed=0" in done.stdout)
 
 
-def pyinfra_tool(fx: Fixture, venv: Path) -> Tool:
+def pyinfra_tool(fx: Fixture, venv: Path) -> SshTool:
     root = fx.home / "bench-noop" / "pyinfra"
     base = fx.work / "pyinfra"
     base.mkdir()
@@ -190,37 +172,17 @@ pip.packages(packages=["provdemo==1.0.0"], virtualenv={str(root / 'venv')!r},
 git.repo(src={fx.repo_url!r}, dest={str(root / 'src/app')!r}, branch="main", pull=True)
 """)
     argv = [str(venv / "bin" / "pyinfra"), "-y", str(base / "inventory.py"), str(base / "deploy.py")]
-    return Tool("pyinfra", argv, is_noop=lambda done: done.returncode == 0 and _pyinfra_unchanged(done))
-
-
-def _pyinfra_unchanged(done: subprocess.CompletedProcess[str]) -> bool:
-    text = done.stdout + done.stderr
-    return "No changes" in text or ("Changed: 0" in text)
+    return SshTool("pyinfra", argv, is_noop=pyinfra_unchanged)
 
 
 # -- measuring -----------------------------------------------------------------------------------------------
 
 
-def invoke(tool: Tool, fx: Fixture) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **tool.env}
-    return subprocess.run(tool.argv, capture_output=True, text=True, env=env, cwd=fx.work, timeout=600)
-
-
-def converge(tool: Tool, fx: Fixture) -> None:
-    """Two unmeasured runs: the first converges, the second must already be a no-op."""
-    first = invoke(tool, fx)
-    if first.returncode != 0:
-        raise SystemExit(f"{tool.name} failed to converge:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
-    second = invoke(tool, fx)
-    if not tool.is_noop(second):
-        raise SystemExit(f"{tool.name}: the re-apply is not a no-op:\n{second.stdout[-3000:]}\n{second.stderr[-2000:]}")
-
-
-def measure(tool: Tool, fx: Fixture) -> None:
+def measure(tool: SshTool, fx: Fixture) -> None:
     time.sleep(0.3)  # let sshd finish logging the previous tool's sessions
     connections, sessions = count(fx.server)
     started = time.perf_counter()
-    done = invoke(tool, fx)
+    done = invoke(tool, fx.work)
     elapsed = time.perf_counter() - started
     if not tool.is_noop(done):
         raise SystemExit(f"{tool.name}: a measured run was not a no-op:\n{done.stdout[-3000:]}")
@@ -231,7 +193,7 @@ def measure(tool: Tool, fx: Fixture) -> None:
     tool.sessions.append(after_sessions - sessions)
 
 
-def report(tools: list[Tool], runs: int, user: str) -> str:
+def report(tools: list[SshTool], runs: int, user: str) -> str:
     base = statistics.median(tools[0].times)
     rows = [f"No-op re-apply over SSH (127.0.0.1, login user `{user}`), {runs} runs each, interleaved.", "",
             "| tool | median wall (s) | min | max | SSH connections / run | SSH sessions / run | vs provision |",
@@ -270,7 +232,7 @@ def main() -> None:
             shutil.rmtree(fx.home / "bench-noop", ignore_errors=True)
             tools = [provision_tool(fx), ansible_tool(fx, args.tools_venv), pyinfra_tool(fx, args.tools_venv)]
             for tool in tools:
-                converge(tool, fx)
+                converge(tool, fx.work)
             for _ in range(args.runs):
                 for tool in tools:
                     measure(tool, fx)

@@ -1,5 +1,5 @@
 """`python -m provisioner` is the `provision` command."""
 
-from provisioner.cli import main
+from provisioner.launcher import main
 
 main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from functools import lru_cache
@@ -15,21 +16,57 @@ PROTOCOL_VERSION = 1
 HOST_PACKAGE = "provision_agent"
 
 # Runs on the host as `python3 -c BOOTSTRAP`: a constant, so no manifest value ever reaches argv.
-# It loads the agent's modules from the stdin document into an in-memory package and serves the request.
+# It serves the request from an in-memory package built from the stdin document's modules. Compiling them
+# costs more than the rest of a no-op probe, so the compiled code is kept per user in
+# $XDG_CACHE_HOME/provision (~/.cache/provision), keyed by the sources' digest and the interpreter's
+# bytecode tag, and only ever loaded from a directory and file that user owns and nobody else can write.
 BOOTSTRAP = """\
-import sys, json, importlib.abc, importlib.util
+import sys, os, json, marshal
+from importlib.machinery import ModuleSpec
 doc = json.loads(sys.stdin.buffer.read().decode("utf-8"))
 mods = doc["modules"]
-class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path, target=None):
-        if name in mods or name + ".__init__" in mods:
-            return importlib.util.spec_from_loader(name, self, is_package=name + ".__init__" in mods)
+def private(st):
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+def compiled():
+    cache = name = None
+    try:
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):
+            import pwd
+            base = os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".cache")
+        cache = os.path.join(base, "provision")
+        name = "agent-%s-%s.marshal" % (doc["digest"], sys.implementation.cache_tag)
+        with open(os.path.join(cache, name), "rb") as f:
+            if private(os.stat(cache)) and private(os.fstat(f.fileno())):
+                loaded = marshal.load(f)
+                if isinstance(loaded, dict) and set(loaded) == set(mods):
+                    return loaded
+    except Exception:
+        pass
+    code = dict((n, compile(s, "<agent:" + n + ">", "exec")) for n, s in mods.items())
+    try:
+        os.makedirs(cache, mode=0o700, exist_ok=True)
+        if private(os.stat(cache)):
+            for old in os.listdir(cache):
+                if old.startswith("agent-") and old != name:
+                    os.unlink(os.path.join(cache, old))
+            tmp = os.path.join(cache, "%s.%d.tmp" % (name, os.getpid()))
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                marshal.dump(code, f)
+            os.replace(tmp, os.path.join(cache, name))
+    except Exception:
+        pass
+    return code
+code = compiled()
+class Finder:
+    def find_spec(self, name, path=None, target=None):
+        if name in code or name + ".__init__" in code:
+            return ModuleSpec(name, self, is_package=name + ".__init__" in code)
     def create_module(self, spec):
         return None
     def exec_module(self, module):
         name = module.__name__
-        source = mods.get(name + ".__init__", mods.get(name))
-        exec(compile(source, "<agent:" + name + ">", "exec"), module.__dict__)
+        exec(code.get(name + ".__init__") or code[name], module.__dict__)
 sys.meta_path.insert(0, Finder())
 sys.dont_write_bytecode = True
 import provision_agent.main
@@ -57,6 +94,13 @@ def agent_modules() -> dict[str, str]:
     return modules
 
 
+@lru_cache(maxsize=1)
+def agent_digest() -> str:
+    """Names the agent's sources: the host's compiled-code cache is keyed by it."""
+    canonical = json.dumps(agent_modules(), sort_keys=True).encode("utf-8")
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
 class AgentClient:
     """Sends one request per call over a transport and returns the agent's result."""
 
@@ -67,7 +111,11 @@ class AgentClient:
         self.calls = 0
 
     def call(self, op: str, request: dict[str, Any], on_event: EventCallback | None = None) -> dict[str, Any]:
-        document = {"modules": agent_modules(), "request": dict(request, op=op, protocol=PROTOCOL_VERSION)}
+        document = {
+            "modules": agent_modules(),
+            "digest": agent_digest(),
+            "request": dict(request, op=op, protocol=PROTOCOL_VERSION),
+        }
         payload = json.dumps(document).encode("utf-8")
         events: list[dict[str, Any]] = []
         stray: list[str] = []

@@ -7,8 +7,8 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional, Set
 
-from . import facts, procs, state
-from .kinds import KINDS, service
+from . import procs, state
+from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 
 PROTOCOL_VERSION = 1
@@ -40,6 +40,8 @@ def _context(request: Dict[str, Any]) -> Context:
 
 
 def _facts(request: Dict[str, Any]) -> Dict[str, Any]:
+    from . import facts  # only this operation needs it
+
     return facts.gather(request)
 
 
@@ -62,11 +64,11 @@ def classify(resource: Dict[str, Any], changes: List[Change], previous: Dict[str
 
 
 def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str]) -> Dict[str, Any]:
-    kind = KINDS[resource["kind"]]
     spec = resource["spec"]
     try:
-        observed = kind.probe(spec, ctx)
-        changes = kind.diff(spec, observed, ctx)
+        module = kind(resource["kind"])
+        observed = module.probe(spec, ctx)
+        changes = module.diff(spec, observed, ctx)
     except ResourceFailure as exc:
         return {"id": resource["id"], "status": "error", "changes": [], "error": str(exc), "observed": None}
     return {
@@ -114,7 +116,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         emit("progress", id=result["id"], phase="applying", changes=result["changes"])
         step_started = time.time()
         try:
-            KINDS[resource["kind"]].apply(resource["spec"], result["observed"], result["changes"], ctx)
+            kind(resource["kind"]).apply(resource["spec"], result["observed"], result["changes"], ctx)
         except ResourceFailure as exc:
             failed = True
             outcomes.append(dict(_strip(result), outcome="failed", error=str(exc)))
@@ -128,11 +130,16 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
                 notified.append(handler)
     started_now = {o["id"] for o in outcomes if o["outcome"] == "changed"}
     handlers_run = [] if failed else _run_handlers(request, notified, ctx, started_now)
+    changed = any(o["outcome"] == "changed" for o in outcomes)
     if any(h.get("error") for h in handlers_run):
         failed = True
-    reprobe = [] if failed else _public(_probe_all(request, ctx))
+    if failed:
+        reprobe: List[Dict[str, Any]] = []
+    elif changed or handlers_run:
+        reprobe = _public(_probe_all(request, ctx))
+    else:
+        reprobe = _public(probed)  # nothing was touched: the host is as the first probe found it
     unconverged = [r for r in reprobe if r["status"] != "ok"]
-    changed = any(o["outcome"] == "changed" for o in outcomes)
     record = {
         "time": started, "seconds": round(time.time() - started, 3),
         "manifest": request.get("manifest", {}), "status": "failed" if failed or unconverged else "ok",
@@ -220,7 +227,7 @@ def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_n
             if resource["id"] in started_now:
                 return None  # (re)started by this apply, after the changes that notified it
             try:
-                service.restart(resource["spec"], ctx)
+                kind("service").restart(resource["spec"], ctx)
             except ResourceFailure as exc:
                 return "restart of %s failed: %s" % (name, exc)
             return None

@@ -76,7 +76,7 @@ def build_connection(target: Target, display: str, known_hosts: Path, trust_new_
         # Fabric trusts any new key by default; every hop (jump hosts included) is checked the same way.
         hop_display = display if hop is connection else f"{display} (via jump host {hop.host}:{hop.port})"
         hop.client.set_missing_host_key_policy(StrictHostKeyPolicy(hop_display, known_hosts, trust_new_hosts))
-        load_known_hosts(hop.client, known_hosts)
+        load_known_hosts(hop.client, known_hosts, hop.host, hop.port)
     return connection
 
 
@@ -114,9 +114,23 @@ def _socket(connection: Connection, timeout: float) -> socket.socket:
     """Our own TCP socket, so that Nagle is off from the first packet: the handshake, and every command's
     exec request followed by its stdin EOF, are small back-to-back writes that Nagle would hold for the
     peer's delayed ACK (~40 ms each)."""
-    sock = socket.create_connection((connection.host, connection.port), timeout=timeout)
+    plain = socket.create_connection((connection.host, connection.port), timeout=timeout)
+    sock = _QuickAckSocket(fileno=plain.detach()) if hasattr(socket, "TCP_QUICKACK") else plain
+    sock.settimeout(timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+class _QuickAckSocket(socket.socket):
+    """The same stall seen from our side: the server's Nagle. After authentication OpenSSH writes its host
+    keys, a debug notice and then the first channel's confirmation back to back, and holds the last one
+    until we acknowledge the others, which Linux delays by up to 40 ms. TCP_QUICKACK makes the next
+    acknowledgement immediate and does not stick, so it is re-armed after every read."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
 
 
 def _explain(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import paramiko
@@ -40,13 +41,35 @@ def host_entry_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def load_known_hosts(client: paramiko.SSHClient, path: Path) -> None:
-    """Load `path` as the only source of trusted keys (a missing file trusts nothing)."""
+def load_known_hosts(client: paramiko.SSHClient, path: Path, host: str, port: int) -> None:
+    """Trust, for the connection to host:port, exactly the keys `path` records for it (a missing file
+    trusts nothing). Keys go into the client's own set, which paramiko never writes back to a file, so the
+    user's file keeps its comments and hashing."""
     if not path.exists():
         return
+    name = host_entry_name(host, port)
+    recorded = _parsed_known_hosts(path).lookup(name)
+    for key_type, key in (recorded or {}).items():
+        client.get_host_keys().add(name, key_type, key)
+
+
+_parsed: dict[tuple[str, int, int], paramiko.HostKeys] = {}
+_parsed_lock = threading.Lock()
+
+
+def _parsed_known_hosts(path: Path) -> paramiko.HostKeys:
+    """`path` parsed once per version of the file: a fleet run connects to every host in it, and parsing
+    the whole file for each one made host-key loading grow with the square of the fleet."""
     try:
-        # "system" keys are never written back by paramiko, so the user's file keeps its comments and hashing.
-        client.load_system_host_keys(str(path))
+        info = path.stat()
+        version = (str(path), info.st_mtime_ns, info.st_size)
+        with _parsed_lock:
+            parsed = _parsed.get(version)
+            if parsed is None:
+                parsed = paramiko.HostKeys(str(path))
+                _parsed.clear()
+                _parsed[version] = parsed
+            return parsed
     except (OSError, paramiko.SSHException) as exc:
         raise TransportError(f"cannot read known_hosts file {path}: {exc}") from None
 

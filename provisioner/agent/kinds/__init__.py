@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
-from typing import Dict
 
-from . import command, directory, download, envfile, file, git, pip, requirements, service, venv
+from ..protocol import ResourceFailure
 
-KINDS: Dict[str, ModuleType] = {
-    "directory": directory,
-    "file": file,
-    "envfile": envfile,
-    "venv": venv,
-    "pip": pip,
-    "git": git,
-    "command": command,
-    "download": download,
-    "service": service,
-    "requirements": requirements,
-}
+NAMES = ("command", "directory", "download", "envfile", "file", "git", "pip", "requirements", "service", "venv")
+
+
+def kind(name: str) -> ModuleType:
+    """The module for one kind, imported on first use: a request pays only for the kinds it holds."""
+    if name not in NAMES:
+        raise ResourceFailure("unknown resource kind %r (this agent knows: %s)" % (name, ", ".join(NAMES)))
+    return importlib.import_module("." + name, __name__)

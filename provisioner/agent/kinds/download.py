@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Dict, List, Optional
 
 from ..fsutil import sha256_file
@@ -85,6 +83,9 @@ def _check_space(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
 
 def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
     """Download into `partial`, resuming with HTTP Range after a drop; bounded retries with backoff."""
+    import urllib.error  # here, not at the top: only a download that fetches pays for the HTTP stack
+    import urllib.request
+
     last_error: Optional[str] = None
     for attempt in range(RETRIES):
         have = os.path.getsize(partial) if os.path.exists(partial) else 0

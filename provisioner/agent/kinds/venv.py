@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -39,10 +40,14 @@ def resolve_interpreter(requested: str, ctx: Context) -> Dict[str, str]:
         else:
             hint = "install it or point the venv's `python` at an existing interpreter"
         raise ResourceFailure("interpreter %r not found on the host; %s" % (command, hint))
-    done = procs.run([found, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
-    if not done.ok:
-        raise ResourceFailure("interpreter %s does not run: %s" % (found, done.tail()))
-    info = {"path": found, "version": done.output.strip().splitlines()[-1]}
+    if os.path.realpath(found) == os.path.realpath(sys.executable):
+        version = "%d.%d.%d" % sys.version_info[:3]  # the agent's own interpreter: no need to start it
+    else:
+        done = procs.run([found, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        if not done.ok:
+            raise ResourceFailure("interpreter %s does not run: %s" % (found, done.tail()))
+        version = done.output.strip().splitlines()[-1]
+    info = {"path": found, "version": version}
     ctx.interpreter_cache[requested] = info
     return info
 
