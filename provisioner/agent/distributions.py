@@ -6,7 +6,10 @@ import glob
 import json
 import os
 import re
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 
 def normalize(name: str) -> str:

@@ -7,10 +7,13 @@ import os
 import platform
 import shutil
 import sys
-from typing import Any, Dict, List, Optional
 
 from . import procs
 from .distributions import installed
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 
 def gather(request: Dict[str, Any]) -> Dict[str, Any]:

@@ -7,14 +7,18 @@ import hashlib
 import os
 import pwd
 import stat
-import tempfile
-from typing import Any, Dict, Optional
 
 from .protocol import ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 
 def atomic_write(path: str, data: bytes, mode: Optional[int] = None) -> None:
     """Write via a temp file in the same directory, fsync, then rename over the target."""
+    import tempfile
+
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=directory)
@@ -97,3 +101,16 @@ def apply_meta(path: str, spec: Dict[str, Any]) -> None:
             raise ResourceFailure(
                 "cannot chown %s to %s:%s: permission denied (set target.become: true)" % (path, owner, group)
             ) from None
+
+
+def remove_tree(path: str) -> None:
+    """rmtree that tolerates what is already gone (shutil is imported only by the calls that need it)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def which(command: str) -> Optional[str]:
+    import shutil
+
+    return shutil.which(command)

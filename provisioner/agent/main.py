@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
-from typing import Any, Dict, List, Optional, Set
 
 from . import procs, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set
 
 PROTOCOL_VERSION = 1
 
@@ -31,6 +33,8 @@ def serve(request: Dict[str, Any]) -> int:
         emit("error", error=str(exc), kind="failure")
         return 1
     except Exception:  # a bug in the agent: send the traceback so it can be reported
+        import traceback
+
         emit("error", error=traceback.format_exc(), kind="bug")
         return 1
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import Dict, List, Optional, Sequence
 
 from .protocol import ResourceFailure, log
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence
 
 OUTPUT_TAIL_LINES = 30
 
@@ -33,6 +35,8 @@ def run(
     stream: bool = False,
 ) -> Completed:
     """Run `argv`, capturing stdout+stderr; with `stream`, forward each line as a log event."""
+    import subprocess
+
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")

@@ -6,7 +6,10 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 _write_lock = threading.Lock()
 

@@ -7,7 +7,10 @@ judge (URLs, environment markers) count as satisfied when the package is install
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
 _CLAUSE = re.compile(r"^(===|==|!=|~=|>=|<=|>|<)\s*([^\s,]+)$")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional
 
 from .fsutil import atomic_write
 from .protocol import Context
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 FILE = "statcache.json"
 

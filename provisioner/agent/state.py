@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional
 
 from .fsutil import atomic_write
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 GENERATIONS = "generations"
 

@@ -36,7 +36,7 @@ def generations(root: Path) -> dict[str, object]:
 def planted_code(marker: Path) -> bytes:
     """A cache whose every module writes `marker` when executed: what a tampered cache would run."""
     payload = compile(f"open({str(marker)!r}, 'w').write('ran')", "<planted>", "exec")
-    return marshal.dumps({name: payload for name in agent_modules()})
+    return marshal.dumps({name: marshal.dumps(payload) for name in agent_modules()})
 
 
 def test_first_call_writes_a_private_cache_and_later_calls_use_it(cache_home: Path, tmp_path: Path) -> None:
@@ -70,11 +70,18 @@ def test_a_cache_others_can_write_is_never_executed(
     assert not marker.exists()
 
 
-def test_a_damaged_cache_is_rebuilt(cache_home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["truncated", "code objects instead of blobs", "a module missing"])
+def test_a_damaged_cache_is_rebuilt(cache_home: Path, tmp_path: Path, damage: str) -> None:
     generations(tmp_path / "root")
     cached = cache_file(cache_home)
     good = cached.read_bytes()
-    cached.write_bytes(good[: len(good) // 2])
+    blobs = marshal.loads(good)
+    if damage == "truncated":
+        cached.write_bytes(good[: len(good) // 2])
+    elif damage == "code objects instead of blobs":
+        cached.write_bytes(marshal.dumps({name: marshal.loads(blob) for name, blob in blobs.items()}))
+    else:
+        cached.write_bytes(marshal.dumps(dict(list(blobs.items())[1:])))
 
     assert generations(tmp_path / "root") == {"generations": []}
     assert marshal.loads(cached.read_bytes()).keys() == marshal.loads(good).keys()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
 
 from .. import procs
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional
 
 from ..fsutil import sha256_file
 from ..protocol import Change, Context, ResourceFailure, emit
 from ..statcache import StatCache
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 CHUNK = 1 << 20
 PROGRESS_EVERY_SECONDS = 2.0

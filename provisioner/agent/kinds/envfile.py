@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
 
 from ..fsutil import apply_meta, atomic_write, meta_changes, observe_meta
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
 
 MASK = "***"
 

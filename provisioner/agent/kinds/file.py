@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
-from typing import Any, Dict, List
 
 from ..fsutil import apply_meta, atomic_write, meta_changes, observe_meta, sha256_file
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
 
 DIFF_LIMIT_BYTES = 64 * 1024
 DIFF_LIMIT_LINES = 40
@@ -50,6 +52,8 @@ def _content_reason(spec: Dict[str, Any], ctx: Context) -> str:
             have = handle.read().splitlines()
     except (OSError, UnicodeDecodeError):
         return "content differs"
+    import difflib
+
     lines = list(difflib.unified_diff(have, spec["content"].splitlines(), "host", "desired", lineterm="", n=1))
     if len(lines) > DIFF_LIMIT_LINES:
         lines = [*lines[:DIFF_LIMIT_LINES], "... (%d more diff lines)" % (len(lines) - DIFF_LIMIT_LINES)]

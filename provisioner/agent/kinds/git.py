@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from typing import Any, Dict, List, Optional
 
 from .. import procs
+from ..fsutil import remove_tree
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
@@ -160,7 +163,7 @@ def _has_commit(path: str, commit: str) -> bool:
 def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
     """Clone into a staging folder beside the target and rename it in place once checked out."""
     staging = path + ".provision-tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         procs.check(["git", "clone", "-q", "--no-checkout", "--", repo, staging], "git clone of %s" % repo,
@@ -176,7 +179,7 @@ def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
             os.rmdir(path)  # an empty placeholder directory
         os.rename(staging, path)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
 
 
@@ -191,7 +194,7 @@ def _check_out_into(staging: str, path: str, commit: str) -> None:
     os.rename(os.path.join(staging, ".git"), os.path.join(path, ".git"))
     done = procs.run(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit, "--"))
     if not done.ok:
-        shutil.rmtree(os.path.join(path, ".git"), ignore_errors=True)
+        remove_tree(os.path.join(path, ".git"))
         raise ResourceFailure("cannot check out %s into the existing folder %s (files are in the way):\n%s"
                               % (commit[:12], path, done.tail()))
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging)

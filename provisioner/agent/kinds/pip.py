@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Tuple
 
 from .. import procs
 from ..distributions import installed, normalize
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Tuple
 
 
 def _packages(spec: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Dict, Iterator, List
 
 from .. import procs
 from ..distributions import installed, normalize
@@ -20,6 +19,10 @@ from ..fsutil import atomic_write
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import parse_line, satisfies
 from .pip import index_args
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterator, List
 
 
 def _marker(spec: Dict[str, Any], ctx: Context) -> str:

@@ -13,11 +13,14 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
 
 from .. import procs
 from ..fsutil import atomic_write
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 STOP_TIMEOUT_SECONDS = 15.0
 SYSTEMD_DIR = "/etc/systemd/system"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import time
-from typing import Any, Dict, List, Optional
 
 from .. import procs
+from ..fsutil import remove_tree, which
 from ..protocol import Change, Context, ResourceFailure
+
+TYPE_CHECKING = False  # see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 _VERSION_ONLY = re.compile(r"^3\.[0-9]+$")
 
@@ -33,7 +36,7 @@ def resolve_interpreter(requested: str, ctx: Context) -> Dict[str, str]:
     if requested in ctx.interpreter_cache:
         return ctx.interpreter_cache[requested]  # type: ignore[no-any-return]
     command = "python" + requested if _VERSION_ONLY.match(requested) else requested
-    found = command if os.path.isabs(command) else shutil.which(command)
+    found = command if os.path.isabs(command) else which(command)
     if not found or not os.access(found, os.X_OK):
         if _VERSION_ONLY.match(requested):
             hint = "apt-get install python%s python%s-venv" % (requested, requested)
@@ -120,7 +123,7 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         argv.append("--system-site-packages")
     done = procs.run([*argv, path], stream=ctx.verbose)
     if not done.ok:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
         if aside:
             os.rename(aside, path)
         hint = ""
@@ -128,4 +131,4 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
             hint = "\nhint: install the venv module for that interpreter (Debian/Ubuntu: apt-get install python3-venv)"
         raise ResourceFailure("creating venv %s failed (exit %d):\n%s%s" % (path, done.returncode, done.tail(), hint))
     if aside:
-        shutil.rmtree(aside, ignore_errors=True)
+        remove_tree(aside)
