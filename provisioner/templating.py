@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from importlib import resources
 from itertools import chain, islice
 from pathlib import Path
@@ -49,7 +50,7 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
-        return _native.from_string(value).render(**context)
+        return _native_template(value).render(**context)
     if isinstance(value, Mapping):
         return {key: render_value(item, context) for key, item in value.items()}
     if isinstance(value, Sequence):
@@ -57,17 +58,31 @@ def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _native_template(source: str) -> jinja2.Template:
+    """Compiled once per distinct string: a fleet expands the same role values for every host."""
+    return _native.from_string(source)
+
+
+@lru_cache(maxsize=64)
+def _file_environment(search_path: tuple[Path, ...]) -> jinja2.Environment:
+    """One environment per template search path, shared by every expansion that uses it, so that each
+    template is compiled once per run rather than once per host (jinja2 still reloads a template whose
+    file changed on disk)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
 class TemplateRenderer:
     """Renders file templates found in the manifest's templates/ folder, then the packaged ones."""
 
     def __init__(self, search_path: Sequence[Path]) -> None:
         self.search_path = [p for p in search_path if p.is_dir()]
-        self.environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(p) for p in self.search_path]),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
+        self.environment = _file_environment(tuple(self.search_path))
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
         try:
