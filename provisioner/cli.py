@@ -194,13 +194,17 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--force", is_flag=True, help="Discard local modifications in git checkouts.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the output of the programs the agent runs.")
+@click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Fetch downloads once into this directory on this machine and push them to the host "
+              "(for hosts without internet, or many hosts).")
 @connect_options
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          download_cache: Path | None, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
     options = RunOptions(force=force, deep=deep, verbose=verbose,
-                         connect=_connect(trust_new_hosts, known_hosts, verbose))
+                         connect=_connect(trust_new_hosts, known_hosts, verbose),
+                         download_cache=download_cache.expanduser() if download_cache else None)
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)
@@ -213,6 +217,8 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
             click.echo(mask(f"    | {event['message']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") == "applying":
             click.echo(mask(f"  … {event['id']}"), err=True)
+        elif event["event"] == "progress" and event.get("phase") in ("caching", "pushed"):
+            click.echo(mask(f"  ⇡ {event['message']}"), err=True)
 
     started = time.time()
     report = session.apply(on_event)

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisioner import __version__
@@ -27,6 +28,8 @@ class RunOptions:
     deep: bool = False
     verbose: bool = False
     connect: ConnectOptions = field(default_factory=ConnectOptions)
+    #: Fetch downloads once into this controller directory and push them to the host (None: hosts fetch).
+    download_cache: Path | None = None
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
@@ -73,6 +76,8 @@ class ApplyReport:
     failed: bool
     seconds: float
     rollback_to: int | None = None
+    #: Downloads pushed from the controller's cache, by resource id.
+    pushed: list[str] = field(default_factory=list)
 
     @property
     def unconverged(self) -> list[dict[str, Any]]:
@@ -89,7 +94,7 @@ class ApplyReport:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
-                "handlers": self.handlers, "unconverged": self.unconverged,
+                "handlers": self.handlers, "unconverged": self.unconverged, "pushed": self.pushed,
                 "summary": summarize(self.resources, "outcome")}
 
 
@@ -183,15 +188,30 @@ class HostSession:
                 self._prepare(client, transport.display)
                 if self.lock_notes:
                     self.lock_notes.refuse_if_stale(transport.display)
-                result = client.call("apply", self._request(), on_event)
+                request, pushed = self._stage_downloads(client, transport, on_event)
+                result = client.call("apply", request, on_event)
             except BaseException:
                 transport.finalize(False)
                 raise
             report = ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                  result["handlers"], result["reprobe"], result["generation"], result["failed"],
-                                 round(time.monotonic() - started, 3))
+                                 round(time.monotonic() - started, 3), pushed=pushed)
             transport.finalize(report.ok)
             return report
+
+    def _stage_downloads(self, client: AgentClient, transport: Transport,
+                         on_event: EventCallback | None) -> tuple[dict[str, Any], list[str]]:
+        """The apply request, with the host's missing downloads pushed from the controller cache when it is on."""
+        request = self._request()
+        if self.options.download_cache is None:
+            return request, []
+        # Loaded only when the cache is on: a plain apply never pays for urllib.
+        from provisioner.download_cache import DownloadCache
+        from provisioner.download_push import stage_downloads
+
+        cache = DownloadCache(self.options.download_cache)
+        request, pushed = stage_downloads(client, transport, request, self.expansion, cache, on_event)
+        return request, [p.id for p in pushed]
 
     def rollback(self, to: int | None = None, on_event: EventCallback | None = None) -> ApplyReport:
         """Re-apply generation `to` (default: the one before the last successful apply)."""

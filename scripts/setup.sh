@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(git openssh-server openssh-client docker.io debootstrap python3-venv)
+SYSTEM_PACKAGES=(git openssh-server openssh-client docker.io debootstrap python3-venv sudo)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

@@ -132,6 +132,10 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         for handler in resource.get("notify") or []:
             if handler not in notified:
                 notified.append(handler)
+    if any(r["spec"].get("staged") for r in request["resources"]):
+        from . import staging  # only applies the controller pushed files for
+
+        staging.discard_unused(request["resources"], ctx)
     started_now = {o["id"] for o in outcomes if o["outcome"] == "changed"}
     handlers_run = [] if failed else _run_handlers(request, notified, ctx, started_now)
     changed = any(o["outcome"] == "changed" for o in outcomes)
@@ -159,11 +163,13 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _recordable(resource: Dict[str, Any]) -> Dict[str, Any]:
-    """The resource as it can be stored and re-applied later: secret values removed, key names kept."""
+    """The resource as it can be stored and re-applied later: secret values removed, key names kept, and no
+    staged file (it belongs to one apply)."""
     spec = dict(resource["spec"])
     if "secret_values" in spec:
         spec["secret_values"] = {key: None for key in spec["secret_values"]}
     spec.pop("token", None)
+    spec.pop("staged", None)
     return {"id": resource["id"], "kind": resource["kind"], "digest": resource["digest"],
             "notify": resource.get("notify") or [], "spec": spec}
 

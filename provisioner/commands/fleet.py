@@ -19,6 +19,7 @@ from provisioner.fleet.report import plan_json, render_apply_summary, render_pla
 from provisioner.fleet.report_html import render_plan_html
 from provisioner.fleet.runner import FleetApply, FleetOptions
 from provisioner.fleet.sessions import PreparedHost
+from provisioner.launcher import collect_from_here
 from provisioner.ledger import Ledger
 from provisioner.report import Masker
 from provisioner.transport import ConnectOptions
@@ -101,6 +102,7 @@ def plan_command(inventory: Path, limit: str | None, forks: int | None, known_ho
         loaded = load_inventory(inventory)
         options = FleetOptions(forks=forks, run=RunOptions(connect=ConnectOptions(trust_new_hosts, known_hosts)))
         planner = FleetPlan(loaded, loaded.select(limit), _ledger(), options)
+        collect_from_here()  # every host is expanded; what follows is per-host work that makes garbage
         result = planner.run()
     except ProvisionError as exc:
         _fail(exc)
@@ -130,16 +132,23 @@ def plan_command(inventory: Path, limit: str | None, forks: int | None, known_ho
               "(with the same desired state) are skipped.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show the output of the programs run on each host.")
+@click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Fetch each download once into this directory on this machine and push it to the hosts "
+              "(overrides the inventory's download_cache).")
 def apply_command(inventory: Path, limit: str | None, forks: int | None, known_hosts: Path | None,
-                  trust_new_hosts: bool, resume: bool, as_json: bool, verbose: bool) -> None:
+                  trust_new_hosts: bool, resume: bool, as_json: bool, verbose: bool,
+                  download_cache: Path | None) -> None:
     """Roll the inventory's manifests out: canary, batches, max-fail, gates, rollback (exit 0 / 1)."""
     try:
         loaded = load_inventory(inventory)
         options = FleetOptions(forks=forks, resume=resume,
                                run=RunOptions(verbose=verbose,
-                                              connect=ConnectOptions(trust_new_hosts, known_hosts, verbose)))
+                                              connect=ConnectOptions(trust_new_hosts, known_hosts, verbose),
+                                              download_cache=download_cache.expanduser() if download_cache
+                                              else None))
         progress = _Progress(enabled=not as_json, verbose=verbose)
         runner = FleetApply(loaded, loaded.select(limit), _ledger(), options, on_progress=progress)
+        collect_from_here()  # every host is expanded; what follows is per-host work that makes garbage
         progress.width = max([len(p.name) for p in runner.prepared] + [4])
         result = runner.run()
     except ProvisionError as exc:

@@ -7,6 +7,7 @@ groups:
 hosts:
   gpu-01: {connection: "ssh://root@gpu-01.rack.example", groups: [h100], vars: {gpu_index: 1}}
 rollout: {canary: 1, serial: [1, 5, "25%"], max_fail_percentage: 10, rollback_on_failure: true}
+download_cache: {dir: cache}   # optional: downloads fetched once on the controller, pushed to the hosts
 ```
 
 A host's settings are layered: `defaults`, then its groups in the order it lists them (then groups that
@@ -158,11 +159,26 @@ class RolloutSpec(_Strict):
         return value
 
 
+class DownloadCacheSpec(_Strict):
+    """Fetch each download once into a directory on the controller and push it to the hosts that need it."""
+
+    dir: str = Field(min_length=1, description="Cache directory on the controller, relative to the inventory; "
+                     "~ expands. `fleet apply --download-cache DIR` overrides it.")
+
+
 class InventorySpec(_Strict):
     defaults: HostSettings = Field(default_factory=HostSettings)
     groups: dict[Name, GroupSpec] = Field(default_factory=dict)
     hosts: dict[Name, HostSpec] = Field(min_length=1)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    download_cache: DownloadCacheSpec | None = None
+
+    @field_validator("download_cache", mode="before")
+    @classmethod
+    def _cache_mapping(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"expected a mapping with the directory under dir:, e.g. download_cache: {{dir: {value}}}")
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> InventorySpec:
@@ -201,6 +217,13 @@ class Inventory:
     def rollout(self) -> RolloutSpec:
         return self.spec.rollout
 
+    @property
+    def download_cache(self) -> Path | None:
+        """The controller's download cache directory, or None where the hosts fetch downloads themselves."""
+        if self.spec.download_cache is None:
+            return None
+        return _cache_dir(self.path, self.spec.download_cache.dir)
+
     def select(self, limit: str | None) -> list[FleetHost]:
         return select_hosts(self, limit)
 
@@ -232,7 +255,21 @@ def load_inventory(path: Path | str) -> Inventory:
     except ManifestError as exc:
         raise InventoryError(exc.issues) from None
     hosts = [_resolve_host(name, spec, path, loaded.source) for name in spec.hosts]
+    if spec.download_cache is not None:
+        _check_cache_dir(path, spec.download_cache.dir, loaded.source)
     return Inventory(path, spec, hosts, loaded.source)
+
+
+def _cache_dir(inventory: Path, value: str) -> Path:
+    directory = Path(value).expanduser()
+    return directory if directory.is_absolute() else inventory.parent / directory
+
+
+def _check_cache_dir(inventory: Path, value: str, source: SourceMap) -> None:
+    directory = _cache_dir(inventory, value)
+    if directory.exists() and not directory.is_dir():
+        raise InventoryError([source.issue(("download_cache", "dir"), f"{directory} exists and is not a directory; "
+                                          "name a directory for the download cache (it is created if missing)")])
 
 
 def _resolve_host(name: str, spec: InventorySpec, path: Path, source: SourceMap) -> FleetHost:

@@ -7,6 +7,7 @@ that have not started yet are not started.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,8 +62,12 @@ class FleetApply:
         self.ledger = ledger
         self.progress = on_progress
         self.host_check = host_check or RolloutChecks(self.rollout.checks)
+        # A --download-cache given on the command line wins over the inventory's download_cache.
+        run = self.options.run
+        if run.download_cache is None and inventory.download_cache is not None:
+            run = dataclasses.replace(run, download_cache=inventory.download_cache)
         # Everything is expanded here, before any host is contacted.
-        self.prepared = prepare_hosts(hosts, self.options.run, self.options.environ)
+        self.prepared = prepare_hosts(hosts, run, self.options.environ)
         self.run_id = new_run_id()
         self.state_dir = ledger.path.parent
         self.log_dir = self.state_dir / "logs" / self.run_id
@@ -198,6 +203,8 @@ class FleetApply:
             elif event.get("event") == "progress" and event.get("phase") in ("applying", "failed"):
                 detail = f": {event['error']}" if event.get("error") else ""
                 note(str(event["phase"]), f"{event.get('id')}{detail}")
+            elif event.get("event") == "progress" and event.get("phase") in ("caching", "pushed"):
+                note(str(event["phase"]), str(event.get("message", "")))
 
         try:
             report = prepared.session.apply(on_event)

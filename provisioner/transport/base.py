@@ -42,7 +42,7 @@ class Transport(ABC):
 
     @abstractmethod
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
-        """Copy a local file to the host."""
+        """Copy a local file to the host, streamed: it may be a model of many gigabytes, never held in memory."""
 
     @abstractmethod
     def get(self, remote: str, local: Path) -> None:

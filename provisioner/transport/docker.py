@@ -222,6 +222,7 @@ class DockerTransport(Transport):
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         self._exec_checked(["mkdir", "-p", "--", os.path.dirname(remote) or "/"])
+        # The docker CLI streams the file to the daemon as a tar archive: nothing is held in memory here.
         self.cli.call(["cp", "--", str(local), f"{self.container}:{remote}"], timeout=self.timeout)
         if mode is not None:
             self._exec_checked(["chmod", f"{mode:o}", "--", remote])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -25,6 +27,8 @@ from provisioner.transport.ssh_hostkeys import known_hosts_path
 POLL_S = 0.25
 KEEPALIVE_S = 15
 CHUNK = 65536
+#: Under become, where `put` streams a file (as the login user, relative to its home) before sudo moves it.
+BECOME_INCOMING = ".cache/provision/incoming"
 
 _SUDO_REFUSALS = re.compile(
     r"^sudo: (a password is required|.*incorrect password|.*is not in the sudoers|.*not allowed to execute"
@@ -222,13 +226,7 @@ class SshTransport(Transport):
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         if self.target.become:
-            # SFTP runs as the login user; under become the file must be written by the sudo'ed user.
-            chmod = ' && chmod "$2" "$1"' if mode is not None else ""
-            script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"' + chmod
-            argv = ["sh", "-c", script, "sh", remote, *([f"{mode:o}"] if mode is not None else [])]
-            result = self.run(argv, stdin=local.read_bytes(), timeout=self.target.command_timeout)
-            if not result.ok:
-                raise TransportError(f"{self.display}: cannot write {remote}: {result.stderr.strip()}")
+            self._put_become(local, remote, mode)
             return
         try:
             sftp = self._conn.sftp()
@@ -238,6 +236,30 @@ class SshTransport(Transport):
                 sftp.chmod(remote, mode)
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {local} to {remote}: {exc}") from None
+
+    def _put_become(self, local: Path, remote: str, mode: int | None) -> None:
+        """SFTP writes as the login user, which may not write `remote`: stream the file into that user's
+        ~/.cache/provision/incoming, then move it into place through sudo (owned by the sudo'ed user, as
+        if that user had written it). Nothing is ever held in memory whole: models are many gigabytes."""
+        try:
+            sftp = self._conn.sftp()
+            incoming = f"{sftp.normalize('.')}/{BECOME_INCOMING}"
+            _sftp_makedirs(sftp, incoming)
+            staged = f"{incoming}/{uuid.uuid4().hex}.part"
+            sftp.put(str(local), staged)
+        except (OSError, paramiko.SSHException) as exc:
+            raise TransportError(f"{self.display}: cannot copy {local} to the login user's "
+                                 f"~/{BECOME_INCOMING}: {exc}") from None
+        chmod = ' && chmod "$3" "$2"' if mode is not None else ""
+        script = ('mkdir -p -- "$(dirname -- "$2")" && mv -f -- "$1" "$2" && chown "$(id -u):$(id -g)" -- "$2"'
+                  + chmod)
+        argv = ["sh", "-c", script, "sh", staged, remote, *([f"{mode:o}"] if mode is not None else [])]
+        result = self.run(argv, timeout=self.target.command_timeout)
+        if not result.ok:
+            with contextlib.suppress(OSError, paramiko.SSHException):
+                sftp.remove(staged)
+            raise TransportError(f"{self.display}: cannot move {local.name} into {remote} through sudo: "
+                                 f"{result.stderr.strip()}")
 
     def get(self, remote: str, local: Path) -> None:
         if self.target.become:

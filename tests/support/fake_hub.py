@@ -1,11 +1,13 @@
 """An HTTP server with the Hugging Face Hub's file URL layout (/{repo}/resolve/{revision}/{path}).
 
 It honours Range requests (for resumed downloads), can require a bearer token, and can drop the
-first response for a file half-way, the way a flaky link does. It also answers the API call
-`/api/models/{repo}/revision/{revision}[?blobs=true]` the way the Hub does: the revision's commit
-sha and its files (with `?blobs=true`: size, blobId, and `lfs: {sha256, size, pointerSize}` for the
-file types the Hub keeps in LFS). A branch's commit sha is derived from its content, so changing a
-file moves the branch to a new commit while the old commit stays readable.
+first response for a file half-way, the way a flaky link does. Every request is recorded with the
+headers that say who asked and how (`calls`), so tests can count how often each file was served.
+It also answers the API call `/api/models/{repo}/revision/{revision}[?blobs=true]` the way the Hub
+does: the revision's commit sha and its files (with `?blobs=true`: size, blobId, and
+`lfs: {sha256, size, pointerSize}` for the file types the Hub keeps in LFS). A branch's commit sha is
+derived from its content, so changing a file moves the branch to a new commit while the old commit
+stays readable.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,12 +26,31 @@ from tests.support.servers import serve_handler
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".whl")
 
 
+@dataclass(frozen=True)
+class HubCall:
+    path: str
+    range: str | None
+    authorization: str | None
+    user_agent: str | None
+
+
 @dataclass
 class HubState:
     files: dict[str, bytes] = field(default_factory=dict)  # "org/repo/revision/path" -> content
     token: str | None = None
     drop_first_response_for: set[str] = field(default_factory=set)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    calls: list[HubCall] = field(default_factory=list)
+    #: Seconds each file response waits before its first byte (so concurrent requests really overlap).
+    response_delay: float = 0.0
+
+    def url_path(self, repo: str, path: str, revision: str = "main") -> str:
+        return f"/{repo}/resolve/{revision}/{path}"
+
+    def served(self, repo: str, path: str, revision: str = "main") -> list[HubCall]:
+        """The requests made for one file so far."""
+        wanted = self.url_path(repo, path, revision)
+        return [call for call in self.calls if call.path == wanted]
 
     def add(self, repo: str, path: str, content: bytes, revision: str = "main") -> str:
         self.files[f"{repo}/{revision}/{path}"] = content
@@ -79,6 +101,8 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             state.requests.append((self.path, self.headers.get("Range")))
+            state.calls.append(HubCall(self.path, self.headers.get("Range"), self.headers.get("Authorization"),
+                                       self.headers.get("User-Agent")))
             if self.path.startswith("/api/"):
                 return self._api()
             parts = self.path.lstrip("/").split("/")
@@ -96,6 +120,8 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
                 if start >= len(content):
                     return self._status(416)
             body = content[start:]
+            if state.response_delay:
+                time.sleep(state.response_delay)
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("ETag", f'"{hashlib.sha256(content).hexdigest()}"')

@@ -63,8 +63,10 @@ def host_name(index: int) -> str:
 def write_fleet(directory: Path, fleet: FleetServers, roots: Path, manifest: str,
                 rollout: dict[str, Any] | None = None, count: int | None = None,
                 host_vars: dict[int, dict[str, Any]] | None = None, groups: dict[str, Any] | None = None,
-                defaults_vars: dict[str, Any] | None = None) -> Path:
-    """An inventory of the first `count` servers, each with its own root under `roots` and a port var."""
+                defaults_vars: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                defaults_target: dict[str, Any] | None = None) -> Path:
+    """An inventory of the first `count` servers, each with its own root under `roots` and a port var;
+    `extra` adds top-level sections (e.g. download_cache), `defaults_target` target fields for every host."""
     servers: Sequence[SshServer] = fleet.servers[: count or len(fleet.servers)]
     hosts = {}
     for index, server in enumerate(servers):
@@ -74,11 +76,13 @@ def write_fleet(directory: Path, fleet: FleetServers, roots: Path, manifest: str
             "vars": {"port": 8100 + index, **(host_vars or {}).get(index, {})},
         }
     document: dict[str, Any] = {
-        "defaults": {"manifest": manifest, "target": {"identity_file": str(fleet.client_key)},
+        "defaults": {"manifest": manifest, "target": {"identity_file": str(fleet.client_key),
+                                                      **(defaults_target or {})},
                      "vars": defaults_vars or {}},
         "groups": groups or {},
         "hosts": hosts,
         "rollout": rollout or {},
+        **(extra or {}),
     }
     path = directory / "fleet.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))

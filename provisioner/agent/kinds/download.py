@@ -2,16 +2,19 @@
 
 A no-op probe of many gigabytes must cost nothing, so an existing file is trusted when its size and
 mtime match what the stat cache recorded when it was last verified; `--deep` re-hashes it.
+
+When the controller pushed the file from its download cache (`staged` in the spec), that copy is
+verified and moved into place instead; a missing or wrong staged file falls back to the URL.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
+from .. import staging
 from ..fsutil import sha256_file
-from ..protocol import Change, Context, ResourceFailure, emit
+from ..protocol import Change, Context, ResourceFailure, emit, log
 from ..statcache import StatCache
 
 TYPE_CHECKING = False  # see the package docstring
@@ -62,6 +65,8 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if observed["exists"]:
         os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if _place_staged(spec, path, ctx):
+        return
     _check_space(spec, partial, ctx)
     _fetch(spec, partial, ctx)
     digest = sha256_file(partial)
@@ -73,7 +78,71 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     StatCache(ctx).record(path, os.stat(path), digest)
 
 
+def _place_staged(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
+    """Move the controller's staged copy into place if it verifies; False (and the copy gone) otherwise."""
+    staged = staging.staged_file(spec, ctx)
+    if staged is None:
+        if spec.get("staged"):
+            log("%s: the file staged by the controller is missing (or not in .provision/incoming); fetching %s" % (
+                spec["path"], _display_url(spec["url"])))
+        return False
+    size = os.path.getsize(staged)
+    digest = _verified_digest(spec, staged, size)
+    if digest is None:
+        staging.discard(staged)
+        return False
+    _move_into_place(staged, path, spec)
+    staging.discard(path + ".part")  # an earlier interrupted fetch of the URL is not needed any more
+    StatCache(ctx).record(path, os.stat(path), digest)
+    emit("progress", id="download:" + spec["path"], phase="bytes", done=size, total=size)
+    log("%s: placed from the controller's download cache (%s)" % (spec["path"], _human(size)))
+    return True
+
+
+def _verified_digest(spec: Dict[str, Any], staged: str, size: int) -> Optional[str]:
+    """The staged file's sha256 when it matches the spec's size and sha256; None (and why, logged) if not."""
+    if spec.get("size") is not None and size != spec["size"]:
+        problem = "has %d bytes, not %d" % (size, spec["size"])
+    else:
+        digest = sha256_file(staged)
+        if not spec.get("sha256") or digest == spec["sha256"]:
+            return digest
+        problem = "has sha256 %s, not the pinned %s" % (digest[:12], spec["sha256"][:12])
+    log("%s: the file staged by the controller %s; discarded it, fetching %s" % (
+        spec["path"], problem, _display_url(spec["url"])))
+    return None
+
+
+def _move_into_place(staged: str, path: str, spec: Dict[str, Any]) -> None:
+    """A rename where both are on one filesystem; otherwise a copy that is on disk before it is renamed in."""
+    try:
+        os.replace(staged, path)
+        return
+    except OSError as exc:
+        import errno
+
+        if exc.errno != errno.EXDEV:
+            raise ResourceFailure("%s: cannot move the staged file into place: %s" % (spec["path"], exc)) from None
+    import shutil
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as target, open(staged, "rb") as source:
+            shutil.copyfileobj(source, target, CHUNK)
+            target.flush()
+            os.fsync(target.fileno())
+        os.chmod(tmp, os.stat(staged).st_mode & 0o7777)
+        os.replace(tmp, path)
+    except OSError as exc:
+        staging.discard(tmp)
+        raise ResourceFailure("%s: cannot copy the staged file into place: %s" % (spec["path"], exc)) from None
+    staging.discard(staged)
+
+
 def _check_space(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
+    import shutil
+
     size = spec.get("size")
     if not size:
         return
