@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from provisioner.agent.fsutil import sha256_file
 from provisioner.errors import ProvisionError
 
 CHUNK = 1 << 20
@@ -130,7 +131,7 @@ def _verified(target: Path, url: str, sha256: str | None, size: int | None) -> t
         return None, "not in the cache yet"
     digest = _recorded_digest(target, st)
     if digest is None:
-        digest = _hash_file(target)
+        digest = sha256_file(str(target))
         _write_record(target, st, digest, url)
     if sha256 and digest != sha256:
         _discard(target)
@@ -164,13 +165,6 @@ def _discard(target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- fetching --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+from provisioner.agent.fsutil import human_size
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.download_cache import CachedFile, DownloadCache, display_url
 from provisioner.expand import Expansion
@@ -57,7 +58,7 @@ def stage_downloads(client: AgentClient, transport: Transport, request: dict[str
         remote = posixpath.join(probed["root"], INCOMING, staged_name(spec["path"]))
         transport.put(cached.path, remote, STAGED_MODE)
         pushed.append(PushedFile(rid, remote, cached.size, cached.fetched))
-        _notify(on_event, rid, "pushed", f"{rid}: pushed from the controller cache ({_human(cached.size)})")
+        _notify(on_event, rid, "pushed", f"{rid}: pushed from the controller cache ({human_size(cached.size)})")
     if not pushed:
         return request, []
     staged = {p.id: p.remote for p in pushed}
@@ -79,12 +80,3 @@ def _cached(cache: DownloadCache, rid: str, spec: dict[str, Any], on_event: Even
 def _notify(on_event: EventCallback | None, rid: str, phase: str, message: str) -> None:
     if on_event is not None:
         on_event({"event": "progress", "id": rid, "phase": phase, "message": message})
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

@@ -114,3 +114,13 @@ def which(command: str) -> Optional[str]:
     import shutil
 
     return shutil.which(command)
+
+
+def human_size(size: Optional[int]) -> str:
+    """Bytes for people: 512 B, 2.9 MiB, 12.4 GiB."""
+    value = float(size or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
+        value /= 1024
+    return "%d B" % (size or 0)

@@ -13,7 +13,7 @@ import os
 import time
 
 from .. import staging
-from ..fsutil import sha256_file
+from ..fsutil import human_size, sha256_file
 from ..protocol import Change, Context, ResourceFailure, emit, log
 from ..statcache import StatCache
 
@@ -45,8 +45,8 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
     if not observed["exists"]:
         size = spec.get("size")
-        detail = " (%s)" % _human(size) if size else ""
-        resume = " resuming at %s" % _human(observed["partial_bytes"]) if observed["partial_bytes"] else ""
+        detail = " (%s)" % human_size(size) if size else ""
+        resume = " resuming at %s" % human_size(observed["partial_bytes"]) if observed["partial_bytes"] else ""
         return [Change("file", None, _short(spec.get("sha256")) or spec["url"],
                        "not downloaded%s%s" % (detail, resume), "create")]
     changes = []
@@ -95,7 +95,7 @@ def _place_staged(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
     staging.discard(path + ".part")  # an earlier interrupted fetch of the URL is not needed any more
     StatCache(ctx).record(path, os.stat(path), digest)
     emit("progress", id="download:" + spec["path"], phase="bytes", done=size, total=size)
-    log("%s: placed from the controller's download cache (%s)" % (spec["path"], _human(size)))
+    log("%s: placed from the controller's download cache (%s)" % (spec["path"], human_size(size)))
     return True
 
 
@@ -150,7 +150,7 @@ def _check_space(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
     free = shutil.disk_usage(os.path.dirname(partial)).free
     if size - have > free:
         raise ResourceFailure("%s needs %s more but only %s is free under %s" % (
-            spec["path"], _human(size - have), _human(free), os.path.dirname(partial)))
+            spec["path"], human_size(size - have), human_size(free), os.path.dirname(partial)))
 
 
 def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
@@ -223,13 +223,3 @@ def _display_url(url: str) -> str:
 
 def _short(sha: Optional[str]) -> Optional[str]:
     return "sha256:" + sha[:12] if sha else None
-
-
-def _human(size: Optional[int]) -> str:
-    value = float(size or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
-        value /= 1024
-    return "%d B" % (size or 0)
-
