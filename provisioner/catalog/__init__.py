@@ -33,6 +33,8 @@ from provisioner.catalog.schema import (
     OrgPeriod,
     PluginCatalog,
     PluginRelease,
+    PluginSetting,
+    RepoAlias,
     TorchCatalog,
     TorchRelease,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "ModelEntry",
     "NunchakuRelease",
     "PluginRelease",
+    "PluginSetting",
     "TorchRelease",
     "arch_number",
     "load_catalog",
@@ -206,6 +209,19 @@ class Catalog:
     def plugin_tag(self, release: PluginRelease) -> str:
         return self.plugin.tag.format(version=release.version)
 
+    def plugin_setting(self, name: str) -> PluginSetting | None:
+        return next((s for s in self.plugin.settings if s.name == name), None)
+
+    def current_plugin_repo(self, repo: str) -> str | None:
+        """The plugin's newest confirmed URL when `repo` is one of its older names, else None."""
+        return _renamed(repo, self.plugin.repo, self.plugin.repo_aliases)
+
+    def comfyui_confirmed(self, version: str | None) -> bool:
+        """False for a release known only from issues (so `auto` prefers another), or no version."""
+        wanted = parse_version(version) if version else None
+        found = next((r for r in self.comfyui.releases if wanted and version_key(r.version) == wanted), None)
+        return found is not None and not found.uncertain
+
     def is_nunchaku_plugin(self, name: str, repo: str) -> bool:
         names = {n.lower() for n in self.plugin.repo_names}
         last = repo.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1].lower()
@@ -232,6 +248,15 @@ class Catalog:
         catalog_org, _, catalog_name = catalog_repo.partition("/")
         orgs = {o.lower() for o in self.models.repo_orgs} | {catalog_org.lower()}
         return name.lower() == catalog_name.lower() and org.lower() in orgs
+
+
+def _repo_key(url: str) -> str:
+    return url.strip().rstrip("/").removesuffix(".git").lower()
+
+
+def _renamed(repo: str, current: str, aliases: list[RepoAlias]) -> str | None:
+    key = _repo_key(repo)
+    return current if any(_repo_key(a.repo) == key for a in aliases) and key != _repo_key(current) else None
 
 
 def _org_at(periods: list[OrgPeriod], day: datetime.date) -> str | None:

@@ -187,27 +187,57 @@ class PluginRelease(Entry):
     nodes_removed: list[str] = Field(default_factory=list)
     node_backend: dict[str, str] = Field(default_factory=dict, description="Per-node minimum nunchaku version.")
     node_comfyui: dict[str, NodeComfyUI] = Field(default_factory=dict)
+    warns_outside: str | None = Field(
+        default=None, description="Backends outside this range load but make the plugin log a warning."
+    )
     requires_python: str | None = None
     note: str = ""
+    source: str
+
+
+class RepoAlias(Entry):
+    """An older (or unconfirmed newer) URL of the same repository."""
+
+    repo: str
+    uncertain: bool = False
+    source: str
+
+
+class PluginSetting(Entry):
+    """A loader input a manifest may set in comfyui.plugins[].settings: its choices or numeric range."""
+
+    name: str
+    values: list[str] | None = None
+    turing_values: list[str] | None = Field(default=None, description="The only choices offered on Turing.")
+    minimum: float | None = None
+    maximum: float | None = None
+    integer: bool = False
+    nodes: list[str]
+    since: str = Field(description="First plugin release whose loaders take it.")
+    offload_below_mib: dict[str, int] = Field(default_factory=dict, description="Per-node 'auto' threshold.")
     source: str
 
 
 class PluginCatalog(Entry):
     name: str
     repo: str
+    repo_aliases: list[RepoAlias] = Field(default_factory=list)
     repo_names: list[str]
     tag: str
     registry_id: str
     releases: list[PluginRelease]
+    settings: list[PluginSetting] = Field(default_factory=list)
 
 
 class ComfyUIRelease(Entry):
     version: str
+    uncertain: bool = False
     source: str
 
 
 class ComfyUICatalog(Entry):
     repo: str
+    repo_aliases: list[RepoAlias] = Field(default_factory=list)
     tag: str
     releases: list[ComfyUIRelease]
 

@@ -125,6 +125,7 @@ def search_plain(
             c.torch is not None and not c.torch.uncertain,
             version_key(c.torch.torch) if c.torch else NO_VERSION,
             version_key(c.cuda) if c.cuda else NO_VERSION,
+            catalog.comfyui_confirmed(c.comfyui),
             version_key(c.comfyui) if c.comfyui else NO_VERSION,
         ),
     )

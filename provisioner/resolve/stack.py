@@ -168,7 +168,7 @@ def search_nunchaku(
     violations += found
     if not survivors:
         return None, violations, notes
-    return max(survivors, key=lambda c: _preference(c, adopt_torch)), violations, notes
+    return max(survivors, key=lambda c: _preference(catalog, c, adopt_torch)), violations, notes
 
 
 def _release_set(reached: list[Combo]) -> set[str]:
@@ -182,8 +182,9 @@ def _versions(reached: list[Combo]) -> str:
     return f"nunchaku {', '.join(versions[:5])}{', ...' if len(versions) > 5 else ''}"
 
 
-def _preference(c: Combo, adopt_torch: str | None) -> tuple[object, ...]:
-    """Newest nunchaku, stable before nightly-built, newest torch and CUDA, newest plugin and ComfyUI."""
+def _preference(catalog: Catalog, c: Combo, adopt_torch: str | None) -> tuple[object, ...]:
+    """Newest nunchaku, stable before nightly-built, newest torch and CUDA, newest plugin, a confirmed ComfyUI
+    release before one known only from issues, newest ComfyUI."""
     keeps_torch = adopt_torch is not None and c.torch is not None and f"{c.torch.minor}+cu{c.cuda}" == adopt_torch
     return (
         keeps_torch,
@@ -192,5 +193,6 @@ def _preference(c: Combo, adopt_torch: str | None) -> tuple[object, ...]:
         version_key(c.torch.torch) if c.torch else NO_VERSION,
         version_key(c.cuda) if c.cuda else NO_VERSION,
         version_key(c.plugin.version) if c.plugin else NO_VERSION,
+        catalog.comfyui_confirmed(c.comfyui),
         version_key(c.comfyui) if c.comfyui else NO_VERSION,
     )

@@ -41,7 +41,8 @@ def test_releases_are_listed_newest_first(catalog: Catalog) -> None:
     assert versions[0] == "1.2.1"
     assert versions == sorted(versions, key=version_key, reverse=True)
     assert catalog.plugin_releases()[0].version == "1.2.1"
-    assert catalog.comfyui_releases()[0].version == "0.7.0"
+    assert next(r.version for r in catalog.comfyui_releases() if not r.uncertain) == "0.7.0"
+    assert catalog.comfyui_releases()[0].version == "0.38.0" and not catalog.comfyui_confirmed("0.38.0")
 
 
 @pytest.mark.parametrize(
@@ -311,6 +312,12 @@ def test_plugin_nodes_accumulate(catalog: Catalog, version: str, node: str, pres
         ("1.2.1", "1.0.1", True),
         ("0.2.0", "0.2.0", True),
         ("0.3.1", "0.3.0", True),
+        # v0.1.6 imports nunchaku.lora.flux names that nunchaku 0.1.3 does not export (no try around them).
+        ("0.1.6", "0.1.3", False),
+        ("0.1.6", "0.1.4", True),
+        # The newer symbols v1.1.0+ import sit inside the Z-Image node's own try: the plugin loads on 1.0.x.
+        ("1.1.0", "1.0.2", True),
+        ("1.2.0", "1.0.0", True),
     ],
 )
 def test_plugin_backend_ranges(catalog: Catalog, plugin: str, backend: str, ok: bool) -> None:
@@ -326,6 +333,78 @@ def test_qwen_loader_needs_comfyui_07_from_plugin_120(catalog: Catalog) -> None:
         rule = release.node_comfyui["NunchakuQwenImageDiTLoader"]
         assert version_key("0.7.0") in specifier(rule.versions)
         assert version_key("0.3.64") not in specifier(rule.versions)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "python", "ok"),
+    [("0.1.6", "3.12", True), ("0.1.6", "3.13", False), ("1.0.1", "3.13", False), ("1.0.2", "3.13", True),
+     ("1.2.1", "3.13", True), ("1.2.1", "3.14", False), ("0.3.4", "3.9", False)],
+)
+def test_every_plugin_tag_declares_its_python(catalog: Catalog, plugin: str, python: str, ok: bool) -> None:
+    assert all(r.requires_python for r in catalog.plugin.releases)
+    release = catalog.plugin_release(plugin)
+    assert release is not None and release.requires_python is not None
+    assert (version_key(python) in specifier(release.requires_python)) is ok
+
+
+@pytest.mark.parametrize(
+    ("plugin", "node", "comfyui", "ok"),
+    [
+        ("1.0.0", "NunchakuQwenImageDiTLoader", "0.3.48", False),
+        ("1.1.0", "NunchakuQwenImageDiTLoader", "0.3.49", True),
+        ("1.2.1", "NunchakuQwenImageDiTLoader", "0.7.0", True),
+        ("1.2.1", "NunchakuQwenImageDiTLoader", "0.23.0", False),
+        ("1.2.0", "NunchakuQwenImageDiTLoader", "0.23.0", False),
+        ("1.2.1", "NunchakuZImageDiTLoader", "0.23.0", True),
+        ("1.2.1", "NunchakuZImageDiTLoader", "0.28.0", False),
+        ("1.1.0", "NunchakuZImageDiTLoader", "0.28.0", True),
+    ],
+)
+def test_node_comfyui_ranges(catalog: Catalog, plugin: str, node: str, comfyui: str, ok: bool) -> None:
+    release = catalog.plugin_release(plugin)
+    assert release is not None
+    assert (version_key(comfyui) in specifier(release.node_comfyui[node].versions)) is ok
+
+
+def test_comfyui_releases_from_issues_are_marked_uncertain(catalog: Catalog) -> None:
+    assert catalog.comfyui.repo == "https://github.com/Comfy-Org/ComfyUI"
+    for version in ("0.23.0", "0.28.0", "0.38.0"):
+        assert not catalog.comfyui_confirmed(version)
+    for version in ("0.3.49", "0.3.64", "0.7.0"):
+        assert catalog.comfyui_confirmed(version)
+    assert all(r.source for r in catalog.comfyui.releases)
+
+
+@pytest.mark.parametrize(
+    ("repo", "current"),
+    [
+        ("https://github.com/nunchaku-tech/ComfyUI-nunchaku", "https://github.com/nunchaku-ai/ComfyUI-nunchaku"),
+        ("https://github.com/mit-han-lab/ComfyUI-nunchaku.git/", "https://github.com/nunchaku-ai/ComfyUI-nunchaku"),
+        ("https://github.com/nunchaku-ai/ComfyUI-nunchaku", None),
+        ("https://example.org/fork/ComfyUI-nunchaku", None),
+    ],
+)
+def test_old_plugin_names_map_to_the_newest_confirmed_one(catalog: Catalog, repo: str, current: str | None) -> None:
+    assert catalog.current_plugin_repo(repo) == current
+
+
+def test_plugin_settings_are_sourced_and_cover_the_host_dependent_ones(catalog: Catalog) -> None:
+    names = {s.name for s in catalog.plugin.settings}
+    assert {"cpu_offload", "data_type", "attention"} <= names
+    offload = catalog.plugin_setting("cpu_offload")
+    assert offload is not None and offload.offload_below_mib == {
+        "NunchakuFluxDiTLoader": 14336, "NunchakuQwenImageDiTLoader": 15360}
+    for setting in catalog.plugin.settings:
+        assert setting.source and (setting.values or setting.maximum is not None)
+        assert set(setting.nodes) <= set(catalog.plugin_nodes(catalog.plugin_releases()[0]))
+
+
+def test_nunchaku_121_has_torch_211_wheels_built_on_a_nightly(catalog: Catalog) -> None:
+    release = catalog.nunchaku_release("1.2.1")
+    assert release is not None
+    builds = {(b.torch, b.cuda): b for b in release.builds}
+    assert builds[("2.11", "12.8")].nightly and builds[("2.11", "13.0")].nightly
+    assert not builds[("2.11", "13.0")].uncertain
 
 
 @pytest.mark.parametrize(
