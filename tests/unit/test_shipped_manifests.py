@@ -63,3 +63,12 @@ def test_h100_manifest_falls_back_to_fp8() -> None:
     assert result.ok, render_resolution(result)
     assert result.mode == "plain" and result.nunchaku is None and result.fallback
     assert all(m.fallback for m in result.models)
+
+
+def test_shipped_manifests_name_the_newest_repository_urls() -> None:
+    texts = {path.name: path.read_text() for path in sorted((REPO / "manifests").rglob("*.yaml"))}
+    for name, text in texts.items():
+        assert "github.com/nunchaku-tech/" not in text and "github.com/mit-han-lab/" not in text, name
+        assert "github.com/comfyanonymous/" not in text, name
+    assert "https://github.com/nunchaku-ai/ComfyUI-nunchaku" in texts["comfyui-nunchaku.yaml"]
+    assert "https://github.com/Comfy-Org/ComfyUI" in texts["comfyui-nunchaku.yaml"]
