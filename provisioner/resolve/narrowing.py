@@ -3,7 +3,7 @@
 Each step is one constraint (a manifest setting or a host fact). When a step would leave nothing, it
 is reported and then skipped, so later, independent problems are reported in the same run. A fix
 names the values of the failing setting that would work, and the values of every earlier setting
-that would make the failing one satisfiable.
+that would make the failing one satisfiable; where no single setting can, it names a combination.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def _explain(
         remedy = step.remedy(reached)
         if remedy:
             fixes.append(remedy)
+    single = len(fixes)
     for earlier in steps[:position]:
         if not earlier.settable or earlier.label is None or earlier.name in failed:
             continue
@@ -76,8 +77,34 @@ def _explain(
         values = _labels(alternatives, earlier.label)
         if values:
             fixes.append(f"set {earlier.field} to {_choices(values)}")
+    if len(fixes) == single:
+        together = _combination(step, everything, steps, failed)
+        if together:
+            fixes.append(together)
     fix = "; or ".join(fixes) if fixes else "no combination in the catalog satisfies this; see the reason"
     return Violation(field=step.field, reason=step.reason(reached), fix=fix[0].upper() + fix[1:])
+
+
+def _combination(step: Step[C], everything: list[C], steps: Sequence[Step[C]], failed: set[str]) -> str | None:
+    """When no one setting can fix `step`, the fewest settings to change together (newest values first)."""
+    position = steps.index(step)
+    changeable = [s for s in steps[:position] if s.settable and s.label is not None and s.name not in failed]
+    if len(changeable) < 2:
+        return None
+    held = [s for s in steps if s is not step and s not in changeable and s.name not in failed]
+    working = [c for c in everything if step.ok(c) and all(s.ok(c) for s in held)]
+    if not working:
+        return None
+
+    def cost(c: C) -> tuple[object, ...]:
+        changed = [s for s in changeable if not s.ok(c)]
+        return (-len(changed), *(_version_order(s.label(c)) for s in changeable if s.label is not None))
+
+    best = max(working, key=cost)
+    changes = [f"{s.field} to {s.label(best)}" for s in changeable if s.label is not None and not s.ok(best)]
+    if len(changes) < 2:
+        return None
+    return "no single setting fixes this, but together they do: set " + " and ".join(changes)
 
 
 def _labels(candidates: list[C], label: Callable[[C], str]) -> list[str]:

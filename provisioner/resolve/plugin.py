@@ -113,16 +113,17 @@ def plugin_steps(
         return required is None or Version(python_label(python)) in specifier(required)
 
     def node_rules(reached: list[Combo]) -> str:
-        rules = sorted(
-            {
-                f"{node} in ComfyUI-nunchaku {c.plugin.version} needs ComfyUI {rule.versions}"
-                + (" (uncertain)" if rule.uncertain else "")
-                for c in reached
-                if c.plugin
-                for node, rule in c.plugin.node_comfyui.items()
-                if node in needs.nodes
-            }
-        )
+        grouped: dict[tuple[str, str, bool], set[str]] = {}
+        for c in reached:
+            for node, rule in (c.plugin.node_comfyui.items() if c.plugin else ()):
+                if c.plugin and node in needs.nodes:
+                    grouped.setdefault((node, rule.versions, rule.uncertain), set()).add(c.plugin.version)
+        newest_first = sorted(grouped.items(), key=lambda item: max(version_key(v) for v in item[1]), reverse=True)
+        rules = [
+            f"{node} in ComfyUI-nunchaku {', '.join(sorted(plugins, key=version_key))} needs ComfyUI {versions}"
+            + (" (uncertain)" if uncertain else "")
+            for (node, versions, uncertain), plugins in newest_first
+        ]
         return "; ".join(rules[:4]) or "node requirements on ComfyUI are not met"
 
     plugin_ref, comfy_ref = ref_steps(catalog, plugin_field, plugin_pin, comfy_pin)
@@ -152,20 +153,7 @@ def plugin_steps(
         Step(
             "node backend",
             node_backend_ok,
-            lambda r: (
-                "the nodes used need a newer nunchaku: "
-                + ", ".join(
-                    sorted(
-                        {
-                            f"{n} needs nunchaku >= {c.plugin.node_backend[n]}"
-                            for c in r
-                            if c.plugin
-                            for n in needs.nodes
-                            if n in c.plugin.node_backend
-                        }
-                    )
-                )
-            ),
+            lambda r: "the nodes used need a newer nunchaku: " + _node_floors(r, needs),
             field="nunchaku.version",
         ),
         Step(
@@ -190,3 +178,21 @@ def plugin_steps(
             field="comfyui.ref",
         ),
     ]
+
+
+def _node_floors(reached: list[Combo], needs: Needs) -> str:
+    """'NunchakuZImageDiTLoader needs nunchaku >= 1.1.0 (>= 1.2.0 in ComfyUI-nunchaku 1.2.0, 1.2.1)'."""
+    floors: dict[str, dict[str, set[str]]] = {}
+    for c in reached:
+        if c.plugin is None:
+            continue
+        for node in needs.nodes:
+            if node in c.plugin.node_backend:
+                floors.setdefault(node, {}).setdefault(c.plugin.node_backend[node], set()).add(c.plugin.version)
+    parts = []
+    for node, by_floor in floors.items():
+        ordered = sorted(by_floor, key=version_key)
+        text = f"{node} needs nunchaku >= {ordered[0]}"
+        later = [f">= {f} in ComfyUI-nunchaku {', '.join(sorted(by_floor[f], key=version_key))}" for f in ordered[1:]]
+        parts.append(text + (f" ({'; '.join(later)})" if later else ""))
+    return ", ".join(parts)

@@ -817,3 +817,22 @@ def test_command_reports_bad_facts(tmp_path: Path) -> None:
         resolve_command, [str(_manifest_file(tmp_path)), "--facts", str(tmp_path / "nope.json")]
     )
     assert result.exit_code == 1 and "facts file not found" in result.output
+
+
+# --- a fix that needs more than one field ---------------------------------------------------------------
+
+
+def test_when_no_single_field_fixes_it_the_fix_names_the_combination() -> None:
+    res = run("rtx4090", models=[dict(ZIMAGE, rank=32)], nunchaku={"version": "1.0.1"}, torch={"version": "2.6"})
+    field, reason, fix = only_violation(res)
+    assert field == "nunchaku.version" and "NunchakuZImageDiTLoader needs nunchaku >= 1.1.0" in reason
+    assert fix == "No single setting fixes this, but together they do: set nunchaku.version to 1.2.1 and " \
+                  "torch.version to 2.10"
+    fixed = run("rtx4090", models=[dict(ZIMAGE, rank=32)], nunchaku={"version": "1.2.1"}, torch={"version": "2.10"})
+    assert fixed.ok, render_resolution(fixed)
+
+
+def test_a_single_field_fix_is_still_preferred() -> None:
+    res = run("rtx4090", models=[dict(ZIMAGE, rank=32)], nunchaku={"version": "1.0.2"})
+    _, _, fix = only_violation(res)
+    assert fix == "Set nunchaku.version to 1.2.1 (or 1.2.0, 1.1.0)"
