@@ -87,6 +87,7 @@ class Venv(_Facts):
 class Facts(_Facts):
     """Everything the agent reports about a host in one call."""
 
+    system: str | None = Field(default=None, description="platform.system(): Linux, Darwin, Windows.")
     os: OsRelease = Field(default_factory=OsRelease)
     kernel: str | None = None
     arch: str = Field(description="Machine architecture, e.g. x86_64 or aarch64.")

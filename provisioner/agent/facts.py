@@ -20,6 +20,7 @@ def gather(request: Dict[str, Any]) -> Dict[str, Any]:
     root = os.path.abspath(os.path.expanduser(request["root"]))
     venv = request.get("venv")
     return {
+        "system": platform.system(),
         "os": _os_release(),
         "kernel": platform.release(),
         "arch": platform.machine(),

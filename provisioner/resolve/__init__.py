@@ -6,12 +6,15 @@ from __future__ import annotations
 from posixpath import basename
 from urllib.parse import urlsplit
 
-from provisioner.catalog import Catalog, ModelEntry
-from provisioner.facts import Facts
+from packaging.version import Version
+
+from provisioner.catalog import Catalog, ModelEntry, TorchRelease, parse_version, specifier, version_key
+from provisioner.facts import Facts, TorchInstall, Venv
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import Combo, Needs
 from provisioner.resolve.host import Host, assess_host
 from provisioner.resolve.models import ModelPlan, plan_models
+from provisioner.resolve.outside import minor_of, same_build, torch_matches
 from provisioner.resolve.plain import search_plain
 from provisioner.resolve.plugin import find_plugin
 from provisioner.resolve.render import render_resolution
@@ -21,10 +24,12 @@ from provisioner.resolve.result import (
     ModelChoice,
     NunchakuChoice,
     PluginChoice,
+    PluginSettingChoice,
     Resolution,
     TorchChoice,
     Violation,
 )
+from provisioner.resolve.settings import resolve_settings
 from provisioner.resolve.stack import search_nunchaku
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "ModelChoice",
     "NunchakuChoice",
     "PluginChoice",
+    "PluginSettingChoice",
     "Resolution",
     "TorchChoice",
     "Violation",
@@ -62,19 +68,20 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
     result.notes += plan.notes
     result.violations += plan.violations
     needs = _needs(manifest, catalog, plan, nunchaku, result)
-    if nunchaku and host.no_wheels:
+    if host.no_wheels:
         return _without_choices(result)
+    adopted = _adopted_torch(manifest, facts)
     if nunchaku:
-        combo, violations, notes = search_nunchaku(manifest, catalog, host, needs, _adopted_torch(manifest, facts))
+        combo, violations, notes = search_nunchaku(manifest, catalog, host, needs, adopted)
     else:
-        combo, violations, notes = search_plain(manifest, catalog, host, needs, cpu=host.mode == "cpu")
+        combo, violations, notes = search_plain(manifest, catalog, host, needs, host.mode == "cpu", adopted)
     result.notes += notes
     result.violations += violations
-    if combo is not None:
-        _fill_choices(result, manifest, catalog, host, combo)
     result.models = plan.models
+    if combo is not None:
+        _fill_choices(result, manifest, catalog, host, combo, facts)
     _check_capacity(result, manifest, facts, catalog, host, plan)
-    _describe_venv(result, facts)
+    _describe_venv(result, manifest, facts)
     return _without_choices(result) if result.violations else result
 
 
@@ -91,18 +98,14 @@ def _needs(manifest: Manifest, catalog: Catalog, plan: ModelPlan, nunchaku: bool
     wanted = [n for n in [*plan.nodes, *manifest.checks.nodes] if n in plugin_nodes]
     comfy = [(entry.id, entry.comfyui) for entry in plan.entries if entry is not None and entry.comfyui]
     if not nunchaku:
-        for node in manifest.checks.nodes:
-            if node in plugin_nodes:
-                result.violations.append(
-                    Violation(
-                        field="checks.nodes",
-                        reason=f"checks.nodes lists {node}, but ComfyUI-nunchaku is not used on this host",
-                        fix=f"Remove {node} from checks.nodes",
-                    )
-                )
-        if find_plugin(manifest, catalog) is not None:
-            result.notes.append("ComfyUI-nunchaku is listed but skipped: nunchaku is not used on this host")
-        return Needs(nodes=(), comfyui=tuple(comfy))
+        # The plugin is still installed (the manifest lists it), but its nodes need nunchaku to register.
+        checked = [node for node in dict.fromkeys(manifest.checks.nodes) if node in plugin_nodes]
+        if checked:
+            result.notes.append(
+                f"checks.nodes lists {', '.join(checked)} from ComfyUI-nunchaku; without nunchaku on this host "
+                "those nodes will not register, and `check` will report them"
+            )
+        return Needs(nodes=tuple(checked), comfyui=tuple(comfy))
     if wanted and manifest.comfyui is not None and find_plugin(manifest, catalog) is None:
         result.violations.append(
             Violation(
@@ -115,21 +118,39 @@ def _needs(manifest: Manifest, catalog: Catalog, plan: ModelPlan, nunchaku: bool
     return Needs(nodes=tuple(dict.fromkeys(wanted)), comfyui=tuple(comfy))
 
 
-def _adopted_torch(manifest: Manifest, facts: Facts) -> str | None:
-    """When adopting a venv, its torch ('2.7+cu12.8') is preferred so it is not reinstalled."""
-    torch = facts.venv.torch if facts.venv else None
-    if manifest.python.adopt is None or torch is None or not torch.cuda:
+def _adopted_torch(manifest: Manifest, facts: Facts) -> TorchInstall | None:
+    """The torch of an adopted venv: someone else's, so it is kept rather than swapped."""
+    if manifest.python.adopt is None or facts.venv is None:
         return None
-    minor = ".".join(torch.version.split("+")[0].split(".")[:2])
-    return f"{minor}+cu{torch.cuda}"
+    return facts.venv.torch
 
 
-def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host: Host, combo: Combo) -> None:
+def _torch_pins(
+    torch: TorchRelease, cuda: str | None, adopted: TorchInstall | None, venv: Venv | None
+) -> dict[str, str]:
+    """Version clauses per package: exact for catalog releases, the release series ('==2.13.*') for a torch the
+    catalog does not know, and the installed versions where an adopted venv's torch is kept."""
+    if adopted is not None and venv is not None and same_build(adopted, torch.minor, cuda):
+        kept = {"torch": adopted.version}
+        kept.update({name: venv.packages[name] for name in ("torchvision", "torchaudio") if name in venv.packages})
+        return {name: f"=={Version(version).public}" for name, version in kept.items() if parse_version(version)}
+    pins = {"torch": torch.torch, "torchvision": torch.torchvision, "torchaudio": torch.torchaudio}
+    return {
+        name: f"=={version}.*" if len(Version(version).release) < 3 else f"=={version}"
+        for name, version in pins.items()
+        if version
+    }
+
+
+def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host: Host, combo: Combo,
+                  facts: Facts) -> None:
     torch = combo.torch
     if torch is None:
         return
-    pins = {"torch": torch.torch, "torchvision": torch.torchvision, "torchaudio": torch.torchaudio}
-    requirements = [f"{p}=={pins[p]}" if p in pins else p for p in manifest.torch.packages]
+    adopted = _adopted_torch(manifest, facts)
+    pins = _torch_pins(torch, combo.cuda, adopted, facts.venv)
+    requirements = [f"{p}{pins[p]}" if p in pins else p for p in manifest.torch.packages]
+    kept = adopted is not None and same_build(adopted, torch.minor, combo.cuda)
     index_url = manifest.torch.index_url or catalog.torch_index_url(combo.cuda)
     build = f"CUDA {combo.cuda} build" if combo.cuda else "CPU build"
     if combo.release is not None and combo.build is not None:
@@ -140,16 +161,22 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
         why = "newest torch release in the catalog with a CPU build for this Python"
     else:
         why = "newest torch release whose CUDA build the GPU and driver support"
+    if kept and facts.venv is not None:
+        why = f"the torch installed in the adopted venv {facts.venv.path}, kept as it is; " + why
+    elif torch.uncertain:
+        why = f"torch {torch.torch} is not in the catalog (taken as asked, torchvision/torchaudio left to pip); {why}"
     if combo.cuda and host.driver:
-        why += f"; driver {host.driver} meets CUDA {combo.cuda}'s floor {catalog.driver_floor(combo.cuda)}"
+        floor = catalog.driver_floor(combo.cuda)
+        why += (f"; driver {host.driver} meets CUDA {combo.cuda}'s floor {floor}" if floor
+                else f"; the catalog knows no driver floor for CUDA {combo.cuda}")
     if manifest.torch.version != "auto":
         why += f" (torch.version {manifest.torch.version})"
     if manifest.torch.index_url:
         why += "; index URL from torch.index_url"
     result.torch = TorchChoice(
-        version=torch.torch,
-        torchvision=torch.torchvision,
-        torchaudio=torch.torchaudio,
+        version=pins["torch"].removeprefix("=="),
+        torchvision=pins.get("torchvision", "").removeprefix("=="),
+        torchaudio=pins.get("torchaudio", "").removeprefix("=="),
         cuda=combo.cuda,
         index_url=index_url,
         requirements=requirements,
@@ -157,7 +184,7 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
     )
     if combo.release is not None and combo.build is not None and host.platform:
         _fill_nunchaku(result, manifest, catalog, host, combo)
-    _fill_plugin(result, manifest, catalog, combo)
+    _fill_plugin(result, manifest, catalog, host, combo)
     if manifest.comfyui is not None:
         ref = manifest.comfyui.ref
         version = combo.comfyui
@@ -166,6 +193,8 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
             why = "newest ComfyUI release in the catalog that meets every node and model requirement"
         else:
             why = "pinned by comfyui.ref" + ("" if version else " (not a version: requirements not checked)")
+            if version and not catalog.comfyui_confirmed(version) and catalog.comfyui_releases():
+                why += "; the catalog knows this release only from issues"
         result.comfyui = ComfyUIChoice(repo=manifest.comfyui.repo, ref=ref, version=version, why=why)
 
 
@@ -174,10 +203,11 @@ def _fill_nunchaku(result: Resolution, manifest: Manifest, catalog: Catalog, hos
     assert release is not None and build is not None and host.platform is not None
     filename = catalog.wheel_filename(release, build, host.python, host.platform)
     urls = catalog.wheel_urls(release, filename)
+    outside = catalog.nunchaku_release(release.version) is None
     why = (
         ("newest release" if manifest.nunchaku.version == "auto" else f"nunchaku.version {manifest.nunchaku.version}")
         + f" with a {host.platform} {host.python} wheel for torch {build.torch} (CUDA {build.cuda}) "
-        + f"that has {host.arch} kernels"
+        + (f"that has {host.arch} kernels" if not outside else "(not in the catalog: its kernels are not checked)")
     )
     if combo.plugin is not None:
         why += f" and works with ComfyUI-nunchaku {combo.plugin.version}"
@@ -190,12 +220,15 @@ def _fill_nunchaku(result: Resolution, manifest: Manifest, catalog: Catalog, hos
             f"the nunchaku wheel {filename} was compiled against a PyTorch nightly; "
             "it may fail to import on the stable release (issue NK#774)"
         )
-    if release.builds_uncertain or build.uncertain:
+    if (release.builds_uncertain or build.uncertain) and not outside:
         result.notes.append(f"the catalog is not certain that {filename} exists")
     if manifest.nunchaku.wheel_url:
         filename = basename(urlsplit(manifest.nunchaku.wheel_url).path)
         urls = [manifest.nunchaku.wheel_url]
-        why += "; nunchaku.wheel_url overrides the download (its compatibility is not checked)"
+        why += (
+            "; downloaded from nunchaku.wheel_url" if outside
+            else "; nunchaku.wheel_url overrides the download (its compatibility is not checked)"
+        )
     result.nunchaku = NunchakuChoice(
         version=release.version,
         filename=filename,
@@ -210,30 +243,60 @@ def _fill_nunchaku(result: Resolution, manifest: Manifest, catalog: Catalog, hos
     )
 
 
-def _fill_plugin(result: Resolution, manifest: Manifest, catalog: Catalog, combo: Combo) -> None:
+def _fill_plugin(result: Resolution, manifest: Manifest, catalog: Catalog, host: Host, combo: Combo) -> None:
+    """The listed ComfyUI-nunchaku is installed in every mode; without nunchaku its nodes cannot load."""
     found = find_plugin(manifest, catalog)
-    if found is None or result.mode != "nunchaku":
+    if found is None:
         return
-    spec = found[1]
+    index, spec = found
+    repo = catalog.current_plugin_repo(spec.repo)
+    if repo is not None:
+        result.notes.append(
+            f"comfyui.plugins[{index}].repo {spec.repo} is an old name of {repo}; the new name is used "
+            "(GitHub redirects the old one, but a mirror of it stops at the rename)"
+        )
     release = combo.plugin
+    without = "" if result.mode == "nunchaku" else "; its nunchaku nodes cannot load without nunchaku on this host"
+    settings, problems = resolve_settings(manifest, catalog, host, index, spec, release, result)
+    result.violations += problems
     if release is None:
         result.plugin = PluginChoice(
             name=spec.name,
-            repo=spec.repo,
+            repo=repo or spec.repo,
             ref=spec.ref,
             version=None,
             nodes=[],
-            why="pinned ref the catalog does not know; compatibility not checked",
+            settings=settings,
+            why="pinned ref the catalog does not know; compatibility not checked" + without,
         )
         return
     ref = spec.ref if spec.ref != "auto" else catalog.plugin_tag(release)
-    backend = combo.release.version if combo.release else "?"
-    why = (
-        f"{'pinned by ref' if spec.ref != 'auto' else 'newest release'} that works with nunchaku {backend} "
-        f"(needs {release.backend})"
-    )
+    chosen = "pinned by ref" if spec.ref != "auto" else "newest release"
+    if combo.release is not None:
+        backend = combo.release.version
+        why = f"{chosen} that works with nunchaku {backend} (needs {release.backend})"
+        short = sorted(n for n, floor in release.node_backend.items() if version_key(backend) < version_key(floor))
+        if short:
+            result.notes.append(
+                f"with nunchaku {backend}, ComfyUI-nunchaku {release.version} cannot register {', '.join(short)} "
+                f"(needs nunchaku >= {', '.join(release.node_backend[n] for n in short)}); "
+                "nothing this manifest uses, so ComfyUI logs it as an import failure and carries on"
+            )
+        if release.warns_outside and version_key(backend) not in specifier(release.warns_outside):
+            result.notes.append(
+                f"ComfyUI-nunchaku {release.version} logs a warning at start-up with nunchaku {backend}: it lists "
+                f"only nunchaku {release.warns_outside.removeprefix('==')} as supported (its nodes still load)"
+            )
+    else:
+        why = f"{chosen} whose ComfyUI and Python requirements fit" + without
     result.plugin = PluginChoice(
-        name=spec.name, repo=spec.repo, ref=ref, version=release.version, nodes=catalog.plugin_nodes(release), why=why
+        name=spec.name,
+        repo=repo or spec.repo,
+        ref=ref,
+        version=release.version,
+        nodes=catalog.plugin_nodes(release),
+        settings=settings,
+        why=why,
     )
 
 
@@ -283,12 +346,36 @@ def _check_capacity(
         )
 
 
-def _describe_venv(result: Resolution, facts: Facts) -> None:
+def _describe_venv(result: Resolution, manifest: Manifest, facts: Facts) -> None:
+    """Say what happens to what is installed; an adopted venv's torch is never swapped unasked."""
     venv = facts.venv
     if venv is None:
         return
-    if venv.torch and result.torch and venv.torch.version.split("+")[0] != result.torch.version:
-        result.notes.append(f"torch {venv.torch.version} in {venv.path} will be replaced by {result.torch.version}")
+    chosen = result.torch
+    if venv.torch and chosen and not torch_matches(venv.torch, chosen.version.removesuffix(".*"), chosen.cuda):
+        build = f"CUDA {chosen.cuda}" if chosen.cuda else "CPU"
+        replacement = f"torch {chosen.version} ({build} build)"
+        if manifest.python.adopt is not None and manifest.torch.version == "auto":
+            minor = minor_of(venv.torch.version)
+            result.violations.append(
+                Violation(
+                    field="python.adopt",
+                    reason=f"the adopted venv {venv.path} has torch {venv.torch.version}, and this resolution would "
+                    f"replace it with {replacement}: {chosen.why}",
+                    fix=f"Set torch.version: {minor} to keep the adopted torch"
+                    + (" (and nunchaku.wheel_url to a wheel built for it)" if result.mode == "nunchaku" else "")
+                    + f", or set torch.version: {chosen.version.removesuffix('.*')} to replace it on purpose, "
+                    "or remove python.adopt so that provision builds a venv of its own",
+                )
+            )
+        else:
+            result.notes.append(f"torch {venv.torch.version} in {venv.path} will be replaced by {replacement}")
     real = venv.nunchaku
-    if real and real.real and result.nunchaku and real.version.split("+")[0] != result.nunchaku.version:
+    if real and real.real and result.nunchaku and not _same_version(real.version, result.nunchaku.version):
         result.notes.append(f"nunchaku {real.version} in {venv.path} will be replaced by {result.nunchaku.version}")
+
+
+def _same_version(installed: str, wanted: str) -> bool:
+    """PEP 440, local labels aside: '1.2.1+cu13.0torch2.10' is nunchaku 1.2.1."""
+    have, want = parse_version(installed), parse_version(wanted)
+    return have is not None and want is not None and Version(have.public) == want

@@ -197,7 +197,28 @@ def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
         )
 
 
+def _check_system(facts: Facts, host: Host) -> bool:
+    """Every wheel provision installs is a Linux one; True when the facts describe another system."""
+    system = facts.system
+    if system is None or system.lower() == "linux":
+        return False
+    host.no_wheels = True
+    host.violations.append(
+        Violation(
+            field="host",
+            reason=f"the facts describe a {system} host ({facts.arch}); provision installs Linux builds only "
+            "(torch, the nunchaku wheels, the service), so nothing it resolves would run there",
+            fix="Provision a Linux x86_64 host (gather its facts there with `provision facts`), or run ComfyUI "
+            f"on this {system} machine by other means",
+        )
+    )
+    return True
+
+
 def _check_machine(facts: Facts, catalog: Catalog, host: Host) -> None:
+    if _check_system(facts, host):
+        host.platform = None
+        return
     machine = facts.arch.lower()
     host.platform = MACHINE_PLATFORMS.get(machine)
     if host.mode != "nunchaku" or host.platform is not None:

@@ -41,6 +41,8 @@ def render_resolution(res: Resolution, name: str | None = None) -> str:
         lines.append(f"  {INDENT}      {wheel.why}")
     if res.plugin:
         lines.append(f"  plugin    {res.plugin.name} {res.plugin.ref}: {res.plugin.why}")
+        for setting in res.plugin.settings:
+            lines.append(f"  {INDENT}      {setting.name}: {setting.value} ({setting.why})")
     if res.comfyui:
         lines.append(f"  comfyui   {res.comfyui.ref}: {res.comfyui.why}")
     if res.fallback:

@@ -57,12 +57,23 @@ class NunchakuChoice(_Result):
     why: str
 
 
+class PluginSettingChoice(_Result):
+    """A loader input of ComfyUI-nunchaku, from the host's facts or the manifest's settings."""
+
+    name: str
+    value: str | int | float
+    source: Literal["host", "manifest"]
+    nodes: list[str] = Field(description="The loader nodes that take it.")
+    why: str
+
+
 class PluginChoice(_Result):
     name: str
     repo: str
     ref: str
     version: str | None
     nodes: list[str]
+    settings: list[PluginSettingChoice] = Field(default_factory=list)
     why: str
 
 

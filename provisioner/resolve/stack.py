@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from itertools import product
 
-from provisioner.catalog import Catalog, PluginRelease, version_key
+from packaging.version import Version
+
+from provisioner.catalog import Build, Catalog, NunchakuRelease, PluginRelease, version_key
+from provisioner.facts import TorchInstall
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import NO_VERSION, Combo, Needs, pinned, python_choices, python_label, version_spec
 from provisioner.resolve.host import Host, driver_at_least
 from provisioner.resolve.narrowing import Step, narrow
+from provisioner.resolve.outside import parse_wheel_url, same_build, unknown_release, unknown_torch
 from provisioner.resolve.plugin import pinned_comfyui, pinned_plugin, plugin_steps
 from provisioner.resolve.result import Violation
 
 
 def search_nunchaku(
-    manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopt_torch: str | None
+    manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopted: TorchInstall | None
 ) -> tuple[Combo | None, list[Violation], list[str]]:
     notes: list[str] = []
     violations: list[Violation] = []
@@ -25,10 +29,18 @@ def search_nunchaku(
     checkable, plugin_pin = pinned_plugin(manifest, catalog, notes)
     plugins: list[PluginRelease | None] = list(catalog.plugin_releases()) if checkable else [None]
     comfy_versions, comfy_pin = pinned_comfyui(manifest, catalog, notes)
+    builds = [(release, build) for release in catalog.nunchaku_releases() for build in release.builds]
+    builds += _wheel_outside_catalog(manifest, catalog, host, violations, notes)
     candidates = [
-        Combo(release, build, catalog.torch_release(build.torch), build.cuda, plugin, comfy)
-        for release in catalog.nunchaku_releases()
-        for build in release.builds
+        Combo(
+            release,
+            build,
+            catalog.torch_release(build.torch) or unknown_torch(catalog, build.torch, [build.cuda], host.python),
+            build.cuda,
+            plugin,
+            comfy,
+        )
+        for release, build in builds
         for plugin, comfy in product(plugins, comfy_versions)
     ]
     arch = host.arch or ""
@@ -78,10 +90,17 @@ def search_nunchaku(
                     and nunchaku_spec is not None
                     and version_key(c.release.version) in nunchaku_spec
                 ),
-                lambda r: f"no nunchaku release in the catalog matches {manifest.nunchaku.version}",
+                lambda r: f"no nunchaku release in the catalog matches {manifest.nunchaku.version}"
+                + (", so the URL of its wheel is unknown" if manifest.nunchaku.version[:1].isdigit() else ""),
                 field="nunchaku.version",
                 settable=True,
                 label=lambda c: c.release.version if c.release else "",
+                remedy=lambda r: (
+                    None
+                    if manifest.nunchaku.wheel_url
+                    else f"set nunchaku.wheel_url (and nunchaku.wheel_sha256) to a nunchaku "
+                    f"{manifest.nunchaku.version} wheel for {py} {platform}"
+                ),
             ),
         ),
         Step(
@@ -109,7 +128,12 @@ def search_nunchaku(
         ),
         Step(
             "arch",
-            lambda c: c.release is not None and c.build is not None and arch in catalog.build_archs(c.release, c.build),
+            lambda c: (
+                c.release is not None
+                and c.build is not None
+                # A wheel from outside the catalog has no arch list: it is taken on trust (and noted).
+                and (not c.release.archs or arch in catalog.build_archs(c.release, c.build))
+            ),
             arch_reason,
         ),
         *pinned(
@@ -124,6 +148,12 @@ def search_nunchaku(
                 field="torch.version",
                 settable=True,
                 label=lambda c: c.build.torch if c.build else "",
+                remedy=lambda r: (
+                    None
+                    if manifest.nunchaku.wheel_url
+                    else f"set nunchaku.wheel_url to a nunchaku wheel built for torch {manifest.torch.version} "
+                    f"({py}, {platform})"
+                ),
             ),
         ),
         *pinned(
@@ -168,7 +198,65 @@ def search_nunchaku(
     violations += found
     if not survivors:
         return None, violations, notes
-    return max(survivors, key=lambda c: _preference(catalog, c, adopt_torch)), violations, notes
+    return max(survivors, key=lambda c: _preference(catalog, c, adopted)), violations, notes
+
+
+def _wheel_outside_catalog(
+    manifest: Manifest, catalog: Catalog, host: Host, violations: list[Violation], notes: list[str]
+) -> list[tuple[NunchakuRelease, Build]]:
+    """A nunchaku wheel the manifest names by URL whose release the catalog does not know (a nightly)."""
+    url = manifest.nunchaku.wheel_url
+    wanted = manifest.nunchaku.version
+    if url is None or (wanted != "auto" and not wanted[:1].isdigit()):
+        return []
+    wheel = parse_wheel_url(url)
+    if wheel is None:
+        if wanted != "auto" and catalog.nunchaku_release(wanted) is None:
+            violations.append(
+                Violation(
+                    field="nunchaku.wheel_url",
+                    reason=f"nunchaku {wanted} is not in the catalog and the file name of {url} does not say which "
+                    "torch, CUDA, Python and platform it is built for",
+                    fix="Point nunchaku.wheel_url at the wheel under its published name "
+                    "(nunchaku-<version>+cu<cuda>torch<torch>-<python>-<python>-<platform>.whl)",
+                )
+            )
+        return []
+    if catalog.nunchaku_release(wheel.version) is not None:
+        return []  # a known release: the catalog describes it, the URL only moves the download
+    if wanted != "auto" and Version(wanted) != Version(wheel.version):
+        violations.append(
+            Violation(
+                field="nunchaku.wheel_url",
+                reason=f"nunchaku.version is {wanted} but {wheel.filename} is nunchaku {wheel.version}",
+                fix=f"Set nunchaku.version to {wheel.version}, or point nunchaku.wheel_url at a {wanted} wheel",
+            )
+        )
+        return []
+    problems = []
+    if host.platform and wheel.platform != host.platform:
+        problems.append(f"it is built for {wheel.platform}, and this host is {host.platform}")
+    if wheel.python != host.python:
+        problems.append(f"it is built for {wheel.python}, and python.version is {host.python}")
+    cuda = wheel.cuda or (manifest.cuda.version if manifest.cuda.version not in ("auto", "cpu") else None)
+    if cuda is None:
+        problems.append("its name does not say which CUDA it is built with")
+    if problems:
+        violations.append(
+            Violation(
+                field="nunchaku.wheel_url",
+                reason=f"{wheel.filename} cannot work here: " + "; ".join(problems),
+                fix="Point nunchaku.wheel_url at the wheel of that release for "
+                f"{host.python}-{host.platform}" + ("" if cuda else ", or set cuda.version to its CUDA"),
+            )
+        )
+        return []
+    assert cuda is not None
+    notes.append(
+        f"nunchaku {wheel.version} is not in the catalog: {wheel.filename} is taken as its name says "
+        f"(torch {wheel.torch}, CUDA {cuda}); which GPU architectures it has kernels for is not checked"
+    )
+    return [unknown_release(wheel, cuda, wheel.platform)]
 
 
 def _release_set(reached: list[Combo]) -> set[str]:
@@ -182,10 +270,10 @@ def _versions(reached: list[Combo]) -> str:
     return f"nunchaku {', '.join(versions[:5])}{', ...' if len(versions) > 5 else ''}"
 
 
-def _preference(catalog: Catalog, c: Combo, adopt_torch: str | None) -> tuple[object, ...]:
-    """Newest nunchaku, stable before nightly-built, newest torch and CUDA, newest plugin, a confirmed ComfyUI
-    release before one known only from issues, newest ComfyUI."""
-    keeps_torch = adopt_torch is not None and c.torch is not None and f"{c.torch.minor}+cu{c.cuda}" == adopt_torch
+def _preference(catalog: Catalog, c: Combo, adopted: TorchInstall | None) -> tuple[object, ...]:
+    """An adopted venv's torch kept; newest nunchaku, stable before nightly-built, newest torch and CUDA,
+    newest plugin, a confirmed ComfyUI release before one known only from issues, newest ComfyUI."""
+    keeps_torch = adopted is not None and c.torch is not None and same_build(adopted, c.torch.minor, c.cuda)
     return (
         keeps_torch,
         version_key(c.release.version) if c.release else NO_VERSION,

@@ -228,3 +228,14 @@ def test_a_missing_hub_file_names_the_model(upstreams: Upstreams) -> None:
     result = upstreams.lock()
     assert result.exit_code == 1
     assert "models[0]: example-org/extras has no file 'missing.safetensors' at revision 'main'" in result.output
+
+
+def test_without_nunchaku_the_installed_plugin_is_still_locked(upstreams: Upstreams) -> None:
+    """Plain and CPU installs clone the listed ComfyUI-nunchaku too, so the lock pins its commit."""
+    manifest = upstreams.manifest(nunchaku={"enabled": False},
+                                  models=[{"repo": EXTRAS_REPO, "file": "config.json", "folder": "vae"}])
+    _ok(upstreams.lock())
+    lock = read_lock(lock_path_for(manifest))
+    assert lock.mode == "plain" and lock.nunchaku is None
+    assert [(p.name, p.ref, p.commit) for p in lock.plugins] == [
+        ("ComfyUI-nunchaku", "v1.2.1", upstreams.plugin.tags["v1.2.1"])]

@@ -150,7 +150,9 @@ def test_datacenter_gpus_fall_back_to_fp8(host: str) -> None:
     res = run(host, models=[FLUX, T5, EDIT_2509_LIGHTNING])
     assert res.ok, render_resolution(res)
     assert res.mode == "plain"
-    assert res.nunchaku is None and res.plugin is None
+    assert res.nunchaku is None
+    assert res.plugin is not None and res.plugin.ref == "v1.2.1", "the listed plugin is installed, so it is pinned"
+    assert "cannot load without nunchaku" in res.plugin.why
     assert res.fallback is not None and "FP8" in res.fallback and "nunchaku cannot run" in res.fallback
     assert [(m.folder, m.filename, m.fallback) for m in res.models] == [
         ("checkpoints", "flux1-dev-fp8.safetensors", True),
@@ -158,7 +160,7 @@ def test_datacenter_gpus_fall_back_to_fp8(host: str) -> None:
         ("diffusion_models", "qwen_image_edit_2509_fp8_e4m3fn.safetensors", True),
     ]
     assert res.models[2].file == "split_files/diffusion_models/qwen_image_edit_2509_fp8_e4m3fn.safetensors"
-    assert any("ComfyUI-nunchaku is listed but skipped" in note for note in res.notes)
+    assert not any("skipped" in note for note in res.notes), res.notes
 
 
 def test_h100_explains_hopper_and_uses_cu128_torch() -> None:
@@ -473,13 +475,6 @@ def test_explicit_torch_index_url_is_kept() -> None:
         ),
         (
             "h100",
-            {"checks": {"nodes": ["NunchakuFluxDiTLoader"]}},
-            "checks.nodes",
-            "ComfyUI-nunchaku is not used on this host",
-            "Remove NunchakuFluxDiTLoader",
-        ),
-        (
-            "h100",
             {"models": [ZIMAGE]},
             "models[0]",
             "knows no plain FP8/BF16 replacement for z-image-turbo",
@@ -739,7 +734,7 @@ def test_render_and_json() -> None:
 
 def test_every_fixture_loads() -> None:
     for path in sorted(FACTS.glob("*.json")):
-        assert load_facts(path).arch in ("x86_64", "aarch64")
+        assert load_facts(path).arch in ("x86_64", "aarch64", "arm64")
 
 
 def test_facts_ignore_unknown_keys(tmp_path: Path) -> None:
@@ -819,6 +814,287 @@ def test_command_reports_bad_facts(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "facts file not found" in result.output
 
 
+# --- one truth without nunchaku: the listed plugin is installed, so it is resolved and pinned ----------
+
+
+@pytest.mark.parametrize(
+    ("host", "sections", "mode"),
+    [
+        ("h100", {}, "plain"),
+        ("rtx4090", {"nunchaku": {"enabled": False}}, "plain"),
+        ("nogpu", {"gpu": {"allow_cpu": True}}, "cpu"),
+        ("rtx4090", {"cuda": {"version": "cpu"}, "nunchaku": {"enabled": False}}, "cpu"),
+    ],
+)
+def test_the_listed_plugin_is_resolved_in_every_mode(host: str, sections: dict[str, Any], mode: str) -> None:
+    res = run(host, **sections)
+    assert res.ok, render_resolution(res)
+    assert res.mode == mode and res.nunchaku is None
+    assert res.plugin is not None and (res.plugin.ref, res.plugin.version) == ("v1.2.1", "1.2.1")
+    assert "cannot load without nunchaku" in res.plugin.why
+    assert res.plugin.settings == [], "loader settings that depend on the GPU mean nothing without nunchaku"
+    assert "plugin    ComfyUI-nunchaku v1.2.1" in render_resolution(res)
+
+
+def test_a_pinned_plugin_ref_is_kept_without_nunchaku() -> None:
+    res = run("h100", comfyui={"plugins": [dict(PLUGIN, ref="v1.0.2")]})
+    assert res.ok, render_resolution(res)
+    assert res.plugin is not None and res.plugin.ref == "v1.0.2" and "pinned by ref" in res.plugin.why
+
+
+def test_plugin_requirements_still_hold_without_nunchaku() -> None:
+    res = run("h100", comfyui={"ref": "v0.3.64", "plugins": [dict(PLUGIN, ref="v1.2.1")]},
+              checks={"nodes": ["NunchakuQwenImageDiTLoader"]})
+    field, reason, fix = only_violation(res)
+    assert field == "comfyui.ref" and "needs ComfyUI >=0.7.0" in reason and "v0.7.0" in fix
+
+
+def test_checked_plugin_nodes_without_nunchaku_are_a_note_not_a_refusal() -> None:
+    res = run("h100", checks={"nodes": ["NunchakuFluxDiTLoader", "KSampler"]})
+    assert res.ok, render_resolution(res)
+    assert any("NunchakuFluxDiTLoader" in n and "will not register" in n and "`check` will report" in n
+               for n in res.notes), res.notes
+    assert not any("KSampler" in n for n in res.notes)
+
+
+# --- versions outside the catalog ---------------------------------------------------------------------
+
+NIGHTLY = "1.3.0.dev20260213"
+NIGHTLY_URL = (f"{GITHUB}/v1.3.0dev20260213/nunchaku-{NIGHTLY}+cu13.0torch2.12-cp312-cp312-linux_x86_64.whl")
+
+
+@pytest.mark.parametrize(
+    ("host", "sections", "requirements", "cuda"),
+    [
+        ("rtx4090", {"nunchaku": {"enabled": False}, "torch": {"version": "2.13"}},
+         ["torch==2.13.*", "torchvision", "torchaudio"], "13.0"),
+        ("rtx3090", {"nunchaku": {"enabled": False}, "torch": {"version": "2.14.1"}},
+         ["torch==2.14.1", "torchvision", "torchaudio"], "12.8"),
+        ("nogpu", {"gpu": {"allow_cpu": True}, "torch": {"version": "2.12"}},
+         ["torch==2.12.*", "torchvision", "torchaudio"], None),
+        ("h100", {"torch": {"version": "2.13"}, "cuda": {"version": "12.8"}},
+         ["torch==2.13.*", "torchvision", "torchaudio"], "12.8"),
+    ],
+)
+def test_a_torch_the_catalog_does_not_know_is_accepted_with_a_warning(
+    host: str, sections: dict[str, Any], requirements: list[str], cuda: str | None
+) -> None:
+    res = run(host, **sections)
+    assert res.ok, render_resolution(res)
+    assert res.torch is not None and res.torch.requirements == requirements and res.torch.cuda == cuda
+    assert "not in the catalog" in res.torch.why
+    assert any("is not in the catalog" in note for note in res.notes), res.notes
+
+
+def test_an_unknown_torch_still_needs_a_cuda_build_the_driver_runs() -> None:
+    res = run("rtx3090", nunchaku={"enabled": False}, torch={"version": "2.13"}, cuda={"version": "13.0"})
+    field, reason, fix = only_violation(res)
+    assert field == "host" and "driver 570.133.07 is too old" in reason and "580.65.06" in fix
+
+
+def test_a_nunchaku_nightly_with_its_wheel_url_is_accepted() -> None:
+    res = run("rtx4090", nunchaku={"version": NIGHTLY, "wheel_url": NIGHTLY_URL, "wheel_sha256": "b" * 64})
+    assert res.ok, render_resolution(res)
+    assert res.nunchaku is not None and (res.nunchaku.version, res.nunchaku.torch, res.nunchaku.cuda) == (
+        NIGHTLY, "2.12", "13.0")
+    assert res.nunchaku.urls == [NIGHTLY_URL] and res.nunchaku.sha256 == "b" * 64
+    assert res.torch is not None and res.torch.requirements[0] == "torch==2.12.*" and res.torch.cuda == "13.0"
+    assert res.plugin is not None and res.plugin.ref == "v1.2.1"
+    assert any(f"nunchaku {NIGHTLY} is not in the catalog" in n and "not checked" in n for n in res.notes)
+    auto = run("rtx4090", nunchaku={"wheel_url": NIGHTLY_URL})
+    assert auto.ok and auto.nunchaku is not None and auto.nunchaku.version == NIGHTLY, render_resolution(auto)
+
+
+@pytest.mark.parametrize(
+    ("host", "sections", "field", "reason_part", "fix_part"),
+    [
+        ("rtx4090", {"nunchaku": {"version": NIGHTLY}}, "nunchaku.version",
+         "so the URL of its wheel is unknown", "set nunchaku.wheel_url (and nunchaku.wheel_sha256)"),
+        ("rtx4090", {"nunchaku": {"version": NIGHTLY, "wheel_url": NIGHTLY_URL.replace("cp312-cp312", "cp311-cp311")}},
+         "nunchaku.wheel_url", "it is built for cp311, and python.version is cp312", "cp312-linux_x86_64"),
+        ("rtx4090", {"nunchaku": {"version": NIGHTLY, "wheel_url": NIGHTLY_URL.replace("linux_x86_64", "win_amd64")}},
+         "nunchaku.wheel_url", "built for win_amd64, and this host is linux_x86_64", "Point nunchaku.wheel_url"),
+        ("rtx4090", {"nunchaku": {"version": "1.3.0.dev20260301", "wheel_url": NIGHTLY_URL}},
+         "nunchaku.wheel_url", f"is nunchaku {NIGHTLY}", f"Set nunchaku.version to {NIGHTLY}"),
+        ("rtx4090", {"nunchaku": {"version": NIGHTLY, "wheel_url": "https://mirror.example/nunchaku.whl"}},
+         "nunchaku.wheel_url", "does not say which torch", "published name"),
+        ("rtx3090", {"nunchaku": {"version": NIGHTLY, "wheel_url": NIGHTLY_URL}},
+         "host", "driver 570.133.07 is too old", "Upgrade the NVIDIA driver to >= 580.65.06"),
+        ("rtx4090", {"torch": {"version": "2.13"}}, "torch.version",
+         "no wheel for torch 2.13", "set nunchaku.wheel_url to a nunchaku wheel built for torch 2.13"),
+    ],
+)
+def test_outside_the_catalog_is_refused_only_where_it_cannot_work(
+    host: str, sections: dict[str, Any], field: str, reason_part: str, fix_part: str
+) -> None:
+    res = run(host, **sections)
+    matching = [v for v in res.violations if v.field == field]
+    assert matching, render_resolution(res)
+    assert reason_part in matching[0].reason, matching[0]
+    assert fix_part in matching[0].fix, matching[0]
+
+
+def _with_venv(host: str, torch: str, cuda: str | None, **packages: str) -> Facts:
+    local = torch.partition("+")[2] or None
+    venv = {"path": "/srv/provision/venv", "torch": {"version": torch, "cuda": cuda, "local": local},
+            "nunchaku": None, "packages": {"torch": torch, **packages}}
+    return Facts.model_validate({**facts(host).model_dump(), "venv": venv})
+
+
+def test_reports_compare_installed_torch_per_pep_440() -> None:
+    same = run(_with_venv("rtx4090", "2.10.0+cu130", "13.0"))
+    assert same.ok and not any("will be replaced" in n for n in same.notes), same.notes
+    other_build = run(_with_venv("rtx4090", "2.10.0+cu128", "12.8"))
+    assert any("torch 2.10.0+cu128 in /srv/provision/venv will be replaced by torch 2.10.0 (CUDA 13.0 build)" in n
+               for n in other_build.notes), other_build.notes
+    pinned = run(_with_venv("rtx4090", "2.13.0+cu130", "13.0"), nunchaku={"enabled": False}, torch={"version": "2.13"})
+    assert pinned.ok, render_resolution(pinned)
+    assert not any("will be replaced" in n for n in pinned.notes), "the venv already has the torch asked for"
+
+
+# --- an adopted venv's torch is never swapped silently -------------------------------------------------
+
+ADOPT = {"version": "3.12", "adopt": "/srv/provision/venv"}
+
+
+def test_adopting_a_venv_with_a_torch_nunchaku_has_no_wheel_for_is_refused_with_the_choices() -> None:
+    res = run(_with_venv("rtx4090", "2.13.0+cu130", "13.0"), python=ADOPT)
+    field, reason, fix = only_violation(res)
+    assert field == "python.adopt"
+    assert "has torch 2.13.0+cu130" in reason and "replace it with torch 2.10.0 (CUDA 13.0 build)" in reason
+    assert "Set torch.version: 2.13 to keep the adopted torch" in fix and "remove python.adopt" in fix
+
+
+def test_an_adopted_torch_the_catalog_does_not_know_is_kept_in_plain_mode() -> None:
+    host = _with_venv("rtx4090", "2.13.0+cu130", "13.0", torchvision="0.28.0+cu130")
+    res = run(host, python=ADOPT, nunchaku={"enabled": False})
+    assert res.ok, render_resolution(res)
+    assert res.torch is not None and res.torch.requirements == ["torch==2.13.0", "torchvision==0.28.0", "torchaudio"]
+    assert "adopted venv" in res.torch.why and not any("will be replaced" in n for n in res.notes)
+
+
+def test_an_adopted_torch_keeps_its_exact_patch_release() -> None:
+    res = run(_with_venv("rtx4090", "2.9.0+cu130", "13.0", torchvision="0.24.0+cu130", torchaudio="2.9.0+cu130"),
+              python=ADOPT)
+    assert res.ok, render_resolution(res)
+    assert res.nunchaku is not None and res.nunchaku.filename.startswith("nunchaku-1.2.1+cu13.0torch2.9-")
+    assert res.torch is not None and res.torch.requirements == ["torch==2.9.0", "torchvision==0.24.0",
+                                                                "torchaudio==2.9.0"]
+
+
+def test_an_explicit_torch_pin_replaces_the_adopted_one_and_says_so() -> None:
+    res = run(_with_venv("rtx4090", "2.13.0+cu130", "13.0"), python=ADOPT, torch={"version": "2.10"})
+    assert res.ok, render_resolution(res)
+    assert any("torch 2.13.0+cu130 in /srv/provision/venv will be replaced by torch 2.10.0" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("sections", [{}, {"gpu": {"allow_cpu": True}}, {"nunchaku": {"enabled": False}}])
+def test_facts_from_a_mac_are_refused_with_the_reason(sections: dict[str, Any]) -> None:
+    res = run("darwin", **sections)
+    matching = [v for v in res.violations if v.field == "host"]
+    assert matching, render_resolution(res)
+    assert "Darwin host (arm64)" in matching[0].reason and "Linux builds only" in matching[0].reason
+    assert "Linux x86_64 host" in matching[0].fix
+    assert res.torch is None and res.platform is None
+
+
+def test_facts_from_windows_are_refused_not_given_a_linux_wheel() -> None:
+    windows = facts("rtx4090", system="Windows", arch="AMD64")
+    res = run(windows)
+    field, reason, _ = only_violation(res)
+    assert field == "host" and "Windows host (AMD64)" in reason
+    assert res.nunchaku is None
+
+
+def test_live_linux_facts_carry_the_system() -> None:
+    assert facts("rtx4090").system is None, "older facts files have no system and are taken as Linux"
+    assert run(facts("rtx4090", system="Linux")).ok
+
+
+# --- plugin settings from the host and the manifest ----------------------------------------------------
+
+
+def _settings(res: Resolution) -> dict[str, tuple[object, str]]:
+    assert res.plugin is not None, render_resolution(res)
+    return {s.name: (s.value, s.source) for s in res.plugin.settings}
+
+
+def _vram(host: str, mib: int) -> Facts:
+    loaded = facts(host)
+    gpus = [loaded.nvidia.gpus[0].model_copy(update={"memory_total_mib": mib})]
+    return loaded.model_copy(update={"nvidia": loaded.nvidia.model_copy(update={"gpus": gpus})})
+
+
+@pytest.mark.parametrize(
+    ("host", "models", "expected"),
+    [
+        ("rtx4090", [FLUX], {"cpu_offload": "disable", "data_type": "bfloat16", "attention": "flash-attention2"}),
+        ("t4", [FLUX], {"cpu_offload": "disable", "data_type": "float16", "attention": "nunchaku-fp16"}),
+        (_vram("rtx3090", 12288), [FLUX], {"cpu_offload": "enable"}),
+        # 14.5 GiB: above the FLUX loader's 14 GiB threshold, below the Qwen-Image loader's 15 GiB.
+        (_vram("rtx3090", 14848), [FLUX], {"cpu_offload": "disable"}),
+        (_vram("rtx3090", 14848), [QWEN], {"cpu_offload": "enable"}),
+    ],
+)
+def test_host_dependent_plugin_settings(host: str | Facts, models: list[dict[str, Any]],
+                                        expected: dict[str, str]) -> None:
+    res = run(host, models=models)
+    assert res.ok, render_resolution(res)
+    chosen = _settings(res)
+    for name, value in expected.items():
+        assert chosen[name] == (value, "host"), (name, chosen)
+    assert res.plugin is not None and all(s.why for s in res.plugin.settings)
+
+
+def test_manifest_settings_override_the_host_and_show_in_text_and_json() -> None:
+    plugin = dict(PLUGIN, settings={"cpu_offload": "enable", "cache_threshold": 0.12, "num_blocks_on_gpu": 4})
+    res = run("rtx4090", comfyui={"plugins": [plugin]})
+    assert res.ok, render_resolution(res)
+    chosen = _settings(res)
+    assert chosen["cpu_offload"] == ("enable", "manifest") and chosen["data_type"] == ("bfloat16", "host")
+    assert chosen["cache_threshold"] == (0.12, "manifest") and chosen["num_blocks_on_gpu"] == (4, "manifest")
+    text = render_resolution(res)
+    assert "cpu_offload: enable (set by comfyui.plugins[0].settings.cpu_offload (the host would get disable))" in text
+    data = json.loads(json.dumps(res.model_dump(mode="json")))
+    assert {"name": "attention", "value": "flash-attention2", "source": "host"}.items() <= next(
+        s for s in data["plugin"]["settings"] if s["name"] == "attention").items()
+
+
+@pytest.mark.parametrize(
+    ("host", "settings", "field", "reason_part", "fix_part"),
+    [
+        ("rtx4090", {"cpu_offlaod": "enable"}, "comfyui.plugins[0].settings.cpu_offlaod",
+         "loaders take no input named 'cpu_offlaod'", "cpu_offload"),
+        ("rtx4090", {"cpu_offload": True}, "comfyui.plugins[0].settings.cpu_offload",
+         "True is not a value", "one of: auto, enable, disable"),
+        ("t4", {"attention": "flash-attention2"}, "comfyui.plugins[0].settings.attention",
+         "accepts on Turing", "one of: nunchaku-fp16"),
+        ("rtx4090", {"data_type": "fp8"}, "comfyui.plugins[0].settings.data_type",
+         "'fp8' is not a value", "bfloat16, float16"),
+        ("rtx4090", {"cache_threshold": 2}, "comfyui.plugins[0].settings.cache_threshold",
+         "must be a number from 0 to 1, not 2", "a number from 0 to 1"),
+        ("rtx4090", {"num_blocks_on_gpu": 2.5}, "comfyui.plugins[0].settings.num_blocks_on_gpu",
+         "must be a whole number", "from 1 to 60"),
+        ("h100", {"cpu_offload": "sometimes"}, "comfyui.plugins[0].settings.cpu_offload",
+         "'sometimes' is not a value", "auto, enable, disable"),
+    ],
+)
+def test_bad_plugin_settings_name_the_field(host: str, settings: dict[str, Any], field: str, reason_part: str,
+                                            fix_part: str) -> None:
+    res = run(host, comfyui={"plugins": [dict(PLUGIN, settings=settings)]})
+    matching = [v for v in res.violations if v.field == field]
+    assert matching, render_resolution(res)
+    assert reason_part in matching[0].reason and fix_part in matching[0].fix, matching[0]
+
+
+def test_a_setting_newer_than_the_pinned_plugin_is_refused() -> None:
+    res = run("rtx4090", nunchaku={"version": "0.1.4"}, python={"version": "3.11"}, models=[],
+              comfyui={"plugins": [dict(PLUGIN, ref="v0.1.6", settings={"attention": "nunchaku-fp16"})]})
+    field, reason, fix = only_violation(res)
+    assert field == "comfyui.plugins[0].settings.attention" and "arrived in ComfyUI-nunchaku 0.2.0" in reason
+    assert "v0.2.0 or newer" in fix
+
+
 # --- a fix that needs more than one field ---------------------------------------------------------------
 
 
@@ -836,3 +1112,53 @@ def test_a_single_field_fix_is_still_preferred() -> None:
     res = run("rtx4090", models=[dict(ZIMAGE, rank=32)], nunchaku={"version": "1.0.2"})
     _, _, fix = only_violation(res)
     assert fix == "Set nunchaku.version to 1.2.1 (or 1.2.0, 1.1.0)"
+
+
+# --- catalog corrections as the resolver applies them ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "reason_part"),
+    [
+        ({"python": {"version": "3.11"}, "nunchaku": {"version": "0.1.3"}, "models": [],
+          "comfyui": {"plugins": [dict(PLUGIN, ref="v0.1.6")]}},
+         "comfyui.plugins[0].ref", "0.1.6 needs nunchaku >=0.1.4,<0.2.0"),
+        ({"python": {"version": "3.13"}, "comfyui": {"plugins": [dict(PLUGIN, ref="v1.0.1")]}},
+         "python.version", "ComfyUI-nunchaku 1.0.1 does not support Python 3.13"),
+        ({"models": [QWEN], "comfyui": {"ref": "v0.23.0", "plugins": [PLUGIN]}},
+         "comfyui.ref", "NunchakuQwenImageDiTLoader in ComfyUI-nunchaku 1.2.0, 1.2.1 needs ComfyUI >=0.7.0,<0.23.0"),
+        ({"models": [QWEN], "comfyui": {"ref": "v0.3.48", "plugins": [dict(PLUGIN, ref="v1.1.0")]}},
+         "comfyui.ref", "needs ComfyUI >=0.3.49,<0.7.0"),
+        ({"models": [dict(ZIMAGE, rank=32)], "comfyui": {"ref": "v0.28.0", "plugins": [dict(PLUGIN, ref="v1.2.1")]}},
+         "comfyui.ref", "NunchakuZImageDiTLoader in ComfyUI-nunchaku 1.2.1 needs ComfyUI >=0.7.0,<0.28.0"),
+    ],
+)
+def test_catalog_corrections_refuse_what_the_real_code_cannot_run(sections: dict[str, Any], field: str,
+                                                                  reason_part: str) -> None:
+    res = run("rtx4090", **sections)
+    matching = [v for v in res.violations if v.field == field]
+    assert matching, render_resolution(res)
+    assert reason_part in matching[0].reason, matching[0]
+
+
+def test_zimage_on_comfyui_028_gets_the_plugin_without_the_patcher() -> None:
+    res = run("rtx4090", models=[dict(ZIMAGE, rank=32)], comfyui={"ref": "v0.28.0", "plugins": [PLUGIN]})
+    assert res.ok, render_resolution(res)
+    assert res.plugin is not None and res.plugin.ref == "v1.1.0"
+    assert res.comfyui is not None and "only from issues" in res.comfyui.why
+
+
+def test_the_old_plugin_org_still_resolves_under_its_new_name() -> None:
+    old = {"name": "ComfyUI-nunchaku", "repo": "https://github.com/nunchaku-tech/ComfyUI-nunchaku"}
+    res = run("rtx3090", comfyui={"ref": "v0.7.0", "plugins": [dict(old, ref="v1.2.1")]})
+    assert res.ok, render_resolution(res)
+    assert res.plugin is not None and res.plugin.repo == "https://github.com/nunchaku-ai/ComfyUI-nunchaku"
+    assert any("is an old name of https://github.com/nunchaku-ai/ComfyUI-nunchaku" in n for n in res.notes)
+    unknown = run("rtx3090", comfyui={"plugins": [dict(old, repo="https://example.org/me/ComfyUI-nunchaku")]})
+    assert unknown.plugin is not None and unknown.plugin.repo == "https://example.org/me/ComfyUI-nunchaku"
+
+
+def test_plugin_100_warns_on_any_backend_but_100() -> None:
+    res = run("rtx4090", nunchaku={"version": "1.0.1"}, comfyui={"plugins": [dict(PLUGIN, ref="v1.0.1")]})
+    assert res.ok, render_resolution(res)
+    assert any("logs a warning" in n and "only nunchaku 1.0.0" in n for n in res.notes), res.notes
