@@ -130,11 +130,17 @@ def _torch_pins(
 ) -> dict[str, str]:
     """Version clauses per package: exact for catalog releases, the release series ('==2.13.*') for a torch the
     catalog does not know, and the installed versions where an adopted venv's torch is kept."""
-    if adopted is not None and venv is not None and same_build(adopted, torch.minor, cuda):
-        kept = {"torch": adopted.version}
-        kept.update({name: venv.packages[name] for name in ("torchvision", "torchaudio") if name in venv.packages})
-        return {name: f"=={Version(version).public}" for name, version in kept.items() if parse_version(version)}
     pins = {"torch": torch.torch, "torchvision": torch.torchvision, "torchaudio": torch.torchaudio}
+    if adopted is not None and venv is not None and same_build(adopted, torch.minor, cuda):
+        installed = Version(adopted.version).public
+        # The catalog's companions fit only its own torch release; for another patch release pip picks them.
+        companions = pins if Version(installed) == Version(torch.torch) else {}
+        kept = {"torch": installed}
+        for name in ("torchvision", "torchaudio"):
+            version = venv.packages.get(name) or companions.get(name)
+            if version and parse_version(version):
+                kept[name] = Version(version).public
+        return {name: f"=={version}" for name, version in kept.items()}
     return {
         name: f"=={version}.*" if len(Version(version).release) < 3 else f"=={version}"
         for name, version in pins.items()

@@ -281,6 +281,7 @@ def test_adopted_venv_keeps_its_torch() -> None:
     host = Facts.model_validate({**host.model_dump(), "venv": venv})
     res = run(host, python={"version": "3.12", "adopt": "/srv/provision/venv"})
     assert res.nunchaku is not None and res.nunchaku.filename.startswith("nunchaku-1.2.1+cu12.8torch2.8-")
+    assert res.torch is not None and res.torch.requirements == ["torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"]
     res = run(host)
     assert res.torch is not None and res.torch.version == "2.10.0"
     assert any("will be replaced" in note for note in res.notes)
