@@ -14,7 +14,7 @@ from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import Combo, Needs
 from provisioner.resolve.host import Host, assess_host
 from provisioner.resolve.models import ModelPlan, plan_models
-from provisioner.resolve.outside import minor_of, same_build, torch_matches
+from provisioner.resolve.outside import installed_cuda, minor_of, same_build, torch_matches, venv_torch
 from provisioner.resolve.plain import search_plain
 from provisioner.resolve.plugin import find_plugin
 from provisioner.resolve.render import render_resolution
@@ -120,9 +120,9 @@ def _needs(manifest: Manifest, catalog: Catalog, plan: ModelPlan, nunchaku: bool
 
 def _adopted_torch(manifest: Manifest, facts: Facts) -> TorchInstall | None:
     """The torch of an adopted venv: someone else's, so it is kept rather than swapped."""
-    if manifest.python.adopt is None or facts.venv is None:
+    if manifest.python.adopt is None:
         return None
-    return facts.venv.torch
+    return venv_torch(facts.venv)
 
 
 def _torch_pins(
@@ -168,7 +168,10 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
     else:
         why = "newest torch release whose CUDA build the GPU and driver support"
     if kept and facts.venv is not None:
-        why = f"the torch installed in the adopted venv {facts.venv.path}, kept as it is; " + why
+        why = f"the torch installed in the adopted venv {facts.venv.path}, kept as it is" + (
+            f"; the nunchaku {combo.release.version} wheel is built for its torch {torch.minor}"
+            if combo.release is not None else ""
+        )
     elif torch.uncertain:
         why = f"torch {torch.torch} is not in the catalog (taken as asked, torchvision/torchaudio left to pip); {why}"
     if combo.cuda and host.driver:
@@ -358,15 +361,16 @@ def _describe_venv(result: Resolution, manifest: Manifest, facts: Facts) -> None
     if venv is None:
         return
     chosen = result.torch
-    if venv.torch and chosen and not torch_matches(venv.torch, chosen.version.removesuffix(".*"), chosen.cuda):
+    installed = venv_torch(venv)
+    if installed and chosen and not torch_matches(installed, chosen.version.removesuffix(".*"), chosen.cuda):
         build = f"CUDA {chosen.cuda}" if chosen.cuda else "CPU"
         replacement = f"torch {chosen.version} ({build} build)"
         if manifest.python.adopt is not None and manifest.torch.version == "auto":
-            minor = minor_of(venv.torch.version)
+            minor = minor_of(installed.version)
             result.violations.append(
                 Violation(
                     field="python.adopt",
-                    reason=f"the adopted venv {venv.path} has torch {venv.torch.version}, and this resolution would "
+                    reason=f"the adopted venv {venv.path} has torch {_described(installed)}, and this resolution would "
                     f"replace it with {replacement}: {chosen.why}",
                     fix=f"Set torch.version: {minor} to keep the adopted torch"
                     + (" (and nunchaku.wheel_url to a wheel built for it)" if result.mode == "nunchaku" else "")
@@ -375,10 +379,17 @@ def _describe_venv(result: Resolution, manifest: Manifest, facts: Facts) -> None
                 )
             )
         else:
-            result.notes.append(f"torch {venv.torch.version} in {venv.path} will be replaced by {replacement}")
+            result.notes.append(f"torch {_described(installed)} in {venv.path} will be replaced by {replacement}")
     real = venv.nunchaku
     if real and real.real and result.nunchaku and not _same_version(real.version, result.nunchaku.version):
         result.notes.append(f"nunchaku {real.version} in {venv.path} will be replaced by {result.nunchaku.version}")
+
+
+def _described(torch: TorchInstall) -> str:
+    """'2.11.0+cu130' as installed, or '2.11.0 (CUDA 13.0)' for an unlabelled PyPI wheel."""
+    if "+" in torch.version or not installed_cuda(torch):
+        return torch.version
+    return f"{torch.version} (CUDA {torch.cuda})"
 
 
 def _same_version(installed: str, wanted: str) -> bool:

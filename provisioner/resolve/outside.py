@@ -13,7 +13,12 @@ from urllib.parse import unquote, urlsplit
 from packaging.version import InvalidVersion, Version
 
 from provisioner.catalog import Build, Catalog, NunchakuRelease, TorchRelease
-from provisioner.facts import TorchInstall
+from provisioner.facts import TorchInstall, Venv
+
+# PyPI's torch wheels carry no local label ('2.11.0', not '2.11.0+cu130'); the CUDA runtime they pull in
+# says which build they are (nvidia-cuda-runtime 13.0.96 -> CUDA 13.0).
+_CUDA_RUNTIMES = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12",
+                  "nvidia-cuda-runtime-cu11")
 
 # nunchaku-1.3.0.dev20260213+cu13.0torch2.12-cp312-cp312-linux_x86_64.whl (the label layout of 1.2.1 on;
 # older releases have no cuXX.Y part).
@@ -86,6 +91,27 @@ def assumed_cuda_builds(catalog: Catalog, pinned: str) -> list[str]:
     return list(catalog.torch_releases()[0].cuda)
 
 
+def venv_torch(venv: Venv | None) -> TorchInstall | None:
+    """The venv's torch, its CUDA build taken from the CUDA runtime package where the version has no label."""
+    torch = venv.torch if venv else None
+    if venv is None or torch is None or torch.cuda or torch.local:
+        return torch
+    for name in _CUDA_RUNTIMES:
+        runtime = venv.packages.get(name)
+        if runtime:
+            try:
+                major, minor = Version(runtime).release[:2]
+            except (InvalidVersion, ValueError):
+                continue
+            return torch.model_copy(update={"cuda": f"{major}.{minor}"})
+    return torch
+
+
+def installed_cuda(torch: TorchInstall) -> str | None:
+    """The CUDA build of an installed torch; the agent reports a CPU build as 'cpu'."""
+    return None if torch.cuda in (None, "", "cpu") else torch.cuda
+
+
 def installed_torch(catalog: Catalog, torch: TorchInstall, python: str) -> TorchRelease | None:
     """The catalog release an installed torch ('2.8.0+cu128') is, or an uncertain one when it knows none."""
     try:
@@ -95,7 +121,8 @@ def installed_torch(catalog: Catalog, torch: TorchInstall, python: str) -> Torch
     known = next((r for r in catalog.torch.releases if Version(r.torch) == Version(version.public)), None)
     if known is not None:
         return known
-    return unknown_torch(catalog, version.public, [torch.cuda] if torch.cuda else [], python)
+    cuda = installed_cuda(torch)
+    return unknown_torch(catalog, version.public, [cuda] if cuda else [], python)
 
 
 def torch_matches(installed: TorchInstall, version: str, cuda: str | None) -> bool:
@@ -107,7 +134,7 @@ def torch_matches(installed: TorchInstall, version: str, cuda: str | None) -> bo
     wanted = Version(version)
     parts = len(wanted.release)
     same = have.release[:parts] == wanted.release if parts < 3 else Version(have.public) == wanted
-    return same and (installed.cuda or None) == (cuda or None)
+    return same and installed_cuda(installed) == (cuda or None)
 
 
 def same_build(installed: TorchInstall, minor: str, cuda: str | None) -> bool:
@@ -116,7 +143,7 @@ def same_build(installed: TorchInstall, minor: str, cuda: str | None) -> bool:
         have = Version(installed.version)
     except InvalidVersion:
         return False
-    return minor_of(str(have)) == minor and (installed.cuda or None) == (cuda or None)
+    return minor_of(str(have)) == minor and installed_cuda(installed) == (cuda or None)
 
 
 def unknown_release(wheel: WheelName, cuda: str, platform: str) -> tuple[NunchakuRelease, Build]:

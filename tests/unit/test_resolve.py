@@ -281,7 +281,8 @@ def test_adopted_venv_keeps_its_torch() -> None:
     host = Facts.model_validate({**host.model_dump(), "venv": venv})
     res = run(host, python={"version": "3.12", "adopt": "/srv/provision/venv"})
     assert res.nunchaku is not None and res.nunchaku.filename.startswith("nunchaku-1.2.1+cu12.8torch2.8-")
-    assert res.torch is not None and res.torch.requirements == ["torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"]
+    assert res.torch is not None
+    assert res.torch.requirements == ["torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"]
     res = run(host)
     assert res.torch is not None and res.torch.version == "2.10.0"
     assert any("will be replaced" in note for note in res.notes)
@@ -948,6 +949,11 @@ def test_reports_compare_installed_torch_per_pep_440() -> None:
     other_build = run(_with_venv("rtx4090", "2.10.0+cu128", "12.8"))
     assert any("torch 2.10.0+cu128 in /srv/provision/venv will be replaced by torch 2.10.0 (CUDA 13.0 build)" in n
                for n in other_build.notes), other_build.notes
+    pypi = run(_with_venv("rtx4090", "2.10.0", None, **{"nvidia-cuda-runtime-cu12": "12.8.90"}))
+    assert any("torch 2.10.0 (CUDA 12.8) in /srv/provision/venv will be replaced by torch 2.10.0 (CUDA 13.0 build)"
+               in n for n in pypi.notes), pypi.notes
+    pypi_same = run(_with_venv("rtx4090", "2.10.0", None, **{"nvidia-cuda-runtime": "13.0.96"}))
+    assert not any("will be replaced" in n for n in pypi_same.notes), pypi_same.notes
     pinned = run(_with_venv("rtx4090", "2.13.0+cu130", "13.0"), nunchaku={"enabled": False}, torch={"version": "2.13"})
     assert pinned.ok, render_resolution(pinned)
     assert not any("will be replaced" in n for n in pinned.notes), "the venv already has the torch asked for"

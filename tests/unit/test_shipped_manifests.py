@@ -75,15 +75,13 @@ def test_shipped_manifests_name_the_newest_repository_urls() -> None:
 
 
 def test_the_gpu_machine_manifest_keeps_the_torch_of_the_venv_it_adopts() -> None:
-    """The H200 machine's /opt/torch/.venv holds torch 2.11+cu130: adopting it must not swap it for 2.10."""
+    """h200.json is the GPU machine's own facts: /opt/torch/.venv holds PyPI's torch 2.11.0 (no local label,
+    CUDA 13.0 by its nvidia-cuda-runtime); adopting it must not swap it for the catalog's 2.10."""
     loaded = load_manifest(REPO / "manifests" / "h100.yaml")
-    host = load_facts(FACTS / "h100.json")
-    nvidia = host.nvidia.model_copy(update={"driver": "580.95.05", "cuda": "13.0"})
-    venv = {"path": "/opt/torch/.venv", "torch": {"version": "2.11.0+cu130", "cuda": "13.0", "local": "cu130"},
-            "packages": {"torch": "2.11.0+cu130"}}
-    host = host.model_validate({**host.model_copy(update={"nvidia": nvidia}).model_dump(), "venv": venv})
-    result = resolve(loaded.manifest, host, load_catalog())
+    result = resolve(loaded.manifest, load_facts(FACTS / "h200.json"), load_catalog())
     assert result.ok, render_resolution(result)
-    assert result.torch is not None and result.torch.requirements[0] == "torch==2.11.0"
+    assert result.mode == "plain" and result.fallback is not None
+    assert result.torch is not None
+    assert result.torch.requirements == ["torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0"]
     assert result.torch.cuda == "13.0" and "adopted venv /opt/torch/.venv" in result.torch.why
     assert not any("will be replaced" in note for note in result.notes)
