@@ -80,6 +80,9 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
     result.models = plan.models
     if combo is not None:
         _fill_choices(result, manifest, catalog, host, combo, facts)
+    elif (found := find_plugin(manifest, catalog)) is not None:
+        # No combination to show, but bad plugin settings are reported in the same run all the same.
+        result.violations += resolve_settings(manifest, catalog, host, found[0], found[1], None, result)[1]
     _check_capacity(result, manifest, facts, catalog, host, plan)
     _describe_venv(result, manifest, facts)
     return _without_choices(result) if result.violations else result

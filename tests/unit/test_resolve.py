@@ -1169,3 +1169,8 @@ def test_plugin_100_warns_on_any_backend_but_100() -> None:
     res = run("rtx4090", nunchaku={"version": "1.0.1"}, comfyui={"plugins": [dict(PLUGIN, ref="v1.0.1")]})
     assert res.ok, render_resolution(res)
     assert any("logs a warning" in n and "only nunchaku 1.0.0" in n for n in res.notes), res.notes
+
+
+def test_bad_plugin_settings_are_reported_with_the_other_refusals() -> None:
+    res = run("rtx4090", python={"version": "3.14"}, comfyui={"plugins": [dict(PLUGIN, settings={"speed": "max"})]})
+    assert {"python.version", "comfyui.plugins[0].settings.speed"} <= {v.field for v in res.violations}
