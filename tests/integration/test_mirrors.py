@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from provisioner import preflight
-from provisioner.engine import HostSession
+from provisioner.engine import HostSession, RunOptions
 from provisioner.facts import load_facts
 from provisioner.lock.fetch import fetch_json
 from provisioner.manifest import load_manifest
@@ -81,9 +81,10 @@ def test_the_plan_of_a_mirrored_gpu_manifest_names_no_upstream_host(
         monkeypatch: pytest.MonkeyPatch) -> None:
     recorded = load_facts(FACTS / f"{facts}.json")
     monkeypatch.setattr(preflight, "gather_facts", lambda client, manifest: recorded)
-    environ = {"HF_TOKEN": TOKEN, "PROVISION_MIRRORS": str(_mirrors_file(tmp_path, MIRRORS))}
-    session = HostSession(load_manifest(_overlay(tmp_path, REPO / "manifests" / f"{manifest}.yaml", sections)),
-                          environ=environ)
+    mirrors = _mirrors_file(tmp_path, MIRRORS)
+    monkeypatch.setenv("PROVISION_MIRRORS", str(mirrors))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    session = HostSession(load_manifest(_overlay(tmp_path, REPO / "manifests" / f"{manifest}.yaml", sections)))
     report = session.plan()
     assert session.resolution is not None
     assert session.resolution.mode == mode and session.resolution.torch is not None
@@ -106,10 +107,10 @@ def test_the_plan_of_a_mirrored_gpu_manifest_names_no_upstream_host(
     wheels = [s for s in downloads if s["path"].startswith("cache/wheels/")]
     assert len(wheels) == (1 if mode == "nunchaku" else 0)
     assert all(s["url"].startswith(FILES_MIRROR + "wheels/") and "token" not in s for s in wheels)
-    assert f"URLs rewritten by the mirrors in {environ['PROVISION_MIRRORS']}" in report.notes
+    assert f"URLs rewritten by the mirrors in {mirrors}" in report.notes
 
 
-def test_a_manifest_without_the_stack_is_mirrored_too(tmp_path: Path) -> None:
+def test_a_manifest_without_the_stack_is_mirrored_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = tmp_path / "plain.yaml"
     manifest.write_text(yaml.safe_dump({
         "extends": str(REPO / "manifests" / "local.yaml"),
@@ -131,8 +132,9 @@ def test_a_manifest_without_the_stack_is_mirrored_too(tmp_path: Path) -> None:
     # A rule that moves one Hub repo to some other host must not take the Hub's token along.
     mirrors = {**MIRRORS, "mirrors": [*MIRRORS["mirrors"],  # type: ignore[list-item]
                                       {"prefix": "https://huggingface.co/other/", "replace": "http://127.0.0.1:11/"}]}
-    environ = {"HF_TOKEN": TOKEN, "PROVISION_MIRRORS": str(_mirrors_file(tmp_path, mirrors))}
-    session = HostSession(load_manifest(manifest), environ=environ)
+    monkeypatch.setenv("PROVISION_MIRRORS", str(_mirrors_file(tmp_path, mirrors)))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    session = HostSession(load_manifest(manifest))
     rendered = json.dumps(session.expansion.payload())
     assert _upstream_hosts(rendered) == [], rendered
     specs = {r.id: r.spec for r in session.expansion.resources}
@@ -153,7 +155,7 @@ def test_a_manifest_without_the_stack_is_mirrored_too(tmp_path: Path) -> None:
 # --- a real clone and a real pip install -----------------------------------------------------------------
 
 
-def test_a_real_clone_and_pip_install_go_to_the_mirrors(tmp_path: Path) -> None:
+def test_a_real_clone_and_pip_install_go_to_the_mirrors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     upstream = make_upstream(tmp_path / "git" / "example-org", "tool")
     tag_commit = upstream.commit({"tool.py": "print('from the mirror')\n"}, "v1.0", tag="v1.0")
     house = tmp_path / "wheelhouse"
@@ -185,14 +187,17 @@ def test_a_real_clone_and_pip_install_go_to_the_mirrors(tmp_path: Path) -> None:
                         {"prefix": "https://pypi.org/simple", "replace": f"{files}/pypi/simple"}],
             "huggingface": {"endpoint": endpoint},
         })
-        environ = {"HF_TOKEN": TOKEN, "PROVISION_MIRRORS": str(mirrors)}
-        planned = _provision("plan", "--json", str(manifest), env=environ)
+        monkeypatch.setenv("PROVISION_MIRRORS", str(mirrors))
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        planned = _provision("plan", "--json", str(manifest))
         assert planned.returncode == 2, planned.stderr
         assert _upstream_hosts(planned.stdout) == [], planned.stdout
 
-        first = HostSession(load_manifest(manifest), environ=environ).apply()
+        # The controller's download cache fetches the model, through the mirror, and pushes it to the host.
+        first = HostSession(load_manifest(manifest), RunOptions(download_cache=tmp_path / "cache")).apply()
         assert first.ok, first.as_json()
-        second = HostSession(load_manifest(manifest), environ=environ).apply()
+        assert first.pushed == ["download:models/vae/vae.safetensors"]
+        second = HostSession(load_manifest(manifest)).apply()
         assert second.ok and changed(second) == [], second.as_json()
 
     checkout = root / "tools" / "tool"
@@ -203,12 +208,13 @@ def test_a_real_clone_and_pip_install_go_to_the_mirrors(tmp_path: Path) -> None:
     assert "Version: 1.0.0" in shown
     [call] = hub.served("example-org/weights", "vae.safetensors")
     assert call.authorization == f"Bearer {TOKEN}", "the Hub's mirror receives the Hub's token"
+    assert call.user_agent == "provision-controller", "fetched once, by the controller's cache"
     assert (root / "models" / "vae" / "vae.safetensors").stat().st_size == 2048
 
 
-def _provision(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _provision(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "provisioner", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=300, check=False)
+                          timeout=300, check=False)
 
 
 # --- the controller's own fetches -----------------------------------------------------------------------
