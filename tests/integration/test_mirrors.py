@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -220,17 +221,27 @@ def _provision(*args: str) -> subprocess.CompletedProcess[str]:
 # --- the controller's own fetches -----------------------------------------------------------------------
 
 
+@dataclass
+class Redirected:
+    """A server that redirects to another origin (as the Hub does to its CDN), and the Authorization
+    header each side heard."""
+
+    start: str
+    at_start: list[str | None]
+    elsewhere: list[str | None]
+
+
 @pytest.fixture
-def redirect_elsewhere() -> Iterator[tuple[str, list[str | None]]]:
-    """A server that redirects to another origin (as the Hub does to its CDN), and what that origin heard."""
-    heard: list[str | None] = []
+def redirected() -> Iterator[Redirected]:
+    at_start: list[str | None] = []
+    elsewhere: list[str | None] = []
 
     class Elsewhere(http.server.BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
 
         def do_GET(self) -> None:
-            heard.append(self.headers.get("Authorization"))
+            elsewhere.append(self.headers.get("Authorization"))
             body = b'{"ok": true}'
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -243,17 +254,33 @@ def redirect_elsewhere() -> Iterator[tuple[str, list[str | None]]]:
                 pass
 
             def do_GET(self) -> None:
+                at_start.append(self.headers.get("Authorization"))
                 self.send_response(302)
                 self.send_header("Location", other.replace("127.0.0.1", "localhost") + "/signed")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
         with serve_handler(Redirect) as start:
-            yield start, heard
+            yield Redirected(start, at_start, elsewhere)
 
 
-def test_the_lock_fetcher_keeps_the_token_on_the_host_it_was_meant_for(
-        redirect_elsewhere: tuple[str, list[str | None]]) -> None:
-    start, heard = redirect_elsewhere
-    assert fetch_json(f"{start}/api/models/org/repo/revision/main", TOKEN) == {"ok": True}
-    assert heard == [None], "the redirect target never sees the bearer token"
+def test_the_lock_fetcher_keeps_the_token_on_the_host_it_was_meant_for(redirected: Redirected) -> None:
+    assert fetch_json(f"{redirected.start}/api/models/org/repo/revision/main", TOKEN) == {"ok": True}
+    assert redirected.at_start == [f"Bearer {TOKEN}"]
+    assert redirected.elsewhere == [None], "the redirect target never sees the bearer token"
+
+
+def test_the_host_keeps_the_token_on_the_host_it_was_meant_for(redirected: Redirected, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = tmp_path / "download.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "name": "download", "target": {"connection": "local", "root": str(tmp_path / "root")},
+        "resources": [{"kind": "download", "path": "models/vae/config.json", "url": f"{redirected.start}/config.json",
+                       "auth": {"from_env": "HF_TOKEN"}}],
+    }))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    report = HostSession(load_manifest(manifest)).apply()
+    assert report.ok, report.as_json()
+    assert (tmp_path / "root" / "models" / "vae" / "config.json").read_bytes() == b'{"ok": true}'
+    assert redirected.at_start == [f"Bearer {TOKEN}"]
+    assert redirected.elsewhere == [None], "the redirect target never sees the bearer token"
