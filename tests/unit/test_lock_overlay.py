@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from provisioner.catalog import load_catalog
+from provisioner.engine import expand_stack
 from provisioner.facts import load_facts
 from provisioner.lock.errors import LockFileError, MirrorsError
 from provisioner.lock.hub import parse_revision
@@ -27,6 +28,7 @@ from provisioner.lock.model import (
     write_lock,
 )
 from provisioner.lock.overlay import apply_lock, facts_difference, lock_disagreements
+from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest
 from provisioner.resolve import Resolution, resolve
 from provisioner.resources.specs import DownloadSpec, GitSpec, PipSpec, RequirementsSpec
@@ -229,6 +231,24 @@ def test_a_token_follows_its_url_only_to_the_hub_or_its_mirror(rules: dict[str, 
     assert (out.note is None) == keeps_token
     if not keeps_token:
         assert out.note and "$HF_TOKEN" in out.note and "huggingface.endpoint" in out.note
+
+
+def test_every_plugin_is_cloned_through_the_mirrors_not_only_the_chosen_one(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    base = Path(__file__).resolve().parents[2] / "manifests" / "rtx4090.yaml"
+    path.write_text(f"extends: {base}\ncomfyui:\n  plugins:\n"
+                    "    - {name: ComfyUI-nunchaku, repo: 'https://github.com/nunchaku-tech/ComfyUI-nunchaku'}\n"
+                    "    - {name: ComfyUI-KJNodes, repo: 'https://github.com/kijai/ComfyUI-KJNodes', ref: main}\n")
+    loaded = load_manifest(path)
+    facts = load_facts(FACTS / "rtx4090.json")
+    mirrors = Mirrors.model_validate({"mirrors": [{"prefix": "https://github.com/", "replace": "file:///srv/git/"}]})
+    stack = expand_stack(loaded, facts, resolve(loaded.manifest, facts, load_catalog()), mirrors)
+    clones = {r.spec["path"]: r.spec["repo"] for r in stack.expansion.resources if r.kind == "git"}
+    assert clones == {"ComfyUI": "file:///srv/git/comfyanonymous/ComfyUI",
+                      "ComfyUI/custom_nodes/ComfyUI-nunchaku": "file:///srv/git/nunchaku-tech/ComfyUI-nunchaku",
+                      "ComfyUI/custom_nodes/ComfyUI-KJNodes": "file:///srv/git/kijai/ComfyUI-KJNodes"}
+    assert stack.resolution.plugin and stack.resolution.plugin.repo.startswith("file:///srv/git/"), \
+        "the resolver's report names the mirror too"
 
 
 def test_the_hub_endpoint_and_pypi_index_follow_the_rules() -> None:
