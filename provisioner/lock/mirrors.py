@@ -203,9 +203,10 @@ def _mirror_download(rid: str, spec: DownloadSpec, mirrors: Mirrors) -> Mirrored
     if spec.auth is None or mirrors.token_may_follow(spec.url, url):
         return MirroredSpec(spec.model_copy(update={"url": url}))
     host = urlsplit(url).netloc or url.split("://", 1)[0] + "://"
+    fix = ("map the Hub with `huggingface.endpoint` in the mirrors file if that mirror should receive it"
+           if _origin(spec.url) == _origin(HUB_ENDPOINT) else "a token goes only to the host its URL names")
     note = (f"{rid}: the mirror {host} replaces {urlsplit(spec.url).netloc}, which ${spec.auth.from_env} is meant "
-            f"for, so the token is not sent there; map the Hub with `huggingface.endpoint` in the mirrors file "
-            f"if that mirror should receive it")
+            f"for, so the token is not sent there; {fix}")
     return MirroredSpec(spec.model_copy(update={"url": url, "auth": None}), note)
 
 

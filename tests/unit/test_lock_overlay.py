@@ -251,6 +251,17 @@ def test_every_plugin_is_cloned_through_the_mirrors_not_only_the_chosen_one(tmp_
         "the resolver's report names the mirror too"
 
 
+def test_a_token_for_another_host_never_follows_a_mirror() -> None:
+    mirrors = Mirrors.model_validate({"mirrors": [{"prefix": "https://github.com/", "replace": "http://git.internal/"}],
+                                      "huggingface": {"endpoint": "http://git.internal"}})
+    spec = DownloadSpec(path="w.whl", url="https://github.com/org/private/releases/download/v1/w.whl",
+                        auth={"from_env": "GH_TOKEN"})
+    out = mirror_spec("download:w.whl", spec, mirrors)
+    assert isinstance(out.spec, DownloadSpec) and out.spec.auth is None, "the Hub's mirror host is not GitHub's"
+    assert out.note == ("download:w.whl: the mirror git.internal replaces github.com, which $GH_TOKEN is meant for, "
+                        "so the token is not sent there; a token goes only to the host its URL names")
+
+
 def test_the_hub_endpoint_and_pypi_index_follow_the_rules() -> None:
     assert Mirrors().hub_endpoint == "https://huggingface.co" and Mirrors().default_index is None
     by_rule = Mirrors.model_validate({"mirrors": [
