@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +35,13 @@ FILES_MIRROR = "http://127.0.0.1:9/"
 HUB_MIRROR = "http://127.0.0.1:10"
 TOKEN = "hf_only-for-the-hub"
 # The whole of every upstream the shipped manifests name, each on a mirror of its own.
-MIRRORS = {
-    "mirrors": [
-        {"prefix": "https://github.com/", "replace": GIT_MIRROR},
-        {"prefix": "https://github.com/nunchaku-ai/nunchaku/releases/download/", "replace": FILES_MIRROR + "wheels/"},
-        {"prefix": "https://download.pytorch.org/", "replace": FILES_MIRROR + "pytorch/"},
-        {"prefix": "https://pypi.org/simple", "replace": FILES_MIRROR + "pypi/simple"},
-    ],
-    "huggingface": {"endpoint": HUB_MIRROR},
-}
+RULES = [
+    {"prefix": "https://github.com/", "replace": GIT_MIRROR},
+    {"prefix": "https://github.com/nunchaku-ai/nunchaku/releases/download/", "replace": FILES_MIRROR + "wheels/"},
+    {"prefix": "https://download.pytorch.org/", "replace": FILES_MIRROR + "pytorch/"},
+    {"prefix": "https://pypi.org/simple", "replace": FILES_MIRROR + "pypi/simple"},
+]
+MIRRORS = {"mirrors": RULES, "huggingface": {"endpoint": HUB_MIRROR}}
 # Plugin settings and `checks.nodes` the recorded hosts cannot use are left out: the point is the URLs.
 CPU = {"gpu": {"arch": "auto", "allow_cpu": True}, "checks": {"nodes": []}}
 FALLBACK = {"gpu": {"arch": "auto"}, "nunchaku": {"precision": "auto"}, "cuda": {"version": "auto"},
@@ -65,7 +63,7 @@ def _overlay(tmp_path: Path, base: Path, sections: dict[str, object]) -> Path:
     return path
 
 
-def _mirrors_file(tmp_path: Path, mirrors: dict[str, object]) -> Path:
+def _mirrors_file(tmp_path: Path, mirrors: Mapping[str, object]) -> Path:
     path = tmp_path / "mirrors.yaml"
     path.write_text(yaml.safe_dump(mirrors, sort_keys=False))
     return path
@@ -96,9 +94,11 @@ def test_the_plan_of_a_mirrored_gpu_manifest_names_no_upstream_host(
     assert _upstream_hosts(rendered) == [], re.findall(r"https?://[^\s\"']+", rendered)
 
     specs = {r.id: r.spec for r in session.expansion.resources}
-    gits = [s for s in specs.values() if s["kind"] == "git"]
-    assert {s["path"] for s in gits} == {"ComfyUI", "ComfyUI/custom_nodes/ComfyUI-nunchaku"}
-    assert all(s["repo"].startswith(GIT_MIRROR) for s in gits)
+    clones = {s["path"]: s["repo"] for s in specs.values() if s["kind"] == "git"}
+    assert clones["ComfyUI"] == GIT_MIRROR + "comfyanonymous/ComfyUI"
+    if mode == "nunchaku":
+        assert clones["ComfyUI/custom_nodes/ComfyUI-nunchaku"].startswith(GIT_MIRROR)
+    assert all(repo.startswith(GIT_MIRROR) for repo in clones.values()), clones
     installs = [s for s in specs.values() if s["kind"] in ("pip", "requirements")]
     assert installs and all(s["index_url"].startswith(FILES_MIRROR) for s in installs), installs
     assert specs["pip:venv#torch"]["index_url"].startswith(FILES_MIRROR + "pytorch/whl/")
@@ -131,8 +131,8 @@ def test_a_manifest_without_the_stack_is_mirrored_too(tmp_path: Path, monkeypatc
         ],
     }, sort_keys=False))
     # A rule that moves one Hub repo to some other host must not take the Hub's token along.
-    mirrors = {**MIRRORS, "mirrors": [*MIRRORS["mirrors"],  # type: ignore[list-item]
-                                      {"prefix": "https://huggingface.co/other/", "replace": "http://127.0.0.1:11/"}]}
+    rules = [*RULES, {"prefix": "https://huggingface.co/other/", "replace": "http://127.0.0.1:11/"}]
+    mirrors = {"mirrors": rules, "huggingface": {"endpoint": HUB_MIRROR}}
     monkeypatch.setenv("PROVISION_MIRRORS", str(_mirrors_file(tmp_path, mirrors)))
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     session = HostSession(load_manifest(manifest))
