@@ -28,7 +28,8 @@ def judge_server(observed: Observed, criteria: Criteria) -> CheckResult:
     if "exited" in observed:
         last = [line for line in log.splitlines() if line.strip()][-1:] or ["(no output)"]
         return verdict(check, "fail", f"ComfyUI exited with status {observed['exited']} during startup: {last[0]}",
-                       measured={"seconds": observed.get("seconds")}, diagnosis=_startup_diagnosis(log))
+                       measured={"seconds": observed.get("seconds"), "argv": observed.get("argv")},
+                       diagnosis=_startup_diagnosis(log))
     if not observed.get("ready"):
         return verdict(check, "fail", f"ComfyUI did not answer /system_stats within {observed.get('timeout')} s",
                        measured={"last_error": observed.get("last_error")}, diagnosis=_startup_diagnosis(log))
@@ -36,7 +37,7 @@ def judge_server(observed: Observed, criteria: Criteria) -> CheckResult:
     system = stats.get("system") or {}
     devices = [d.get("name") for d in stats.get("devices") or []]
     measured = {"url": observed.get("url"), "mode": observed.get("mode"), "pid": observed.get("pid"),
-                "seconds": observed.get("seconds"),
+                "seconds": observed.get("seconds"), "argv": observed.get("argv"),
                 "comfyui_version": system.get("comfyui_version"), "pytorch_version": system.get("pytorch_version"),
                 "devices": devices}
     how = "started" if observed.get("mode") == "started" else "running service"
