@@ -497,4 +497,6 @@ def install_nunchaku_backend(site_packages: Path, version: str) -> None:
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: nunchaku\nVersion: {version}\n"
                                    "Summary: Nunchaku: SVDQuant inference engine\n", encoding="utf-8")
-    (info / "RECORD").write_text("", encoding="utf-8")
+    # RECORD lists its nunchaku/_C module, which is what tells the real engine from PyPI's unrelated `nunchaku`.
+    record = [f"nunchaku/{relative},," for relative in files] + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]
+    (info / "RECORD").write_text("\n".join(record) + "\n", encoding="utf-8")
