@@ -359,10 +359,11 @@ def _await_unit(spec: Dict[str, Any]) -> None:
     url = ready_url(readiness)
     timeout = float(spec.get("ready_timeout") or DEFAULT_READY_TIMEOUT)
     deadline = started + timeout
+    restarts = _unit_restarts(name)
     while True:
         state = _unit_state(name)
-        if state == "failed":
-            _fail_unit(name, "failed %.1f s after starting, before %s answered" % (time.time() - started, url))
+        if state == "failed" or _unit_restarts(name) > restarts:
+            _fail_unit(name, "exited %.1f s after starting, before %s answered" % (time.time() - started, url))
         answer = http_ready(url, bool(readiness.get("expect_json")), max(0.5, min(5.0, deadline - time.time())))
         if answer is None:
             return
@@ -373,6 +374,12 @@ def _await_unit(spec: Dict[str, Any]) -> None:
 
 def _unit_state(name: str) -> str:
     return procs.run(["systemctl", "is-active", name]).output.strip() or "unknown"
+
+
+def _unit_restarts(name: str) -> int:
+    """How often systemd restarted the unit (Restart=on-failure): a rise means the process died."""
+    value = procs.run(["systemctl", "show", "-p", "NRestarts", "--value", name]).output.strip()
+    return int(value) if value.isdigit() else 0
 
 
 def _fail_unit(name: str, what: str) -> None:
