@@ -75,8 +75,8 @@ def _comfyui_repo(base: Path) -> UpstreamRepo:
     ignore = "/models/\n/custom_nodes/\n!custom_nodes/example_node.py.example\nextra_model_paths.yaml\n/user/\n*.log\n"
     # These tests are about convergence and drift, not ComfyUI's start-up: a quicker stand-in than the
     # realistic 15 s (the service and smoke tests keep that), so every (re)start costs 2 s, not 15.
-    files = {"main.py": comfyui_main_py(startup_seconds=2), "requirements.txt": "torch\nprovdep>=1.0\n", ".gitignore": ignore,
-             "custom_nodes/example_node.py.example": "# example\n"}
+    files = {"main.py": comfyui_main_py(startup_seconds=2), "requirements.txt": "torch\nprovdep>=1.0\n",
+             ".gitignore": ignore, "custom_nodes/example_node.py.example": "# example\n"}
     for tag in ("v0.6.0", "v0.7.0"):
         repo.commit({**files, "comfyui_version.py": f"__version__ = {tag[1:]!r}\n"}, tag, tag=tag)
     return repo
