@@ -244,8 +244,9 @@ def test_every_plugin_is_cloned_through_the_mirrors_not_only_the_chosen_one(tmp_
     mirrors = Mirrors.model_validate({"mirrors": [{"prefix": "https://github.com/", "replace": "file:///srv/git/"}]})
     stack = expand_stack(loaded, facts, resolve(loaded.manifest, facts, load_catalog()), mirrors)
     clones = {r.spec["path"]: r.spec["repo"] for r in stack.expansion.resources if r.kind == "git"}
-    assert clones == {"ComfyUI": "file:///srv/git/comfyanonymous/ComfyUI",
-                      "ComfyUI/custom_nodes/ComfyUI-nunchaku": "file:///srv/git/nunchaku-tech/ComfyUI-nunchaku",
+    # The shipped base names Comfy-Org; the plugin's old org resolves under its newest confirmed name.
+    assert clones == {"ComfyUI": "file:///srv/git/Comfy-Org/ComfyUI",
+                      "ComfyUI/custom_nodes/ComfyUI-nunchaku": "file:///srv/git/nunchaku-ai/ComfyUI-nunchaku",
                       "ComfyUI/custom_nodes/ComfyUI-KJNodes": "file:///srv/git/kijai/ComfyUI-KJNodes"}
     assert stack.resolution.plugin and stack.resolution.plugin.repo.startswith("file:///srv/git/"), \
         "the resolver's report names the mirror too"
