@@ -95,7 +95,7 @@ def test_the_plan_of_a_mirrored_gpu_manifest_names_no_upstream_host(
 
     specs = {r.id: r.spec for r in session.expansion.resources}
     clones = {s["path"]: s["repo"] for s in specs.values() if s["kind"] == "git"}
-    assert clones["ComfyUI"] == GIT_MIRROR + "comfyanonymous/ComfyUI"
+    assert clones["ComfyUI"] == GIT_MIRROR + "Comfy-Org/ComfyUI", "the shipped base names Comfy-Org"
     if mode == "nunchaku":
         assert clones["ComfyUI/custom_nodes/ComfyUI-nunchaku"].startswith(GIT_MIRROR)
     assert all(repo.startswith(GIT_MIRROR) for repo in clones.values()), clones
