@@ -25,8 +25,9 @@ def test_directory_mode_drift_and_recreate(host: TargetHost, tmp_path: Path) -> 
     assert statuses(report)["directory:data/models"] == "drifted"
     assert changed(apply(manifest)) == ["directory:data/models"]
 
+    # Removed behind our back after an apply converged it: drift, not a first-time creation.
     host.run(["rm", "-r", host.path("data/models")])
-    assert statuses(plan(manifest))["directory:data/models"] == "create"
+    assert statuses(plan(manifest))["directory:data/models"] == "drifted"
     converge(manifest)
 
 
