@@ -153,15 +153,10 @@ def _prefix_match(have: Version, prefix_text: str) -> bool:
     prefix = parse(prefix_text)
     if prefix is None:
         return False
+    # PEP 440 allows only a release in a prefix (==1.0rc1.* is invalid), so the rest of `have` is free.
     width = len(prefix.release)
     release = (have.release + (0,) * width)[:width]
-    if (have.epoch, release) != (prefix.epoch, prefix.release):
-        return False
-    # A prefix naming a pre/post/dev part (rare: ==1.0rc1.*) must match it too.
-    for part in ("pre", "post", "dev"):
-        if getattr(prefix, part) is not None and getattr(have, part) != getattr(prefix, part):
-            return False
-    return True
+    return (have.epoch, release) == (prefix.epoch, prefix.release)
 
 
 def matches(version: str, op: str, want: str) -> bool:
