@@ -115,9 +115,8 @@ def render_apply(report: ApplyReport, mask: Masker) -> str:
     if report.generation:
         summary += f"; recorded generation {report.generation}"
     lines += ["", summary + f" ({report.seconds:.2f}s)."]
-    if failed:
-        names = ", ".join(r["id"] for r in report.resources if r["outcome"] == "failed")
-        lines.append(click.style(f"Failed: {names}", fg="red"))
+    if report.failures:
+        lines.append(click.style(f"Failed: {', '.join(report.failures)}", fg="red"))
     if report.unconverged:
         lines.append(click.style("Not converged after apply:", fg="red"))
         for resource in report.unconverged:

@@ -429,6 +429,7 @@ def test_a_failure_skips_only_the_resources_that_need_it(host: TargetHost, tmp_p
     }
     assert host.read("etc/unrelated.conf") == "independent\n"
     assert not host.exists("app/settings.conf")
+    assert report.as_json()["failures"] == ["git:app", "download:models/model.bin"]
     text = render_apply(report, Masker([]))
     assert "Failed: git:app, download:models/model.bin" in text
     assert "not applied: it needs git:app, which did not converge" in text
