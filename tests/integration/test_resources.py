@@ -440,6 +440,42 @@ def test_a_failure_skips_only_the_resources_that_need_it(host: TargetHost, tmp_p
     assert {r["id"] for r in again.resources if r["outcome"] == "changed"} == set()
 
 
+def _service_manifest(tmp_path: Path, host: TargetHost, config: str, extra: list[dict[str, object]]) -> Path:
+    return write_manifest(tmp_path, host, {
+        "resources": [
+            {"kind": "file", "path": "app/idle.py", "content": "import time\ntime.sleep(600)\n"},
+            {"kind": "file", "path": "app/app.conf", "content": config, "notify": ["restart-app"]},
+            {"kind": "file", "path": "etc/hook.conf", "content": config, "notify": ["hook"]},
+            *extra,
+            {"kind": "service", "name": "app", "manager": "process", "argv": ["python3", "app/idle.py"],
+             "settle_seconds": 0.2},
+        ],
+        "handlers": {"restart-app": {"restart": "app"},
+                     "hook": {"argv": ["sh", "-c", "echo hook >> hooks.log"]}},
+    })
+
+
+def test_a_restart_still_runs_when_its_service_needs_nothing_that_failed(host: TargetHost, tmp_path: Path) -> None:
+    def pid() -> int:
+        return int(json.loads(host.read(".provision/services/app.json"))["pid"])
+
+    manifest = _service_manifest(tmp_path, host, "one\n", [])
+    try:
+        converge(manifest)
+        first = pid()
+        failing = [{"kind": "download", "path": "models/model.bin", "url": "http://127.0.0.1:9/model.bin"}]
+        report = apply(_service_manifest(tmp_path, host, "two\n", failing))
+        assert report.exit_code() == 1 and report.failures == ["download:models/model.bin"]
+        assert sorted(changed(report)) == ["file:app/app.conf", "file:etc/hook.conf"]
+        # ComfyUI does not wait for a model to pick up its new plugin; a command handler may need anything.
+        assert [(h["name"], h.get("error")) for h in report.handlers] == [("restart-app", None)]
+        assert pid() != first
+        assert host.read("hooks.log") == "hook\n", "the hook ran once, on the first apply only"
+    finally:
+        if host.exists(".provision/services/app.json"):
+            host.run(["kill", str(pid())], check=False)
+
+
 def test_symlink_out_of_the_root_is_refused(host: TargetHost, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
