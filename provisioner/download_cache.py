@@ -211,7 +211,7 @@ class _PartialFile:
             raise OSError(f"connection closed at {self.length} of {expected_total} bytes")
 
 
-class _AuthStaysOnItsHost(urllib.request.HTTPRedirectHandler):
+class AuthStaysOnItsHost(urllib.request.HTTPRedirectHandler):
     """Follow redirects, but send the bearer token only to the host it was meant for (as requests does):
     the Hub redirects large files to a CDN whose signed URL needs no token."""
 
@@ -223,7 +223,7 @@ class _AuthStaysOnItsHost(urllib.request.HTTPRedirectHandler):
         return new
 
 
-_opener = urllib.request.build_opener(_AuthStaysOnItsHost)
+_opener = urllib.request.build_opener(AuthStaysOnItsHost)
 
 
 def _download(url: str, target: Path, token: str | None, size: int | None, label: str) -> str:

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
+from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, find_mirrors_file, load_mirrors
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
 if TYPE_CHECKING:
     from provisioner.facts import Facts
-    from provisioner.lock import LockNotes
+    from provisioner.lock.use import LockNotes
     from provisioner.resolve import Resolution
 
 
@@ -115,6 +116,29 @@ def default_transport(loaded: LoadedManifest, options: RunOptions) -> Transport:
     return open_transport(loaded.manifest.target, options.connect)
 
 
+@dataclass
+class StackExpansion:
+    """A stack manifest expanded against one host's facts."""
+
+    #: What the resolver chose, lock pins applied and URLs through the mirrors, as reports show it.
+    resolution: Resolution
+    lock_notes: LockNotes
+    expansion: Expansion
+
+
+def expand_stack(loaded: LoadedManifest, facts: Facts, resolution: Resolution, mirrors: Mirrors = NO_MIRRORS,
+                 environ: dict[str, str] | None = None) -> StackExpansion:
+    """Overlay the lock, expand the roles from the upstream URLs, then send every resource through the mirrors."""
+    from provisioner.lock import rewrite_resolution, use_lock
+    from provisioner.stack import stack_context
+
+    locked, lock_notes = use_lock(loaded, resolution)
+    context = {"resolved": locked.model_dump(mode="json"), "facts": facts.model_dump(mode="json"),
+               "stack": stack_context(loaded.manifest, locked)}
+    expansion = expand(loaded, environ, extra_context=context, mirrors=mirrors)
+    return StackExpansion(rewrite_resolution(locked, mirrors), lock_notes, expansion)
+
+
 class HostSession:
     """One manifest against one host: prepares everything locally, then talks to the agent."""
 
@@ -128,9 +152,14 @@ class HostSession:
         self.resolution: Resolution | None = None
         self.facts: Facts | None = None
         self.lock_notes: LockNotes | None = None
+        # --mirrors is `lock`'s; plan and apply find the file through $PROVISION_MIRRORS or beside the manifest.
+        self.mirrors_path = find_mirrors_file(loaded.path, environ=environ)
+        self.mirrors = load_mirrors(self.mirrors_path)
         # Without a stack to resolve, expansion happens before any connection; with one, it waits for
         # the host's facts (a read-only call). Either way bad input is refused before any change.
-        self._expansion: Expansion | None = None if needs_resolution(loaded.manifest) else expand(loaded, environ)
+        self._expansion: Expansion | None = (
+            None if needs_resolution(loaded.manifest) else expand(loaded, environ, mirrors=self.mirrors)
+        )
 
     @property
     def expansion(self) -> Expansion:
@@ -146,19 +175,19 @@ class HostSession:
         """Resolve the stack against the host's facts (once), then expand roles with the result."""
         if self._expansion is None:
             # The catalog, resolver and lock load only for stack manifests: a plain no-op stays fast.
-            from provisioner.lock import use_lock
             from provisioner.preflight import gather_facts, resolve_or_refuse
-            from provisioner.stack import stack_context
 
-            manifest = self.loaded.manifest
-            self.facts = gather_facts(client, manifest)
-            self.resolution = resolve_or_refuse(manifest, self.facts, host)
-            self.resolution, self.lock_notes = use_lock(self.loaded, self.resolution)
-            context = {"resolved": self.resolution.model_dump(mode="json"),
-                       "facts": self.facts.model_dump(mode="json"),
-                       "stack": stack_context(manifest, self.resolution)}
-            self._expansion = expand(self.loaded, self.environ, extra_context=context)
+            self.facts = gather_facts(client, self.loaded.manifest)
+            stack = expand_stack(self.loaded, self.facts, resolve_or_refuse(self.loaded.manifest, self.facts, host),
+                                 self.mirrors, self.environ)
+            self.resolution, self.lock_notes, self._expansion = stack.resolution, stack.lock_notes, stack.expansion
         return self._expansion
+
+    def notes(self) -> list[str]:
+        """What plan shows besides the resources: the mirrors in use, the lock, withheld tokens."""
+        mirrors = [f"URLs rewritten by the mirrors in {self.mirrors_path}"] if self.mirrors_path else []
+        lock = self.lock_notes.lines if self.lock_notes else []
+        return [*mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
 
     def _request(self) -> dict[str, Any]:
         manifest = self.loaded.manifest
@@ -183,8 +212,7 @@ class HostSession:
             self._prepare(client, transport.display)
             result = client.call("probe", self._request())
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
-                              round(time.monotonic() - started, 3), self._origins(),
-                              self.lock_notes.lines if self.lock_notes else [])
+                              round(time.monotonic() - started, 3), self._origins(), self.notes())
 
     def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
         started = time.monotonic()

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from provisioner.errors import ProvisionError, RoleError
+from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, mirror_spec
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.manifest.model import HandlerSpec
 from provisioner.resources.specs import (
@@ -53,6 +54,8 @@ class Expansion:
     resources: list[HostResource] = field(default_factory=list)
     handlers: dict[str, HandlerSpec] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
+    #: What plan should say about the expansion, e.g. a token withheld from a mirror.
+    notes: list[str] = field(default_factory=list)
 
     def secret_values_by_key(self) -> dict[str, str]:
         """Env-file secrets by key, so a rollback can restore them without storing them on the host."""
@@ -75,8 +78,11 @@ def base_context(loaded: LoadedManifest, extra: dict[str, Any] | None = None) ->
 
 
 def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
-           extra_context: dict[str, Any] | None = None) -> Expansion:
-    """Roles first (in order), then the manifest's own resources, which replace role ones with the same id."""
+           extra_context: dict[str, Any] | None = None, mirrors: Mirrors = NO_MIRRORS) -> Expansion:
+    """Roles first (in order), then the manifest's own resources, which replace role ones with the same id.
+
+    Every resource's URLs then go through `mirrors`, once, whichever role or section they came from.
+    """
     manifest = loaded.manifest
     environ = dict(os.environ) if environ is None else environ
     context = base_context(loaded, extra_context)
@@ -105,7 +111,11 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
                     f"{loaded.path}: resource {rid} notifies unknown handler {handler!r}; "
                     f"define it under handlers: (known: {', '.join(sorted(handlers)) or 'none'})"
                 )
-        out.resources.append(_host_resource(rid, origin, spec, renderer, template_context, environ, out.secrets))
+        mirrored = mirror_spec(rid, spec, mirrors)
+        if mirrored.note:
+            out.notes.append(mirrored.note)
+        out.resources.append(_host_resource(rid, origin, mirrored.spec, renderer, template_context, environ,
+                                            out.secrets))
     return out
 
 

@@ -45,7 +45,7 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         ],
         "hf_auth": _hf_auth(manifest),
         "restart": restart,
-        "service_argv": _service_argv(manifest),
+        "service_argv": service_argv(manifest, resolution),
     }
 
 
@@ -81,7 +81,12 @@ def _hf_auth(manifest: Manifest) -> dict[str, Any] | None:
     return token.model_dump(mode="json") if token else None
 
 
-def _service_argv(manifest: Manifest) -> list[str]:
+def service_argv(manifest: Manifest, resolution: Resolution) -> list[str]:
+    """ComfyUI's command line, for the service and for the smoke test alike. Without a GPU to use
+    (CPU mode) ComfyUI needs --cpu: torch exits "Found no NVIDIA driver on your system" otherwise."""
     service = manifest.service
-    return [f"{manifest.python.venv}/bin/python", "main.py", "--listen", service.listen, "--port", str(service.port),
-            *service.extra_args]
+    cpu = ["--cpu"] if resolution.mode == "cpu" and "--cpu" not in service.extra_args else []
+    # An adopted venv is the one ComfyUI runs in (absolute path), else the managed one under the root.
+    python = f"{manifest.python.adopt}/bin/python" if manifest.python.adopt else f"{manifest.python.venv}/bin/python"
+    return [python, "main.py", "--listen", service.listen, "--port", str(service.port),
+            *cpu, *service.extra_args]

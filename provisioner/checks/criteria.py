@@ -40,6 +40,9 @@ class Criteria:
     wheel_for: Callable[[str | None, str, str | None, str | None], str | None] = lambda v, t, c, p: None
     nodes: list[str] = field(default_factory=list)
     models: list[WantedModel] = field(default_factory=list)
+    # The resolution the smoke test is judged against: its mode (nunchaku, plain, cpu) and nunchaku wheel.
+    mode: str | None = None
+    nunchaku_wheel: str | None = None
 
     def speedup_floor(self, path: str) -> float:
         return self.min_speedup if self.min_speedup is not None else DEFAULT_MIN_SPEEDUP[path]

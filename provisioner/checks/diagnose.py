@@ -56,8 +56,14 @@ def import_error(message: str, torch: str | None, torch_cuda: str | None, versio
     module = re.search(r"No module named '([\w.]+)'", message)
     if module:
         name = module.group(1)
-        if name.split(".")[0] == "nunchaku":
+        if name == "nunchaku":
             return f"nunchaku is not installed in this venv; {hint}"
+        if name == "nunchaku._C":
+            return (f"the installed `nunchaku` has no compiled extension: it is PyPI's unrelated package of that "
+                    f"name (or a broken install): `pip uninstall nunchaku`, then {hint}")
+        if name.startswith("nunchaku."):
+            return (f"the installed nunchaku {version or ''} lacks {name}: it is older than this code needs; "
+                    f"{hint}").replace("nunchaku  lacks", "nunchaku lacks")
         return f"a dependency of nunchaku is missing: pip install {name.split('.')[0]} into the venv"
     if "GLIBC" in message or "GLIBCXX" in message:
         return "the wheel needs a newer C library than this OS has; use a newer OS image or build nunchaku from source"

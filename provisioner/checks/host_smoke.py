@@ -5,7 +5,6 @@ The requests come from the host itself, since ComfyUI listens on the host's loop
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -13,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -26,8 +24,23 @@ LOG_LIMIT = 256 * 1024
 LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
 
 
-def _has_nvidia_gpu() -> bool:
-    return os.path.exists("/dev/nvidiactl") or bool(glob.glob("/dev/nvidia[0-9]*"))
+def smoke_argv(service_argv: list[str], root: str, port: int) -> list[str]:
+    """The service's command line with only --listen and --port changed (loopback and a free port), and
+    argv[0] made absolute the way the service agent does."""
+    argv = list(service_argv)
+    if argv and "/" in argv[0] and not argv[0].startswith("/"):
+        argv[0] = os.path.normpath(os.path.join(root, argv[0]))
+    for flag, value in (("--listen", "127.0.0.1"), ("--port", str(port))):
+        index = next((i for i, a in enumerate(argv) if a == flag or a.startswith(flag + "=")), None)
+        if index is None:
+            argv += [flag, value]
+        elif argv[index].startswith(flag + "="):
+            argv[index] = f"{flag}={value}"
+        elif index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            argv[index + 1] = value
+        else:
+            argv.insert(index + 1, value)
+    return argv
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,7 +52,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def get_json(base: str, path: str, timeout: float = 10.0, data: Any = None) -> Any:
     body = json.dumps(data).encode("utf-8") if data is not None else None
     request = urllib.request.Request(base + path, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    # ComfyUI is on loopback: an HTTP proxy from the environment must not be asked for it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=timeout) as response:
         return json.loads(response.read().decode("utf-8"))
 
 
@@ -83,11 +98,8 @@ class SmokeState:
         if not os.path.isfile(main):
             return {"mode": "started", "missing": main}
         port = free_port()
-        argv = [config.get("python") or sys.executable, "main.py", *list(config.get("extra_args") or [])]
-        # Ours come last: argparse keeps the last value, so the smoke test always binds loopback.
-        argv += ["--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"]
-        if config.get("cpu") is True or (config.get("cpu") == "auto" and not _has_nvidia_gpu()):
-            argv.append("--cpu")  # ComfyUI refuses to start without CUDA unless told to run on the CPU
+        # Exactly the service's command line (--cpu included where the host was resolved to CPU mode).
+        argv = smoke_argv(list(config.get("argv") or []), str(config.get("root") or "/"), port)
         self.log_dir = tempfile.mkdtemp(prefix="provision-smoke-")
         self.log_path = os.path.join(self.log_dir, "comfyui.log")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -142,7 +154,9 @@ def check_server(ctx: Any) -> dict[str, Any]:
 
 def check_plugins(ctx: Any) -> dict[str, Any]:
     smoke: SmokeState = ctx.smoke
-    return {"started": smoke.started, "log": smoke.log_text(), "plugins": smoke.config.get("plugins", [])}
+    exited = smoke.process.poll() if smoke.process is not None else None
+    return {"started": smoke.started, "log": smoke.log_text(), "plugins": smoke.config.get("plugins", []),
+            "needed": list(smoke.config.get("nodes") or []), "exited": exited}
 
 
 def check_nodes(ctx: Any) -> dict[str, Any]:
@@ -157,6 +171,7 @@ def check_nodes(ctx: Any) -> dict[str, Any]:
     observed["missing"] = [n for n in observed["wanted"] if n not in registered]
     observed["modules"] = {n: registered[n].get("python_module") for n in observed["wanted"] if n in registered}
     observed["log"] = smoke.log_text() if observed["missing"] else ""
+    observed["plugins"] = list(smoke.config.get("plugins") or [])
     return observed
 
 

@@ -13,6 +13,8 @@ from provisioner.checks.criteria import Criteria, WantedModel
 from provisioner.checks.judge import GROUPS
 from provisioner.errors import ProvisionError
 from provisioner.manifest.model import Manifest
+from provisioner.resolve.result import Resolution
+from provisioner.stack import service_argv
 
 PLATFORM = "linux_x86_64"
 
@@ -26,6 +28,8 @@ class CheckPlan:
     groups: list[str]
     disabled: dict[str, str] = field(default_factory=dict)
     venv_python: str = ""
+    # Groups that cannot run as asked (e.g. smoke when the resolver refuses the manifest): reported as errors.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def venv_python(manifest: Manifest) -> str:
@@ -35,9 +39,8 @@ def venv_python(manifest: Manifest) -> str:
     return posixpath.join(manifest.target.root, manifest.python.venv, "bin", "python")
 
 
-def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None = None, use_running: bool = False,
-                catalog: Catalog | None = None) -> CheckPlan:
-    catalog = catalog or load_catalog()
+def selected_groups(manifest: Manifest, only: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The groups that will run, and those skipped up front with the reason."""
     unknown = [g for g in only or [] if g not in GROUPS]
     if unknown:
         raise ProvisionError(f"--only: unknown check group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
@@ -46,7 +49,27 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
     disabled = {g: f"disabled in the manifest (checks.{g}: false)" for g in selected if not enabled[g]}
     if "smoke" in selected and "smoke" not in disabled and manifest.comfyui is None:
         disabled["smoke"] = "the manifest has no comfyui section"
-    groups = [g for g in selected if g not in disabled]
+    return [g for g in selected if g not in disabled], disabled
+
+
+def needed_nodes(manifest: Manifest, resolution: Resolution) -> list[str]:
+    """The nodes this manifest needs: checks.nodes, then the loaders of the models the resolver chose."""
+    nodes = list(manifest.checks.nodes)
+    nodes += [m.node for m in resolution.models if m.node and m.node not in nodes]
+    return list(dict.fromkeys(nodes))
+
+
+def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None = None, use_running: bool = False,
+                catalog: Catalog | None = None, resolution: Resolution | None = None,
+                refused: str | None = None) -> CheckPlan:
+    """The check plan. The smoke group needs the host's resolution (ComfyUI's command line, the nodes the
+    models need); without one, `refused` says why, and the group is reported as an error."""
+    catalog = catalog or load_catalog()
+    groups, disabled = selected_groups(manifest, only)
+    refusals: dict[str, str] = {}
+    if "smoke" in groups and resolution is None:
+        refusals["smoke"] = refused or "the stack was not resolved for this host"
+        groups = [g for g in groups if g != "smoke"]
     python = venv_python(manifest)
     request: dict[str, Any] = {
         "groups": groups,
@@ -57,7 +80,8 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         "nunchaku": _nunchaku_paths(manifest, catalog),
     }
     if "smoke" in groups:
-        request["smoke"] = _smoke_request(manifest, manifest_dir, python, use_running)
+        assert resolution is not None
+        request["smoke"] = _smoke_request(manifest, manifest_dir, python, use_running, resolution)
     criteria = Criteria(
         expected_arch=manifest.gpu.arch,
         min_bf16_tflops=manifest.checks.min_bf16_tflops,
@@ -65,10 +89,13 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         tflops_floor=catalog.tflops_floor,
         driver_floor=catalog.driver_floor,
         wheel_for=lambda version, torch, cuda, python_tag: _wheel_for(catalog, version, torch, cuda, python_tag),
-        nodes=list(manifest.checks.nodes),
+        nodes=needed_nodes(manifest, resolution) if resolution else list(manifest.checks.nodes),
         models=[WantedModel(m.folder, m.file) for m in manifest.models],
+        mode=resolution.mode if resolution else None,
+        nunchaku_wheel=resolution.nunchaku.filename if resolution and resolution.nunchaku else None,
     )
-    return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python)
+    return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python,
+                     refused=refusals)
 
 
 def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
@@ -87,7 +114,8 @@ def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
             "serves": serves, "fallbacks": fallbacks, "reasons": reasons}
 
 
-def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_running: bool) -> dict[str, Any]:
+def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_running: bool,
+                   resolution: Resolution) -> dict[str, Any]:
     assert manifest.comfyui is not None
     workflow = None
     if manifest.checks.workflow:
@@ -102,12 +130,13 @@ def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_runn
     return {
         "comfyui_dir": posixpath.join(manifest.target.root, manifest.comfyui.path),
         "python": python,
+        "root": manifest.target.root,
         "listen": manifest.service.listen,
         "port": manifest.service.port,
-        "extra_args": list(manifest.service.extra_args),
+        # The service's own command line: the smoke test changes only --listen and --port.
+        "argv": service_argv(manifest, resolution),
         "use_running": use_running,
-        "cpu": "auto",
-        "nodes": list(manifest.checks.nodes),
+        "nodes": needed_nodes(manifest, resolution),
         "models": [{"folder": m.folder, "file": m.file} for m in manifest.models],
         "plugins": [p.name for p in manifest.comfyui.plugins],
         "workflow": workflow,

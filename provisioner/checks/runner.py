@@ -77,6 +77,8 @@ def run_checks(transport: Transport, plan: CheckPlan, fallback_python: str, time
         results.extend(_judge_events(plan, *outcome))
     for group, reason in plan.disabled.items():
         results.extend(skipped(check, reason) for check in _group_checks(group))
+    for group, reason in plan.refused.items():
+        results.extend(errored(check, reason) for check in _group_checks(group))
     order = {check: i for i, check in enumerate(CHECK_IDS)}
     return sorted(results, key=lambda r: order.get(r.id, len(order)))
 

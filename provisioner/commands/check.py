@@ -7,13 +7,17 @@ from pathlib import Path
 
 import click
 
+from provisioner.agent_client import AgentClient
 from provisioner.checks.model import EXIT_ERROR, CheckReport
 from provisioner.checks.report import render_json, render_text, write_junit
-from provisioner.checks.request import plan_checks
+from provisioner.checks.request import CheckPlan, plan_checks, selected_groups
 from provisioner.checks.runner import run_checks
 from provisioner.errors import ProvisionError
-from provisioner.manifest import load_manifest
-from provisioner.transport import ConnectOptions, open_transport
+from provisioner.lock import use_lock
+from provisioner.manifest import LoadedManifest, load_manifest
+from provisioner.preflight import PreflightError, gather_facts, resolve_or_refuse
+from provisioner.resolve import Resolution
+from provisioner.transport import ConnectOptions, Transport, open_transport
 
 
 def _groups(value: str | None) -> list[str] | None:
@@ -46,16 +50,35 @@ def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, u
     sys.exit(report.exit_code())
 
 
+def plan_for_host(loaded: LoadedManifest, transport: Transport, only: list[str] | None = None,
+                  use_running: bool = False) -> CheckPlan:
+    """The check plan, with the stack resolved as plan and apply resolve it (the host's facts in one round
+    trip, the resolver, the lock and mirrors), so the smoke test runs ComfyUI as the service does."""
+    manifest = loaded.manifest
+    groups, _disabled = selected_groups(manifest, only)
+    resolution: Resolution | None = None
+    refused: str | None = None
+    if "smoke" in groups:
+        client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.command_timeout)
+        facts = gather_facts(client, manifest)
+        try:
+            resolution, _notes = use_lock(loaded, resolve_or_refuse(manifest, facts, transport.display))
+        except PreflightError as exc:
+            refused = f"ComfyUI's command line is not known, since {exc}"
+    return plan_checks(manifest, loaded.directory, only, use_running, resolution=resolution, refused=refused)
+
+
 def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool) -> CheckReport:
     loaded = load_manifest(path)
     manifest = loaded.manifest
-    plan = plan_checks(manifest, loaded.directory, _groups(only), use_running)
+    selected_groups(manifest, _groups(only))  # a bad --only is refused before connecting
 
     def progress(check_id: str) -> None:
         if not quiet:
             click.echo(f"  … {check_id}", err=True)
 
     with open_transport(manifest.target, options) as transport:
+        plan = plan_for_host(loaded, transport, _groups(only), use_running)
         results = run_checks(transport, plan, manifest.target.python, timeout=manifest.target.command_timeout,
                              on_progress=progress)
         host = transport.display

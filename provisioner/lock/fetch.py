@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from provisioner import __version__
+from provisioner.download_cache import AuthStaysOnItsHost
 from provisioner.lock.errors import LockError
 
 CHUNK = 1 << 20
 TIMEOUT = 60.0
+# urllib's own opener repeats the Authorization header to wherever a redirect points.
+_opener = urllib.request.build_opener(AuthStaysOnItsHost)
 
 
 class FetchError(LockError):
@@ -35,7 +38,7 @@ def _open(url: str, token: str | None) -> IO[bytes]:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response: IO[bytes] = urllib.request.urlopen(request, timeout=TIMEOUT)
+        response: IO[bytes] = _opener.open(request, timeout=TIMEOUT)
         return response
     except urllib.error.HTTPError as exc:
         raise FetchError(url, f"HTTP {exc.code} {exc.reason}", exc.code) from None

@@ -4,17 +4,22 @@ A `provision.mirrors.yaml` looks like:
 
     mirrors:
       - {prefix: "https://github.com/", replace: "file:///srv/git/"}
+      - {prefix: "https://pypi.org/simple", replace: "http://127.0.0.1:8000/simple"}
     huggingface:
       endpoint: "http://127.0.0.1:9000"     # HF_ENDPOINT semantics: {endpoint}/{repo}/resolve/{rev}/{file}
 
 The longest matching prefix wins (as with git's `url.<base>.insteadOf`), so a specific entry can
-override a broad one whatever their order.
+override a broad one whatever their order. Every URL of every expanded resource goes through the
+rules once (`mirror_spec`), whichever role or manifest section it came from; a rule covering PyPI's
+index also becomes the index of pip installs that name none.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,11 +28,24 @@ from provisioner.errors import ManifestError
 from provisioner.lock.errors import MirrorsError
 from provisioner.manifest.loader import validate_model
 from provisioner.manifest.source import load_yaml_file
-from provisioner.resolve.result import Resolution
+from provisioner.resources.specs import (
+    DownloadSpec,
+    GitSpec,
+    PinnedPackage,
+    PipSpec,
+    RequirementsSpec,
+    ResourceBase,
+)
+
+if TYPE_CHECKING:
+    # Only for annotations: a plain manifest loads the mirrors without the resolver.
+    from provisioner.resolve.result import Resolution
 
 MIRRORS_FILE = "provision.mirrors.yaml"
 MIRRORS_ENV = "PROVISION_MIRRORS"
 HUB_ENDPOINT = "https://huggingface.co"
+#: PyPI's index, which pip uses when a resource names none (its `--index-url` default).
+PYPI_INDEX = "https://pypi.org/simple"
 _SCHEMES = {"http", "https", "file", "ssh", "git"}
 
 
@@ -64,8 +82,29 @@ class Mirrors(_Strict):
 
     @property
     def hub_endpoint(self) -> str:
-        """Where Hub API calls go."""
-        return self.huggingface.endpoint if self.huggingface else HUB_ENDPOINT
+        """Where Hub API calls go: `huggingface.endpoint`, else wherever a rule sends the Hub's root."""
+        if self.huggingface is not None:
+            return self.huggingface.endpoint
+        return self.rewrite(HUB_ENDPOINT + "/").rstrip("/")
+
+    @property
+    def default_index(self) -> str | None:
+        """The mirror of PyPI's index when a rule covers it, for pip installs that name no index."""
+        for upstream in (PYPI_INDEX, PYPI_INDEX + "/"):
+            mirrored = self.rewrite(upstream)
+            if mirrored != upstream:
+                return mirrored
+        return None
+
+    def token_may_follow(self, upstream: str, mirrored: str) -> bool:
+        """Whether a bearer token meant for `upstream` may be sent to `mirrored`.
+
+        Only to the same origin, or from the Hub to the Hub's mirror: a token is never handed to a
+        host that was not meant to see it just because a rule moved the URL there.
+        """
+        if _origin(mirrored) == _origin(upstream):
+            return True
+        return _origin(upstream) == _origin(HUB_ENDPOINT) and _origin(mirrored) == _origin(self.hub_endpoint)
 
     def rules(self) -> list[Rewrite]:
         """Every rewrite, the Hub endpoint as one more prefix, longest prefix first."""
@@ -79,6 +118,11 @@ class Mirrors(_Strict):
             if url.startswith(rule.prefix):
                 return rule.replace + url[len(rule.prefix):]
         return url
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 NO_MIRRORS = Mirrors()
@@ -108,7 +152,11 @@ def load_mirrors(path: Path | None) -> Mirrors:
 
 
 def rewrite_resolution(resolution: Resolution, mirrors: Mirrors) -> Resolution:
-    """A copy of `resolution` whose every download and clone URL goes through the mirrors."""
+    """A copy of `resolution` whose URLs go through the mirrors, for reports of what the resolver chose.
+
+    The resources the host receives are rewritten by `mirror_spec` after expansion, from the upstream
+    resolution, so that no URL goes through the rules twice.
+    """
     if not mirrors.rules():
         return resolution
     out = resolution.model_copy(deep=True)
@@ -124,3 +172,55 @@ def rewrite_resolution(resolution: Resolution, mirrors: Mirrors) -> Resolution:
         if model.url is not None:
             model.url = mirrors.rewrite(model.url)
     return out
+
+
+@dataclass(frozen=True)
+class MirroredSpec:
+    """A resource with its URLs rewritten; `note` says why its token was withheld, when it was."""
+
+    spec: ResourceBase
+    note: str | None = None
+
+
+def mirror_spec(rid: str, spec: ResourceBase, mirrors: Mirrors) -> MirroredSpec:
+    """`spec` (any resource kind) with every URL it fetches sent through the mirrors; the input is not modified."""
+    if not mirrors.rules():
+        return MirroredSpec(spec)
+    if isinstance(spec, GitSpec):
+        return MirroredSpec(spec.model_copy(update={"repo": mirrors.rewrite(spec.repo)}))
+    if isinstance(spec, DownloadSpec):
+        return _mirror_download(rid, spec, mirrors)
+    if isinstance(spec, PipSpec | RequirementsSpec):
+        update: dict[str, Any] = _mirror_indexes(spec, mirrors)
+        if isinstance(spec, PipSpec):
+            update["packages"] = [_mirror_package(package, mirrors) for package in spec.packages]
+        return MirroredSpec(spec.model_copy(update=update))
+    return MirroredSpec(spec)
+
+
+def _mirror_download(rid: str, spec: DownloadSpec, mirrors: Mirrors) -> MirroredSpec:
+    url = mirrors.rewrite(spec.url)
+    if spec.auth is None or mirrors.token_may_follow(spec.url, url):
+        return MirroredSpec(spec.model_copy(update={"url": url}))
+    host = urlsplit(url).netloc or url.split("://", 1)[0] + "://"
+    fix = ("map the Hub with `huggingface.endpoint` in the mirrors file if that mirror should receive it"
+           if _origin(spec.url) == _origin(HUB_ENDPOINT) else "a token goes only to the host its URL names")
+    note = (f"{rid}: the mirror {host} replaces {urlsplit(spec.url).netloc}, which ${spec.auth.from_env} is meant "
+            f"for, so the token is not sent there; {fix}")
+    return MirroredSpec(spec.model_copy(update={"url": url, "auth": None}), note)
+
+
+def _mirror_indexes(spec: PipSpec | RequirementsSpec, mirrors: Mirrors) -> dict[str, Any]:
+    index = mirrors.rewrite(spec.index_url) if spec.index_url else mirrors.default_index
+    return {
+        "index_url": index,
+        "extra_index_urls": [mirrors.rewrite(url) for url in spec.extra_index_urls],
+        # Entries without a scheme are folders under the target root, not URLs.
+        "find_links": [mirrors.rewrite(link) if "://" in link else link for link in spec.find_links],
+    }
+
+
+def _mirror_package(package: str | PinnedPackage, mirrors: Mirrors) -> str | PinnedPackage:
+    if isinstance(package, PinnedPackage) and package.url:
+        return package.model_copy(update={"url": mirrors.rewrite(package.url)})
+    return package

@@ -1,4 +1,4 @@
-"""How plan/apply use a manifest's lock and the controller's mirrors: one call after preflight."""
+"""How plan/apply use a manifest's lock: one call after preflight (the mirrors apply after expansion)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.lock.errors import StaleLockError
-from provisioner.lock.mirrors import find_mirrors_file, load_mirrors, rewrite_resolution
 from provisioner.lock.model import lock_path_for, manifest_digest, read_lock
 from provisioner.lock.overlay import apply_lock, facts_difference, lock_disagreements
 from provisioner.manifest.loader import LoadedManifest
@@ -15,10 +14,9 @@ from provisioner.resolve.result import Resolution
 
 @dataclass(frozen=True)
 class LockNotes:
-    """What plan shows about the lock and mirrors; `disagreements` make apply refuse."""
+    """What plan shows about the lock; `disagreements` make apply refuse."""
 
     lock: Path | None = None
-    mirrors: Path | None = None
     notes: list[str] = field(default_factory=list)
     disagreements: list[str] = field(default_factory=list)
 
@@ -35,16 +33,11 @@ class LockNotes:
             ]))
 
 
-def use_lock(loaded: LoadedManifest, resolution: Resolution,
-             environ: dict[str, str] | None = None) -> tuple[Resolution, LockNotes]:
-    """Overlay MANIFEST.lock (when there is one) onto a fresh resolution, then route URLs through the mirrors."""
-    mirrors_path = find_mirrors_file(loaded.path, environ=environ)
-    mirrors = load_mirrors(mirrors_path)
+def use_lock(loaded: LoadedManifest, resolution: Resolution) -> tuple[Resolution, LockNotes]:
+    """Overlay MANIFEST.lock (when there is one) onto a fresh resolution; URLs stay the upstream ones."""
     lock_path = lock_path_for(loaded.path)
     notes: list[str] = []
     disagreements: list[str] = []
-    if mirrors_path is not None:
-        notes.append(f"URLs rewritten by the mirrors in {mirrors_path}")
     if lock_path.is_file() and resolution.ok:
         lock = read_lock(lock_path)
         disagreements = [f"{lock_path.name}: {line}" for line in lock_disagreements(resolution, lock)]
@@ -56,6 +49,4 @@ def use_lock(loaded: LoadedManifest, resolution: Resolution,
         host = facts_difference(resolution, lock)
         if host is not None and not disagreements:
             notes.append(f"{lock_path.name}: {host}; its pins still fit")
-    return rewrite_resolution(resolution, mirrors), LockNotes(
-        lock_path if lock_path.is_file() else None, mirrors_path, notes, disagreements
-    )
+    return resolution, LockNotes(lock_path if lock_path.is_file() else None, notes, disagreements)

@@ -163,6 +163,9 @@ class ServiceSpec(Strict):
     listen: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Za-z.:-]+$")
     port: int = Field(default=8188, ge=1, le=65535)
     extra_args: list[str] = Field(default_factory=list)
+    # Real ComfyUI takes 15-25 s (more with many plugins) before /system_stats answers.
+    ready_timeout: float = Field(default=180.0, gt=0, le=3600,
+                                 description="Seconds ComfyUI may take, started or restarted, to answer /system_stats.")
 
     @field_validator("extra_args")
     @classmethod

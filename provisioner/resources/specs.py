@@ -236,6 +236,18 @@ class DownloadSpec(ResourceBase):
         return self.path
 
 
+class HttpReadiness(BaseModel):
+    """The service is ready when GET http://HOST:PORT/PATH answers 200 (with a JSON body when `expect_json`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Za-z.:,-]+$",
+                      description="The service's listen address; a wildcard (0.0.0.0, ::) is probed on loopback.")
+    port: int = Field(ge=1, le=65535)
+    path: str = Field(default="/", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    expect_json: bool = Field(default=False, description="The answer must be a JSON document.")
+
+
 class ServiceUnitSpec(ResourceBase):
     """A long-running program: a systemd unit where systemd runs, else a supervised process."""
 
@@ -248,7 +260,11 @@ class ServiceUnitSpec(ResourceBase):
     manager: Literal["auto", "systemd", "process"] = "auto"
     state: Literal["running", "stopped"] = "running"
     description: str = ""
-    settle_seconds: float = Field(default=1.0, ge=0, le=60, description="How long it must survive after start.")
+    settle_seconds: float = Field(default=1.0, ge=0, le=60,
+                                  description="Without `ready`: how long it must survive after start.")
+    ready: HttpReadiness | None = Field(default=None, description="Health probe that defines 'started'.")
+    ready_timeout: float = Field(default=180.0, gt=0, le=3600,
+                                 description="Seconds a start or restart may take to pass `ready`.")
 
     @field_validator("argv")
     @classmethod

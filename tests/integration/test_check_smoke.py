@@ -13,29 +13,39 @@ from typing import Any
 import pytest
 import yaml
 
+from provisioner.checks.host_smoke import smoke_argv
 from provisioner.checks.model import CheckResult
-from provisioner.checks.request import plan_checks
 from provisioner.checks.runner import run_checks
+from provisioner.commands.check import plan_for_host
+from provisioner.engine import HostSession
 from provisioner.manifest import load_manifest
 from provisioner.transport import LocalTransport
-from tests.support.fake_comfyui import make_fake_comfyui, plugin_source
+from tests.support.fake_comfyui import (
+    install_nunchaku_backend,
+    make_fake_comfyui,
+    nunchaku_plugin_source,
+    plugin_source,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version").exists()
 NODES = ["NunchakuFluxDiTLoader", "NunchakuQwenImageDiTLoader"]
 FLUX = "svdq-int4_r32-flux.1-dev.safetensors"
 
 
 def write_manifest(tmp_path: Path, venv: str = sys.prefix, **checks: Any) -> Path:
+    """An RTX 4090 (sm_89) manifest: nunchaku mode, resolved as declared on this GPU-less machine, whose
+    service runs ComfyUI with --cpu (there is no NVIDIA driver here)."""
     data: dict[str, Any] = {
         "name": "smoke",
         "target": {"connection": "local", "root": str(tmp_path / "root")},
-        "gpu": {"arch": "auto", "allow_cpu": True},
+        "gpu": {"arch": "sm_89"},
         "python": {"adopt": venv},
-        "nunchaku": {"enabled": False},
         "comfyui": {"repo": "https://github.com/comfyanonymous/ComfyUI", "ref": "v0.3.64",
                     "plugins": [{"name": "ComfyUI-nunchaku", "repo": "https://github.com/nunchaku-ai/ComfyUI-nunchaku"}]},
         "models": [{"repo": "nunchaku-tech/nunchaku-flux.1-dev", "file": "svdq-{precision}_r32-flux.1-dev.safetensors",
                     "folder": "diffusion_models"}],
+        "service": {"extra_args": ["--cpu"]},
         "checks": {"nodes": NODES, **checks},
     }
     path = tmp_path / "manifest.yaml"
@@ -43,15 +53,24 @@ def write_manifest(tmp_path: Path, venv: str = sys.prefix, **checks: Any) -> Pat
     return path
 
 
-def comfy(tmp_path: Path, plugin: str, models: list[str] | None = None) -> Path:
+def edit_manifest(path: Path, **fields: Any) -> Path:
+    data = yaml.safe_load(path.read_text())
+    data.update(fields)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def comfy(tmp_path: Path, plugin: str, models: list[str] | None = None, **standin: Any) -> Path:
     return make_fake_comfyui(tmp_path / "root" / "ComfyUI", plugins={"ComfyUI-nunchaku": plugin},
-                             models={"diffusion_models": [FLUX] if models is None else models})
+                             models={"diffusion_models": [FLUX] if models is None else models}, **standin)
 
 
 def run(manifest: Path, only: list[str] | None = None) -> dict[str, CheckResult]:
+    """What `provision check` does: resolve against the host's facts, then run and judge the checks."""
     loaded = load_manifest(manifest)
-    plan = plan_checks(loaded.manifest, loaded.directory, only)
-    results = run_checks(LocalTransport(), plan, loaded.manifest.target.python, timeout=240)
+    transport = LocalTransport()
+    plan = plan_for_host(loaded, transport, only)
+    results = run_checks(transport, plan, loaded.manifest.target.python, timeout=240)
     return {r.id: r for r in results}
 
 
@@ -146,8 +165,9 @@ def provision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_exit_codes_and_reports(tmp_path: Path) -> None:
-    comfy(tmp_path, plugin_source(NODES))
-    manifest = write_manifest(tmp_path)
+    # About the command line, not ComfyUI's start-up: a quicker stand-in, and no nunchaku to check here.
+    comfy(tmp_path, plugin_source(NODES), startup_seconds=1)
+    manifest = write_manifest(tmp_path, kernels=False)
     junit = tmp_path / "out" / "report.xml"
     ok = provision(str(manifest), "--json", "--junit", str(junit), cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -159,7 +179,7 @@ def test_cli_exit_codes_and_reports(tmp_path: Path) -> None:
     suites = ET.parse(junit).getroot()
     assert {s.get("name") for s in suites} == {"gpu", "kernels", "smoke"}
 
-    comfy(tmp_path, plugin_source(NODES[:1]))
+    comfy(tmp_path, plugin_source(NODES[:1]), startup_seconds=1)
     failed = provision(str(manifest), "--only", "smoke", cwd=tmp_path)
     assert failed.returncode == 2, failed.stdout + failed.stderr
     assert f"missing node(s): {NODES[1]}" in failed.stdout
@@ -190,3 +210,86 @@ def test_missing_venv_falls_back_to_the_host_python_and_says_so(tmp_path: Path) 
     assert server.status == "fail" and "no-such-venv/bin/python does not exist" in server.summary
     if not Path("/dev/nvidiactl").exists():
         assert results["gpu.torch"].status == "skip" and "does not exist" in results["gpu.torch"].summary
+
+
+def service_argv_of(manifest: Path) -> list[str]:
+    """The service resource's argv as plan expands it from the comfyui-nunchaku role."""
+    session = HostSession(load_manifest(manifest))
+    session.plan()
+    return next(r.spec["argv"] for r in session.expansion.resources if r.kind == "service")
+
+
+@pytest.mark.skipif(NVIDIA_DRIVER, reason="this machine has an NVIDIA driver: it would not resolve to CPU mode")
+def test_smoke_runs_exactly_the_services_command_line(tmp_path: Path) -> None:
+    # CPU mode (no GPU, gpu.allow_cpu): real ComfyUI needs --cpu, and the service and the check both pass it.
+    comfy(tmp_path, nunchaku_plugin_source(), models=[])
+    manifest = edit_manifest(write_manifest(tmp_path), gpu={"arch": "auto", "allow_cpu": True}, models=[],
+                             service={"listen": "0.0.0.0", "port": 8188}, checks={"nodes": ["KSampler"]},
+                             roles=["comfyui-nunchaku"])
+    service = service_argv_of(manifest)
+    assert "--cpu" in service
+    results = run(manifest, only=["smoke"])
+    server = results["smoke.server"]
+    assert server.status == "pass", server
+    ran = server.measured["argv"]
+    port = int(ran[ran.index("--port") + 1])
+    assert ran == smoke_argv(service, str(tmp_path / "root"), port)
+    assert [a for a in ran if a not in ("127.0.0.1", str(port))] == [
+        a for a in service if a not in ("0.0.0.0", "8188")]
+    assert server.measured["seconds"] >= 15  # the stand-in takes as long as real ComfyUI
+    # nunchaku is not used here: the plugin's nodes that need it failed, and that is information only.
+    plugins = results["smoke.plugins"]
+    assert plugins.status == "pass", plugins
+    assert "NunchakuFluxDiTLoader" in plugins.summary and "information" in plugins.summary
+    assert_stopped(results)
+
+
+@pytest.mark.skipif(NVIDIA_DRIVER, reason="this machine has an NVIDIA driver")
+def test_comfyui_without_cpu_on_a_host_without_a_driver_dies_in_the_check_as_in_the_service(tmp_path: Path) -> None:
+    comfy(tmp_path, nunchaku_plugin_source())
+    manifest = edit_manifest(write_manifest(tmp_path), service={})  # sm_89 declared, no --cpu, no driver here
+    results = run(manifest, only=["smoke"])
+    server = results["smoke.server"]
+    assert server.status == "fail", server
+    assert server.summary.startswith("ComfyUI exited with status 1 during startup: RuntimeError: Found no NVIDIA "
+                                     "driver on your system.")
+    assert "--cpu" not in server.measured["argv"]
+    assert server.diagnosis and "CPU mode" in server.diagnosis
+    plugins = results["smoke.plugins"]
+    assert plugins.status == "skip" and "before it imported custom nodes" in plugins.summary
+    assert results["smoke.nodes"].status == "skip"
+
+
+def backend_venv(tmp_path: Path, version: str) -> Path:
+    """A real venv holding a stand-in nunchaku backend of `version` (the modules the plugin imports)."""
+    venv = tmp_path / "backend-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    install_nunchaku_backend(next(venv.glob("lib/python3*/site-packages")), version)
+    return venv
+
+
+def test_only_needed_nodes_are_judged_and_comfy_extras_failures_are_comfyuis_own(tmp_path: Path) -> None:
+    # Plugin v1.2.1 on backend 1.0.1: FLUX loads; Z-Image (needs convert_fp16, 1.2.0), PuLID and IPAdapter do not.
+    comfy(tmp_path, nunchaku_plugin_source(), extras_missing=["kornia"])
+    venv = backend_venv(tmp_path, "1.0.1+torch2.8")
+    results = run(write_manifest(tmp_path, venv=str(venv), nodes=["NunchakuFluxDiTLoader"]), only=["smoke"])
+    plugins = results["smoke.plugins"]
+    assert plugins.status == "pass", plugins
+    info = plugins.measured["information"]
+    assert ("ComfyUI's own comfy_extras/nodes_canny.py did not import (it needs kornia, which is not installed); "
+            "only its nodes are missing") in info
+    assert any("NunchakuZImageDiTLoader" in line and "NunchakuPulidApply" in line for line in info)
+    assert results["smoke.nodes"].status == "pass"  # checks.nodes and the FLUX model's loader
+    assert results["smoke.nodes"].thresholds == {"nodes": ["NunchakuFluxDiTLoader"]}
+
+
+def test_needed_node_without_nunchaku_gets_the_install_fix(tmp_path: Path) -> None:
+    comfy(tmp_path, nunchaku_plugin_source(), extras_missing=["kornia"])  # no nunchaku in this venv
+    results = run(write_manifest(tmp_path, nodes=["NunchakuFluxDiTLoader"]), only=["smoke"])
+    wheel = "nunchaku-1.2.1+cu13.0torch2.10-cp312-cp312-linux_x86_64.whl"
+    for check in ("smoke.plugins", "smoke.nodes"):
+        result = results[check]
+        assert result.status == "fail", result
+        assert result.diagnosis and result.diagnosis.endswith(
+            f"nunchaku is not installed in this venv: install {wheel} (`provision apply` does)")
+        assert "kornia" not in result.diagnosis

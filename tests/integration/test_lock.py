@@ -17,9 +17,17 @@ from click.testing import CliRunner, Result
 from provisioner import preflight
 from provisioner.catalog import load_catalog
 from provisioner.commands.lock import lock_command
-from provisioner.engine import HostSession
+from provisioner.engine import HostSession, expand_stack
 from provisioner.facts import load_facts
-from provisioner.lock import StaleLockError, dump_lock, lock_path_for, read_lock, use_lock
+from provisioner.lock import (
+    StaleLockError,
+    dump_lock,
+    find_mirrors_file,
+    load_mirrors,
+    lock_path_for,
+    read_lock,
+    use_lock,
+)
 from provisioner.manifest import load_manifest
 from provisioner.resolve import Resolution, resolve
 from tests.support.fake_hub import HubState, serve_hub
@@ -152,7 +160,12 @@ def test_the_lock_keeps_a_resolution_reproducible_after_upstreams_move(upstreams
     upstreams.plugin.commit({"__init__.py": "# 1.3\n"}, "v1.3.0", tag="v1.3.0")
     upstreams.hub.add(FLUX_REPO, FLUX_FILE, os.urandom(4096))
 
-    pinned, notes = use_lock(load_manifest(manifest), upstreams.fresh_resolution())
+    loaded = load_manifest(manifest)
+    upstream, _ = use_lock(loaded, upstreams.fresh_resolution())
+    assert upstream.comfyui and upstream.comfyui.repo == "https://github.com/comfyanonymous/ComfyUI"
+    stack = expand_stack(loaded, load_facts(FACTS), upstreams.fresh_resolution(),
+                         load_mirrors(find_mirrors_file(manifest)))
+    pinned, notes = stack.resolution, stack.lock_notes
     assert notes.disagreements == []
     assert pinned.comfyui is not None and pinned.comfyui.ref == locked.comfyui.commit
     assert pinned.comfyui.repo == upstreams.comfyui.url.removesuffix(".git"), "cloned through the mirror"

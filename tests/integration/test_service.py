@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
+from tests.support.fake_comfyui import REAL_STARTUP_SECONDS, make_fake_comfyui
 from tests.support.hosts import TargetHost, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan
 
@@ -114,3 +119,88 @@ def test_systemd_unit_is_rendered_from_the_template(tmp_path: Path) -> None:
     assert "ExecStart=@PROVISION_ROOT@/venv/bin/python main.py --port 8188\n" in unit
     assert "EnvironmentFile=@PROVISION_ROOT@/comfyui.env\n" in unit
     assert "WorkingDirectory=@PROVISION_ROOT@/ComfyUI\n" in unit
+
+
+# --- readiness: "started" means the health probe answered ------------------------------------------------
+
+def _comfy_service(tmp_path: Path, host: TargetHost, port: int, mode: str, **fields: object) -> Path:
+    """The stand-in ComfyUI (realistic start-up: >= 15 s before /system_stats) as a probed service."""
+    return write_manifest(tmp_path, host, {
+        "resources": [
+            {"kind": "envfile", "path": "comfyui.env", "values": {"COMFYUI_MODE": mode}, "notify": ["restart"]},
+            {"kind": "service", "name": "comfyui", "manager": "process", "cwd": "ComfyUI", "env_file": "comfyui.env",
+             "argv": [sys.executable, "main.py", "--listen", "0.0.0.0", "--port", str(port), "--cpu"],
+             "ready": {"host": "0.0.0.0", "port": port, "path": "/system_stats", "expect_json": True}, **fields},
+        ],
+        "handlers": {"restart": {"restart": "comfyui"}},
+    })
+
+
+def _stats_now(port: int) -> dict[str, object]:
+    """One request, no retries: a service reported as started must already answer."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/system_stats", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_service_is_started_once_its_probe_answers_and_restarts_wait_too(tmp_path: Path) -> None:
+    host = TargetHost("local", "local", str(tmp_path / "root"))
+    make_fake_comfyui(tmp_path / "root" / "ComfyUI")
+    port = _free_port()
+    try:
+        began = time.monotonic()
+        report = apply(_comfy_service(tmp_path, host, port, "first"))
+        assert report.ok, report.as_json()
+        assert time.monotonic() - began >= REAL_STARTUP_SECONDS  # it waited for ComfyUI, not 2 s
+        assert _stats_now(port)["system"]["comfyui_version"] == "0.3.64-standin"  # type: ignore[index]
+        first_pid = _pid_of(host, "comfyui")
+
+        # A handler restart is held to the same probe: when apply returns, the new process answers.
+        restarted = apply(_comfy_service(tmp_path, host, port, "second"))
+        assert restarted.ok and [h["name"] for h in restarted.handlers] == ["restart"], restarted.as_json()
+        assert not restarted.handlers[0].get("error")
+        assert _stats_now(port)["system"]["comfyui_version"] == "0.3.64-standin"  # type: ignore[index]
+        assert _pid_of(host, "comfyui") != first_pid and _gone(first_pid)
+    finally:
+        if host.exists(".provision/services/comfyui.json"):
+            os.killpg(_pid_of(host, "comfyui"), signal.SIGTERM)
+
+
+def test_service_that_dies_before_answering_fails_with_its_exit_status_and_log(tmp_path: Path) -> None:
+    host = TargetHost("local", "local", str(tmp_path / "root"))
+    # Dies ~4 s in (after the old 2 s "settle"), as ComfyUI does when torch is missing.
+    make_fake_comfyui(tmp_path / "root" / "ComfyUI", crash="ModuleNotFoundError(\"No module named 'torch'\")")
+    report = apply(_comfy_service(tmp_path, host, _free_port(), "x"))
+    assert not report.ok
+    error = next(r["error"] for r in report.resources if r["id"] == "service:comfyui")
+    assert "comfyui exited with 1" in error and "before http://127.0.0.1:" in error
+    assert "ModuleNotFoundError: No module named 'torch'" in error  # the log tail
+    assert not host.exists(".provision/services/comfyui.json")
+    assert pending(plan(_comfy_service(tmp_path, host, _free_port(), "x")))["service:comfyui"] == ["state"]
+
+
+def test_service_that_never_answers_times_out_is_stopped_and_not_recorded(tmp_path: Path) -> None:
+    host = TargetHost("local", "local", str(tmp_path / "root"))
+    (tmp_path / "root" / "ComfyUI").mkdir(parents=True)
+    # Alive but never listening: a hang while importing a custom node.
+    (tmp_path / "root" / "ComfyUI" / "main.py").write_text(
+        "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('importing custom nodes', flush=True)\n"
+        "time.sleep(600)\n")
+    report = apply(_comfy_service(tmp_path, host, _free_port(), "x", ready_timeout=3))
+    error = next(r["error"] for r in report.resources if r["id"] == "service:comfyui")
+    assert "comfyui did not become ready within 3 s" in error and "it was stopped" in error
+    assert "importing custom nodes" in error
+    assert _gone(int((tmp_path / "root" / "ComfyUI" / "pid").read_text()))
+    assert not host.exists(".provision/services/comfyui.json")
+
+
+def _pid_of(host: TargetHost, name: str) -> int:
+    return int(json.loads(host.read(f".provision/services/{name}.json"))["pid"])

@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.fake_comfyui import MAIN_PY, plugin_source
+from tests.support.fake_comfyui import comfyui_main_py, plugin_source
 from tests.support.fake_hub import HubState, serve_hub
 from tests.support.gitrepos import UpstreamRepo, git, make_upstream
 from tests.support.servers import serve_directory
@@ -86,8 +86,10 @@ def _comfyui_repo(base: Path) -> UpstreamRepo:
     repo = make_upstream(base, "ComfyUI")
     # ComfyUI's own .gitignore keeps plugins, models and the generated config out of its checkout.
     ignore = "/models/\n/custom_nodes/\n!custom_nodes/example_node.py.example\nextra_model_paths.yaml\n/user/\n*.log\n"
-    files = {"main.py": MAIN_PY, "requirements.txt": "torch\nprovdep>=1.0\n", ".gitignore": ignore,
-             "custom_nodes/example_node.py.example": "# example\n"}
+    # These tests are about convergence and drift, not ComfyUI's start-up: a quicker stand-in than the
+    # realistic 15 s (the service and smoke tests keep that), so every (re)start costs 2 s, not 15.
+    files = {"main.py": comfyui_main_py(startup_seconds=2), "requirements.txt": "torch\nprovdep>=1.0\n",
+             ".gitignore": ignore, "custom_nodes/example_node.py.example": "# example\n"}
     for tag in ("v0.6.0", "v0.7.0"):
         repo.commit({**files, "comfyui_version.py": f"__version__ = {tag[1:]!r}\n"}, tag, tag=tag)
     return repo

@@ -197,12 +197,20 @@ def test_comfy_log_parsing() -> None:
               "Traceback (most recent call last):\n  File \"x.py\"\nModuleNotFoundError: No module named 'facexlib'\n"
     assert set(comfy_log.node_failures(several)) == {"NunchakuPulidApply", "NunchakuPulidLoader",
                                                       "NunchakuFluxPuLIDApplyV2"}
+    # Where the plugin's own logging.basicConfig wins over ComfyUI's, its format carries a prefix.
+    prefixed = "2026-12-01 10:00:00,123 - ERROR - Node `NunchakuFluxDiTLoader` import failed:\n" \
+               "Traceback (most recent call last):\n  File \"x.py\"\nModuleNotFoundError: No module named 'nunchaku'\n"
+    assert comfy_log.node_failures(prefixed) == {
+        "NunchakuFluxDiTLoader": "ModuleNotFoundError: No module named 'nunchaku'"}
 
 
 def test_plugins_and_nodes_verdicts_from_the_log() -> None:
-    plugins = verdict("smoke.plugins", {"started": True, "log": COMFY_LOG})
+    plugins = verdict("smoke.plugins", {"started": True, "log": COMFY_LOG, "plugins": ["ComfyUI-PuLID"]})
     assert plugins.status == "fail" and "ComfyUI-PuLID" in plugins.summary
     assert plugins.diagnosis and "pip install insightface" in plugins.diagnosis
+    # A plugin the manifest does not list is someone else's: information, not a failure.
+    other = verdict("smoke.plugins", {"started": True, "log": COMFY_LOG, "plugins": ["ComfyUI-nunchaku"]})
+    assert other.status == "pass" and "ComfyUI-PuLID (not in this manifest) did not import" in other.summary
     nodes = verdict("smoke.nodes", {"ready": True, "wanted": ["NunchakuFluxDiTLoader"],
                                     "missing": ["NunchakuFluxDiTLoader"], "log": COMFY_LOG})
     assert nodes.status == "fail" and nodes.diagnosis
@@ -257,3 +265,140 @@ def test_reports_and_exit_codes() -> None:
     fp8_case, server_case = cases["kernels.fp8_gemm"], cases["smoke.server"]
     assert fp8_case.find("failure") is not None
     assert server_case.find("skipped") is not None
+
+
+# ComfyUI 0.3.64 and ComfyUI-nunchaku v1.2.1 as they log (formats from nodes.py and the plugin's __init__.py):
+# ComfyUI's own comfy_extras fail first, then the plugin's per-node failures, then ComfyUI's summaries.
+EXTRAS_TRACE = """\
+Traceback (most recent call last):
+  File "/root/ComfyUI/nodes.py", line 2131, in load_custom_node
+    module_spec.loader.exec_module(module)
+  File "/root/ComfyUI/comfy_extras/nodes_canny.py", line 1, in <module>
+    from kornia.filters import canny
+ModuleNotFoundError: No module named 'kornia'
+
+Cannot import /root/ComfyUI/comfy_extras/nodes_canny.py module for custom nodes: No module named 'kornia'
+"""
+EXTRAS_SUMMARY = """\
+WARNING: some comfy_extras/ nodes did not import correctly. This may be because they are missing some dependencies.
+
+IMPORT FAILED: nodes_canny.py
+
+This issue might be caused by new missing dependencies added the last time you updated ComfyUI.
+Please do a: pip install -r requirements.txt
+
+Starting server
+
+To see the GUI go to: http://127.0.0.1:8188
+"""
+
+
+def nunchaku_failure(header: str, error: str, statement: str = "from nunchaku import X") -> str:
+    return (f"{header}\nTraceback (most recent call last):\n"
+            f'  File "/root/ComfyUI/custom_nodes/ComfyUI-nunchaku/__init__.py", line 82, in <module>\n'
+            f"    {statement}\n{error}\n")
+
+
+def comfy_startup(*plugin_lines: str, version: str = "1.0.1") -> str:
+    return (EXTRAS_TRACE + "=" * 40 + " ComfyUI-nunchaku Initialization " + "=" * 40 + "\n"
+            f"Nunchaku version: {version}\nComfyUI-nunchaku version: 1.2.1\n" + "".join(plugin_lines)
+            + "=" * 113 + "\n\nImport times for custom nodes:\n"
+            "   0.9 seconds: /root/ComfyUI/custom_nodes/ComfyUI-nunchaku\n\n" + EXTRAS_SUMMARY)
+
+
+NO_NUNCHAKU = "ModuleNotFoundError: No module named 'nunchaku'"
+ZIMAGE = nunchaku_failure("Nodes `NunchakuZImageDiTLoader` import failed:",
+                          "ImportError: cannot import name 'convert_fp16' from 'nunchaku.models.transformers.utils'")
+PULID = nunchaku_failure("Nodes `NunchakuPulidApply`,`NunchakuPulidLoader`, `NunchakuPuLIDLoaderV2` and "
+                         "`NunchakuFluxPuLIDApplyV2` import failed:", "ModuleNotFoundError: No module named 'facexlib'")
+NEEDS = {"plugins": ["ComfyUI-nunchaku"], "needed": ["NunchakuFluxDiTLoader"]}
+WHEEL = "nunchaku-1.2.1+cu13.0torch2.10-cp312-cp312-linux_x86_64.whl"
+NUNCHAKU_MODE = Criteria(mode="nunchaku", nunchaku_wheel=WHEEL)
+
+
+def test_comfy_extras_failures_are_comfyuis_own_and_do_not_hide_the_nunchaku_diagnosis() -> None:
+    log = comfy_startup(nunchaku_failure("Node `NunchakuFluxDiTLoader` import failed:", NO_NUNCHAKU),
+                        version="Package 'nunchaku' not found.")
+    assert comfy_log.plugin_failures(log) == []
+    assert comfy_log.builtin_failures(log) == [
+        comfy_log.BuiltinFailure("comfy_extras", "nodes_canny.py", "No module named 'kornia'")]
+    plugins = verdict("smoke.plugins", dict(NEEDS, started=True, log=log, exited=None), NUNCHAKU_MODE)
+    assert plugins.status == "fail", plugins
+    assert plugins.summary == "needed plugin node(s) failed to import: NunchakuFluxDiTLoader"
+    assert plugins.diagnosis == (f"NunchakuFluxDiTLoader: {NO_NUNCHAKU} -> nunchaku is not installed in this venv: "
+                                 f"install {WHEEL} (`provision apply` does)")
+    assert "nodes_canny" not in plugins.diagnosis and "dependency of nunchaku" not in plugins.diagnosis
+    assert plugins.measured["information"] == [
+        "ComfyUI's own comfy_extras/nodes_canny.py did not import (it needs kornia, which is not installed); "
+        "only its nodes are missing"]
+    nodes = verdict("smoke.nodes", {"ready": True, "wanted": ["NunchakuFluxDiTLoader"], "plugins": NEEDS["plugins"],
+                                    "missing": ["NunchakuFluxDiTLoader"], "log": log}, NUNCHAKU_MODE)
+    assert nodes.status == "fail" and nodes.diagnosis
+    assert nodes.diagnosis.endswith("nunchaku is not installed in this venv: "
+                                    f"install {WHEEL} (`provision apply` does)")
+    assert "kornia" not in nodes.diagnosis
+
+
+def test_only_the_nodes_the_manifest_needs_are_judged() -> None:
+    # Plugin v1.2.1 on backend 1.0.1 (the resolver's A100 pick): FLUX loads, Z-Image and PuLID do not.
+    log = comfy_startup(PULID, ZIMAGE)
+    plugins = verdict("smoke.plugins", dict(NEEDS, started=True, log=log, exited=None), NUNCHAKU_MODE)
+    assert plugins.status == "pass", plugins
+    assert plugins.summary.startswith("the 1 needed node(s) imported; information: ")
+    assert ("node(s) this manifest does not need did not import: NunchakuFluxPuLIDApplyV2, NunchakuPuLIDLoaderV2, "
+            "NunchakuPulidApply, NunchakuPulidLoader, NunchakuZImageDiTLoader") in plugins.summary
+    needs_zimage = dict(NEEDS, needed=["NunchakuFluxDiTLoader", "NunchakuZImageDiTLoader"])
+    failed = verdict("smoke.plugins", dict(needs_zimage, started=True, log=log, exited=None), NUNCHAKU_MODE)
+    assert failed.status == "fail" and failed.summary.endswith("failed to import: NunchakuZImageDiTLoader")
+    assert failed.diagnosis and ("the installed nunchaku lacks nunchaku.models.transformers.utils.convert_fp16: it "
+                                 "is older than this plugin release needs") in failed.diagnosis
+
+
+DIED_WITHOUT_CPU = """\
+Traceback (most recent call last):
+  File "/root/ComfyUI/main.py", line 149, in <module>
+    import execution
+  File "/root/ComfyUI/comfy/model_management.py", line 237, in <module>
+    total_vram = get_total_memory(get_torch_device()) / (1024 * 1024)
+  File "/root/venv/lib/python3.12/site-packages/torch/cuda/__init__.py", line 410, in _lazy_init
+    torch._C._cuda_init()
+RuntimeError: Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and installed a \
+driver from http://www.nvidia.com/Download/index.aspx
+"""
+
+
+def test_plugins_are_not_ok_when_comfyui_died_before_loading_them() -> None:
+    plugins = verdict("smoke.plugins", dict(NEEDS, started=True, log=DIED_WITHOUT_CPU, exited=1))
+    assert plugins.status == "skip"
+    assert plugins.summary == ("ComfyUI exited with status 1 before it imported custom nodes (see smoke.server): "
+                               "the plugins were not checked")
+    server = verdict("smoke.server", {"mode": "started", "exited": 1, "log": DIED_WITHOUT_CPU, "seconds": 4.1})
+    assert server.status == "fail" and "Found no NVIDIA driver" in server.summary
+    assert server.diagnosis and "CPU mode" in server.diagnosis
+    # Killed while a plugin was being imported (a crash in a compiled extension): that is the plugin's doing.
+    crashed = EXTRAS_TRACE + "=" * 40 + " ComfyUI-nunchaku Initialization " + "=" * 40 + "\nNunchaku version: 1.2.1\n"
+    during = verdict("smoke.plugins", dict(NEEDS, started=True, log=crashed, exited=-11))
+    assert during.status == "fail" and "while importing custom nodes" in during.summary
+
+
+def test_cpu_mode_says_nunchaku_is_not_used_here() -> None:
+    log = comfy_startup(nunchaku_failure("Node `NunchakuFluxDiTLoader` import failed:", NO_NUNCHAKU))
+    observed = {"ready": True, "wanted": ["NunchakuFluxDiTLoader"], "missing": ["NunchakuFluxDiTLoader"], "log": log,
+                "plugins": ["ComfyUI-nunchaku"]}
+    nodes = verdict("smoke.nodes", observed, Criteria(mode="cpu"))
+    assert nodes.status == "fail" and nodes.diagnosis
+    assert "nunchaku is not used on this host (CPU mode: there is no NVIDIA GPU to run it)" in nodes.diagnosis
+
+
+def test_pypi_nunchaku_is_named_with_the_fix() -> None:
+    complaint = ("ComfyUI-nunchaku 1.2.1 requires nunchaku >= v1.0.0, but found nunchaku 0.16.1. "
+                 "Please update nunchaku.\n")
+    log = comfy_startup(complaint, nunchaku_failure("Node `NunchakuFluxDiTLoader` import failed:",
+                                                    "ModuleNotFoundError: No module named 'nunchaku._C'"),
+                        version="0.16.1")
+    plugins = verdict("smoke.plugins", dict(NEEDS, started=True, log=log, exited=None), NUNCHAKU_MODE)
+    assert plugins.status == "fail" and plugins.diagnosis
+    assert ("the installed `nunchaku` is not nunchaku's engine (requires nunchaku >= v1.0.0, but found nunchaku "
+            "0.16.1): PyPI's unrelated package of that name") in plugins.diagnosis
+    assert f"`pip uninstall nunchaku`, then install {WHEEL}" in plugins.diagnosis
+    assert "PyPI's unrelated package" in diagnose.import_error("No module named 'nunchaku._C'", None, None, None)

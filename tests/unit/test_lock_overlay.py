@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from provisioner.catalog import load_catalog
+from provisioner.engine import expand_stack
 from provisioner.facts import load_facts
 from provisioner.lock.errors import LockFileError, MirrorsError
 from provisioner.lock.hub import parse_revision
-from provisioner.lock.mirrors import Mirrors, find_mirrors_file, load_mirrors, rewrite_resolution
+from provisioner.lock.mirrors import Mirrors, find_mirrors_file, load_mirrors, mirror_spec, rewrite_resolution
 from provisioner.lock.model import (
     Lock,
     LockedFacts,
@@ -27,8 +28,10 @@ from provisioner.lock.model import (
     write_lock,
 )
 from provisioner.lock.overlay import apply_lock, facts_difference, lock_disagreements
+from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest
 from provisioner.resolve import Resolution, resolve
+from provisioner.resources.specs import DownloadSpec, GitSpec, PipSpec, RequirementsSpec
 
 FACTS = Path(__file__).parent / "facts"
 PLUGIN = {"name": "ComfyUI-nunchaku", "repo": "https://github.com/nunchaku-ai/ComfyUI-nunchaku"}
@@ -174,6 +177,99 @@ def test_rewrite_resolution_uses_the_longest_prefix_and_the_hub_endpoint() -> No
                                  "svdq-int4_r32-flux.1-dev.safetensors")
     assert out.torch == fresh.torch, "no rule matches the torch index"
     assert rewrite_resolution(fresh, Mirrors()) == fresh
+
+
+def test_mirror_spec_rewrites_every_url_of_a_resource_once() -> None:
+    # A replacement that matches its own prefix again must not be applied twice.
+    mirrors = Mirrors.model_validate({"mirrors": [
+        {"prefix": "https://github.com/", "replace": "https://github.com/acme-mirror/"},
+        {"prefix": "https://pypi.org/simple/", "replace": "http://127.0.0.1:8000/simple/"},
+        {"prefix": "https://download.pytorch.org/whl/", "replace": "http://127.0.0.1:8000/torch/"},
+    ]})
+    git = GitSpec(path="ComfyUI", repo="https://github.com/comfyanonymous/ComfyUI")
+    assert mirror_spec("git:ComfyUI", git, mirrors).spec == git.model_copy(
+        update={"repo": "https://github.com/acme-mirror/comfyanonymous/ComfyUI"})
+    pip = PipSpec(venv="venv", packages=["tqdm==4.67.1", {"requirement": "nunchaku==1.2.1",
+                                                          "url": "https://github.com/n/n/releases/download/n.whl"}],
+                  extra_index_urls=["https://download.pytorch.org/whl/cu130"], find_links=["cache/wheels"])
+    out = mirror_spec("pip:venv", pip, mirrors).spec
+    assert isinstance(out, PipSpec)
+    assert out.index_url == "http://127.0.0.1:8000/simple/", "a rule for PyPI's index (with its slash) is the index"
+    assert out.extra_index_urls == ["http://127.0.0.1:8000/torch/cu130"]
+    assert out.find_links == ["cache/wheels"], "a folder under the root is not a URL"
+    assert out.packages[0] == "tqdm==4.67.1"
+    assert not isinstance(out.packages[1], str) and out.packages[1].url == (
+        "https://github.com/acme-mirror/n/n/releases/download/n.whl")
+    assert pip.index_url is None and pip.extra_index_urls == ["https://download.pytorch.org/whl/cu130"]
+    named = RequirementsSpec(venv="venv", file="ComfyUI/requirements.txt", index_url="https://example.org/simple")
+    assert mirror_spec("requirements:x", named, mirrors).spec == named, "an index no rule covers stays"
+
+
+@pytest.mark.parametrize(
+    ("rules", "url", "keeps_token"),
+    [
+        ({"huggingface": {"endpoint": "http://127.0.0.1:9000"}},
+         "http://127.0.0.1:9000/org/m/resolve/main/m.safetensors", True),
+        ({"mirrors": [{"prefix": "https://huggingface.co/", "replace": "http://hub.internal/"}]},
+         "http://hub.internal/org/m/resolve/main/m.safetensors", True),
+        ({"mirrors": [{"prefix": "https://huggingface.co/org/", "replace": "http://files.internal/org/"}],
+          "huggingface": {"endpoint": "http://127.0.0.1:9000"}},
+         "http://files.internal/org/m/resolve/main/m.safetensors", False),
+        ({"mirrors": [{"prefix": "https://huggingface.co/org/", "replace": "https://huggingface.co/fork/"}]},
+         "https://huggingface.co/fork/m/resolve/main/m.safetensors", True),
+    ],
+    ids=["hub-endpoint", "rule-for-the-hub-root", "rule-to-another-host", "same-host"],
+)
+def test_a_token_follows_its_url_only_to_the_hub_or_its_mirror(rules: dict[str, Any], url: str,
+                                                               keeps_token: bool) -> None:
+    mirrors = Mirrors.model_validate(rules)
+    spec = DownloadSpec(path="m.safetensors", url="https://huggingface.co/org/m/resolve/main/m.safetensors",
+                        auth={"from_env": "HF_TOKEN"})
+    out = mirror_spec("download:m.safetensors", spec, mirrors)
+    assert isinstance(out.spec, DownloadSpec) and out.spec.url == url
+    assert (out.spec.auth is not None) == keeps_token
+    assert (out.note is None) == keeps_token
+    if not keeps_token:
+        assert out.note and "$HF_TOKEN" in out.note and "huggingface.endpoint" in out.note
+
+
+def test_every_plugin_is_cloned_through_the_mirrors_not_only_the_chosen_one(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    base = Path(__file__).resolve().parents[2] / "manifests" / "rtx4090.yaml"
+    path.write_text(f"extends: {base}\ncomfyui:\n  plugins:\n"
+                    "    - {name: ComfyUI-nunchaku, repo: 'https://github.com/nunchaku-tech/ComfyUI-nunchaku'}\n"
+                    "    - {name: ComfyUI-KJNodes, repo: 'https://github.com/kijai/ComfyUI-KJNodes', ref: main}\n")
+    loaded = load_manifest(path)
+    facts = load_facts(FACTS / "rtx4090.json")
+    mirrors = Mirrors.model_validate({"mirrors": [{"prefix": "https://github.com/", "replace": "file:///srv/git/"}]})
+    stack = expand_stack(loaded, facts, resolve(loaded.manifest, facts, load_catalog()), mirrors)
+    clones = {r.spec["path"]: r.spec["repo"] for r in stack.expansion.resources if r.kind == "git"}
+    assert clones == {"ComfyUI": "file:///srv/git/comfyanonymous/ComfyUI",
+                      "ComfyUI/custom_nodes/ComfyUI-nunchaku": "file:///srv/git/nunchaku-tech/ComfyUI-nunchaku",
+                      "ComfyUI/custom_nodes/ComfyUI-KJNodes": "file:///srv/git/kijai/ComfyUI-KJNodes"}
+    assert stack.resolution.plugin and stack.resolution.plugin.repo.startswith("file:///srv/git/"), \
+        "the resolver's report names the mirror too"
+
+
+def test_a_token_for_another_host_never_follows_a_mirror() -> None:
+    mirrors = Mirrors.model_validate({"mirrors": [{"prefix": "https://github.com/", "replace": "http://git.internal/"}],
+                                      "huggingface": {"endpoint": "http://git.internal"}})
+    spec = DownloadSpec(path="w.whl", url="https://github.com/org/private/releases/download/v1/w.whl",
+                        auth={"from_env": "GH_TOKEN"})
+    out = mirror_spec("download:w.whl", spec, mirrors)
+    assert isinstance(out.spec, DownloadSpec) and out.spec.auth is None, "the Hub's mirror host is not GitHub's"
+    assert out.note == ("download:w.whl: the mirror git.internal replaces github.com, which $GH_TOKEN is meant for, "
+                        "so the token is not sent there; a token goes only to the host its URL names")
+
+
+def test_the_hub_endpoint_and_pypi_index_follow_the_rules() -> None:
+    assert Mirrors().hub_endpoint == "https://huggingface.co" and Mirrors().default_index is None
+    by_rule = Mirrors.model_validate({"mirrors": [
+        {"prefix": "https://huggingface.co/", "replace": "http://127.0.0.1:9000/"},
+        {"prefix": "https://pypi.org/", "replace": "http://127.0.0.1:8000/pypi/"},
+    ]})
+    assert by_rule.hub_endpoint == "http://127.0.0.1:9000", "lock's Hub API calls go to the Hub's mirror"
+    assert by_rule.default_index == "http://127.0.0.1:8000/pypi/simple"
 
 
 def test_mirror_file_errors_name_file_line_and_field(tmp_path: Path) -> None:

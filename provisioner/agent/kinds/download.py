@@ -158,12 +158,13 @@ def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
     import urllib.error  # here, not at the top: only a download that fetches pays for the HTTP stack
     import urllib.request
 
+    opener = _opener()
     last_error: Optional[str] = None
     for attempt in range(RETRIES):
         have = os.path.getsize(partial) if os.path.exists(partial) else 0
         request = urllib.request.Request(spec["url"], headers=_headers(spec, have))
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with opener.open(request, timeout=60) as response:
                 if have and response.status != 206:
                     have = 0  # the server ignored Range: start over
                 total = _total(response, have)
@@ -183,6 +184,22 @@ def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
         time.sleep(min(2 ** attempt, 10) * 0.5)
     raise ResourceFailure("%s: download from %s failed after %d tries: %s"
                           % (spec["path"], _display_url(spec["url"]), RETRIES, last_error))
+
+
+def _opener() -> Any:
+    """urllib's opener, except that a redirect to another host (the Hub's CDN, or wherever a mirror
+    points) does not carry the bearer token along, as requests does."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    class TokenStaysOnItsHost(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+                new.remove_header("Authorization")
+            return new
+
+    return urllib.request.build_opener(TokenStaysOnItsHost)
 
 
 def _headers(spec: Dict[str, Any], have: int) -> Dict[str, str]:

@@ -3,6 +3,11 @@
 The process manager starts the program in its own session (it outlives the agent and the SSH
 channel), records its PID, argv and config digest under <root>/.provision/services/, and logs to a
 file. A changed argv or config digest means a restart; a dead process means a start.
+
+"Started" means healthy: with a `ready` probe, a start or restart waits (bounded by `ready_timeout`)
+until the service answers it over HTTP; without one, the process must survive `settle_seconds`. A
+service that dies or never answers fails the resource with its exit status and log tail, is stopped,
+and leaves no PID record behind.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
 STOP_TIMEOUT_SECONDS = 15.0
+READY_POLL_SECONDS = 0.5
+DEFAULT_READY_TIMEOUT = 180.0
 SYSTEMD_DIR = "/etc/systemd/system"
 ROOT_PLACEHOLDER = "@PROVISION_ROOT@"
 
@@ -112,6 +119,7 @@ def restart(spec: Dict[str, Any], ctx: Context) -> None:
     observed = probe(spec, ctx)
     if observed["manager"] == "systemd":
         procs.check(["systemctl", "restart", _unit_name(spec)], "systemctl restart %s" % _unit_name(spec))
+        _await_unit(spec)
         return
     if observed["running"]:
         _stop(int(observed["record"]["pid"]))
@@ -133,21 +141,97 @@ def _env(spec: Dict[str, Any], ctx: Context) -> Dict[str, str]:
 
 def _start(spec: Dict[str, Any], ctx: Context) -> None:
     argv = _argv(spec, ctx)
+    record_path = _record_path(spec, ctx)
+    _remove(record_path)  # whatever it described was stopped; only a ready service gets a record
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
     log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log:
+        offset = log.tell()
         try:
             child = subprocess.Popen(argv, cwd=cwd, env=_env(spec, ctx), stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         except OSError as exc:
             raise ResourceFailure("cannot start %s: %s" % (argv[0], exc)) from None
-    time.sleep(float(spec.get("settle_seconds", 1.0)))
-    if child.poll() is not None:
-        raise ResourceFailure("%s exited with %s right after starting; see %s:\n%s" % (
-            spec["name"], child.returncode, log_path, _tail(log_path)))
+    try:
+        _await_process(spec, child, log_path, offset)
+    except ResourceFailure:
+        if child.poll() is None:
+            _stop(child.pid)
+        raise
     record = {"pid": child.pid, "argv": argv, "started": time.time(), "log": log_path}
-    atomic_write(_record_path(spec, ctx), json.dumps(record).encode("utf-8"), 0o644)
+    atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
+
+
+def _await_process(spec: Dict[str, Any], child: subprocess.Popen, log_path: str, offset: int) -> None:  # type: ignore[type-arg]
+    """Return once the child passes the readiness probe; raise when it exits or the timeout passes."""
+    started = time.time()
+    readiness = spec.get("ready")
+    if not readiness:
+        time.sleep(float(spec.get("settle_seconds", 1.0)))
+        if child.poll() is not None:
+            raise ResourceFailure("%s %s right after starting; see %s:\n%s" % (
+                spec["name"], _exit_text(child.returncode), log_path, _tail(log_path, offset)))
+        return
+    url = ready_url(readiness)
+    timeout = float(spec.get("ready_timeout") or DEFAULT_READY_TIMEOUT)
+    deadline = started + timeout
+    while True:
+        if child.poll() is not None:
+            raise ResourceFailure("%s %s %.1f s after starting, before %s answered; see %s:\n%s" % (
+                spec["name"], _exit_text(child.returncode), time.time() - started, url, log_path,
+                _tail(log_path, offset)))
+        answer = http_ready(url, bool(readiness.get("expect_json")), max(0.5, min(5.0, deadline - time.time())))
+        if answer is None:
+            return
+        if time.time() >= deadline:
+            raise ResourceFailure("%s did not become ready within %g s (%s: %s); it was stopped; see %s:\n%s" % (
+                spec["name"], timeout, url, answer, log_path, _tail(log_path, offset)))
+        time.sleep(READY_POLL_SECONDS)
+
+
+def ready_url(readiness: Dict[str, Any]) -> str:
+    """The probe URL; a wildcard listen address (0.0.0.0, ::, or ComfyUI's comma list) is reached on loopback."""
+    host = str(readiness.get("host") or "127.0.0.1").split(",")[0].strip()
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = "[%s]" % host
+    return "http://%s:%d%s" % (host, int(readiness["port"]), readiness.get("path") or "/")
+
+
+def http_ready(url: str, expect_json: bool, timeout: float) -> Optional[str]:
+    """None when `url` answers 200 (with JSON if asked), else what it answered instead."""
+    import urllib.error
+    import urllib.request
+
+    # Loopback must never go through an HTTP proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            body = response.read(1 << 20)
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        return "HTTP %d" % exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return "no answer (%s)" % reason
+    if status != 200:
+        return "HTTP %d" % status
+    if expect_json:
+        try:
+            json.loads(body.decode("utf-8"))
+        except ValueError:
+            return "HTTP 200 but not JSON"
+    return None
+
+
+def _exit_text(returncode: Optional[int]) -> str:
+    if returncode is not None and returncode < 0:
+        return "was killed by signal %d" % -returncode
+    return "exited with %s" % returncode
 
 
 def _stop(pid: int) -> None:
@@ -191,12 +275,15 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _tail(path: str, lines: int = 20) -> str:
+def _tail(path: str, offset: int = 0, lines: int = 20) -> str:
+    """The last lines this start wrote to the log (from `offset`), not an older run's."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 # --- systemd -------------------------------------------------------------------------------------
@@ -252,5 +339,52 @@ def _apply_systemd(spec: Dict[str, Any], changes: List[Change], ctx: Context) ->
         procs.check(["systemctl", "enable", name], "systemctl enable %s" % name)
         verb = "restart" if "unit" in fields else "start"
         procs.check(["systemctl", verb, name], "systemctl %s %s" % (verb, name))
+        _await_unit(spec)
     else:
         procs.check(["systemctl", "disable", "--now", name], "systemctl disable --now %s" % name)
+
+
+def _await_unit(spec: Dict[str, Any]) -> None:
+    """Return once the unit passes the readiness probe; else stop it (so it is not reported as running) and
+    fail with its state and journal. systemd's Restart=on-failure would keep a crashing ComfyUI flapping."""
+    name = _unit_name(spec)
+    readiness = spec.get("ready")
+    started = time.time()
+    if not readiness:
+        time.sleep(float(spec.get("settle_seconds", 1.0)))
+        state = _unit_state(name)
+        if state != "active":
+            _fail_unit(name, "is %s right after starting" % state)
+        return
+    url = ready_url(readiness)
+    timeout = float(spec.get("ready_timeout") or DEFAULT_READY_TIMEOUT)
+    deadline = started + timeout
+    restarts = _unit_restarts(name)
+    while True:
+        state = _unit_state(name)
+        if state == "failed" or _unit_restarts(name) > restarts:
+            _fail_unit(name, "exited %.1f s after starting, before %s answered" % (time.time() - started, url))
+        answer = http_ready(url, bool(readiness.get("expect_json")), max(0.5, min(5.0, deadline - time.time())))
+        if answer is None:
+            return
+        if time.time() >= deadline:
+            _fail_unit(name, "did not become ready within %g s (%s: %s; unit %s)" % (timeout, url, answer, state))
+        time.sleep(READY_POLL_SECONDS)
+
+
+def _unit_state(name: str) -> str:
+    return procs.run(["systemctl", "is-active", name]).output.strip() or "unknown"
+
+
+def _unit_restarts(name: str) -> int:
+    """How often systemd restarted the unit (Restart=on-failure): a rise means the process died."""
+    value = procs.run(["systemctl", "show", "-p", "NRestarts", "--value", name]).output.strip()
+    return int(value) if value.isdigit() else 0
+
+
+def _fail_unit(name: str, what: str) -> None:
+    status = procs.run(["systemctl", "show", "-p", "ExecMainStatus", "--value", name]).output.strip()
+    journal = procs.run(["journalctl", "-u", name, "-n", "20", "--no-pager", "-o", "cat"]).tail()
+    procs.run(["systemctl", "stop", name])
+    raise ResourceFailure("%s %s (last exit status %s); it was stopped; journalctl -u %s:\n%s" % (
+        name, what, status or "?", name, journal))
