@@ -88,6 +88,11 @@ class ApplyReport:
     def ok(self) -> bool:
         return not self.failed and not self.unconverged
 
+    @property
+    def failures(self) -> list[str]:
+        """Ids of the resources that failed (those that needed them are `skipped`, with `after` naming one)."""
+        return [r["id"] for r in self.resources if r["outcome"] == "failed"]
+
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
@@ -96,6 +101,7 @@ class ApplyReport:
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
                 "handlers": self.handlers, "unconverged": self.unconverged, "pushed": self.pushed,
+                "failures": self.failures,
                 "summary": summarize(self.resources, "outcome")}
 
 

@@ -51,6 +51,8 @@ def _change_lines(change: dict[str, Any]) -> list[str]:
         arrow = _value(change["new"])
     elif change["action"] == "discard":
         arrow = f"discard {_value(change['old'])}"
+    elif change["action"] == "remove":
+        arrow = f"remove {_value(change['old'])}"
     lines = [f"            {change['field']}: {arrow}  ({reason})"]
     lines += [f"              {line}" for line in detail.splitlines()]
     return lines
@@ -69,6 +71,7 @@ def render_plan(report: PlanReport, mask: Masker, show_ok: bool = True) -> str:
             lines += _change_lines(change)
         if resource.get("error"):
             lines += [f"            {line}" for line in resource["error"].splitlines()]
+        lines += [f"            note: {note}" for note in resource.get("notes") or []]
     counts = {status: sum(1 for r in report.resources if r["status"] == status) for status in STATUS_LABEL}
     lines += ["", (
         f"Plan: {counts['create']} to create, {counts['change']} to change, {counts['drifted']} drifted, "
@@ -93,6 +96,8 @@ def render_apply(report: ApplyReport, mask: Masker) -> str:
             lines += _change_lines(change)
         if resource.get("error"):
             lines += [f"            {line}" for line in resource["error"].splitlines()]
+        if outcome == "skipped" and resource.get("after"):
+            lines.append(f"            not applied: it needs {resource['after']}, which did not converge")
     for handler in report.handlers:
         state = "failed" if handler.get("error") else "ran"
         lines.append(f"  handler {handler['name']} {state}")
@@ -110,6 +115,8 @@ def render_apply(report: ApplyReport, mask: Masker) -> str:
     if report.generation:
         summary += f"; recorded generation {report.generation}"
     lines += ["", summary + f" ({report.seconds:.2f}s)."]
+    if report.failures:
+        lines.append(click.style(f"Failed: {', '.join(report.failures)}", fg="red"))
     if report.unconverged:
         lines.append(click.style("Not converged after apply:", fg="red"))
         for resource in report.unconverged:

@@ -59,9 +59,25 @@ def _direct_url(path: str) -> Dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError):
-        return {"url": None, "sha256": None}
+        return {"url": None, "sha256": None, "local_build": False}
     archive = data.get("archive_info") or {}
     sha = (archive.get("hashes") or {}).get("sha256")
     if not sha and str(archive.get("hash", "")).startswith("sha256="):
         sha = archive["hash"][len("sha256="):]
-    return {"url": data.get("url"), "sha256": sha}
+    # Built here from a checkout or a folder (pip install git+..., pip install -e .), not fetched as a wheel.
+    local_build = "vcs_info" in data or "dir_info" in data
+    return {"url": data.get("url"), "sha256": sha, "local_build": local_build}
+
+
+def ships_module(dist: Dict[str, Any], module: str) -> bool:
+    """Whether the distribution's RECORD lists `module` (a.b._C) as a file or package: `a/b/_C.*.so`, `a/b/_C/`."""
+    stem = module.replace(".", "/")
+    try:
+        with open(os.path.join(dist["dist_info"], "RECORD"), encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                path = line.split(",", 1)[0].strip('"')
+                if path.startswith(stem) and path[len(stem):len(stem) + 1] in (".", "/"):
+                    return True
+    except OSError:
+        pass
+    return False

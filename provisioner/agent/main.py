@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import procs, state
+from . import dependencies, procs, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 
@@ -57,13 +57,18 @@ def _generations(request: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def classify(resource: Dict[str, Any], changes: List[Change], previous: Dict[str, str]) -> str:
-    """ok / create / drifted / change: drifted means the host moved away from what was applied."""
+    """ok / create / drifted / change.
+
+    drifted: this very spec was applied and converged before (the generations say so), and the host
+    moved away from it, even if what is missing now would be created (a package uninstalled, a file
+    deleted). create: never converged here and only missing things to add. change: the spec is new.
+    """
     if not changes:
         return "ok"
-    if all(c["action"] == "create" for c in changes):
-        return "create"
     if previous.get(resource["id"]) == resource["digest"]:
         return "drifted"
+    if all(c["action"] == "create" for c in changes):
+        return "create"
     return "change"
 
 
@@ -73,12 +78,16 @@ def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str])
         module = kind(resource["kind"])
         observed = module.probe(spec, ctx)
         changes = module.diff(spec, observed, ctx)
+        notes = module.notes(spec, observed) if hasattr(module, "notes") else []
     except ResourceFailure as exc:
         return {"id": resource["id"], "status": "error", "changes": [], "error": str(exc), "observed": None}
-    return {
+    result = {
         "id": resource["id"], "status": classify(resource, changes, previous),
         "changes": [dict(c) for c in changes], "observed": observed,
     }
+    if notes:
+        result["notes"] = notes
+    return result
 
 
 def _probe_all(request: Dict[str, Any], ctx: Context) -> List[Dict[str, Any]]:
@@ -104,14 +113,17 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     by_id = {r["id"]: r for r in request["resources"]}
     outcomes: List[Dict[str, Any]] = []
     notified: List[str] = []
-    failed = False
+    broken: List[Dict[str, Any]] = []  # failed or skipped: what later resources may need
     for result in probed:
         resource = by_id[result["id"]]
-        if failed:
-            outcomes.append(dict(_strip(result), outcome="skipped"))
+        blocked_by = dependencies.blocker(resource, broken)
+        if blocked_by is not None:
+            broken.append(resource)
+            outcomes.append(dict(_strip(result), outcome="skipped", after=blocked_by))
+            emit("progress", id=result["id"], phase="skipped", after=blocked_by)
             continue
         if result["status"] == "error":
-            failed = True
+            broken.append(resource)
             outcomes.append(dict(_strip(result), outcome="failed"))
             continue
         if result["status"] == "ok":
@@ -122,7 +134,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         try:
             kind(resource["kind"]).apply(resource["spec"], result["observed"], result["changes"], ctx)
         except ResourceFailure as exc:
-            failed = True
+            broken.append(resource)
             outcomes.append(dict(_strip(result), outcome="failed", error=str(exc)))
             emit("progress", id=result["id"], phase="failed", error=str(exc))
             continue
@@ -136,8 +148,9 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         from . import staging  # only applies the controller pushed files for
 
         staging.discard_unused(request["resources"], ctx)
+    failed = bool(broken)
     started_now = {o["id"] for o in outcomes if o["outcome"] == "changed"}
-    handlers_run = [] if failed else _run_handlers(request, notified, ctx, started_now)
+    handlers_run = _run_handlers(request, notified, ctx, started_now, broken)
     changed = any(o["outcome"] == "changed" for o in outcomes)
     if any(h.get("error") for h in handlers_run):
         failed = True
@@ -230,12 +243,16 @@ def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconver
     return digests
 
 
-def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_now: Set[str]) -> Optional[str]:
+def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_now: Set[str],
+                     broken: List[Dict[str, Any]]) -> Optional[str]:
     """Restart the service resource called `name`; the error text, or None on success."""
     for resource in request["resources"]:
         if resource["kind"] == "service" and resource["spec"]["name"] == name:
             if resource["id"] in started_now:
                 return None  # (re)started by this apply, after the changes that notified it
+            after = dependencies.blocker(resource, broken)
+            if after is not None or resource in broken:
+                return "restart of %s skipped: it needs %s, which failed" % (name, after or resource["id"])
             try:
                 kind("service").restart(resource["spec"], ctx)
             except ResourceFailure as exc:
@@ -245,18 +262,23 @@ def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_n
 
 
 def _run_handlers(
-    request: Dict[str, Any], notified: List[str], ctx: Context, started_now: Set[str]
+    request: Dict[str, Any], notified: List[str], ctx: Context, started_now: Set[str], broken: List[Dict[str, Any]]
 ) -> List[Dict[str, Any]]:
+    """Handlers notified by resources that changed. A restart waits only for what its service needs (a
+    failed model download does not keep ComfyUI on the old plugin); a command handler can depend on
+    anything, so it does not run after a failure."""
     handlers = request.get("handlers") or {}
     ran: List[Dict[str, Any]] = []
     for name in handlers:
         if name not in notified:
             continue
         spec = handlers[name]
+        if broken and not spec.get("restart"):
+            continue
         emit("progress", id="handler:" + name, phase="applying", changes=[])
         entry: Dict[str, Any] = {"name": name}
         if spec.get("restart"):
-            entry["error"] = _restart_service(request, spec["restart"], ctx, started_now)
+            entry["error"] = _restart_service(request, spec["restart"], ctx, started_now, broken)
         else:
             cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
             done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from provisioner.checks import diagnose
 from provisioner.checks.criteria import FP8_ERROR_BOUND, W4A4_ERROR_BOUND, Criteria
 from provisioner.checks.judge_gpu import Observed, arch_number, no_gpu_reason, verdict
@@ -19,6 +21,14 @@ def _not_nunchaku(observed: Observed) -> str | None:
     if path == "fp8":
         return f"{reason}; the FP8 path is checked instead (kernels.fp8_gemm)"
     return reason
+
+
+def _impostor_version(version: str | None) -> bool:
+    """One of the PyPI project's releases, compared as PEP 440 versions (0.16.1 is 0.16.1.0)."""
+    try:
+        return Version(version or "") in {Version(v) for v in diagnose.IMPOSTOR_VERSIONS}
+    except InvalidVersion:
+        return False
 
 
 def _advisor(criteria: Criteria, observed: Observed) -> diagnose.WheelAdvisor:
@@ -40,7 +50,7 @@ def judge_package(observed: Observed, criteria: Criteria) -> CheckResult:
         return verdict(check, "fail", "nunchaku is not installed in the venv", measured=measured, diagnosis=hint)
     install = hint.split("; ", 1)[-1]
     if observed.get("summary") == diagnose.IMPOSTOR_SUMMARY or (
-            version in diagnose.IMPOSTOR_VERSIONS and not observed.get("extensions")):
+            _impostor_version(version) and not observed.get("extensions")):
         return verdict(check, "fail", f"the PyPI package 'nunchaku' {version} (\"{observed.get('summary')}\") is "
                        "installed, not MIT HAN Lab's nunchaku", measured=measured,
                        diagnosis=f"wrong package: `pip uninstall nunchaku` (the PyPI project of that name is "

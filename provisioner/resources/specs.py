@@ -141,10 +141,27 @@ class PinnedPackage(BaseModel):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
+class UnrelatedPackage(BaseModel):
+    """A package name two projects share: installed without `marker_module`, it is the other project and goes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    marker_module: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        description="A module only the wanted project ships (nunchaku._C); local builds are kept too.",
+    )
+    label: str = Field(default="an unrelated package of the same name", max_length=120,
+                       description="What the other project is, for the plan line.")
+
+
 class PipSpec(ResourceBase):
     kind: Literal["pip"] = "pip"
     venv: RelativePath
-    packages: list[PinnedRequirement | PinnedPackage] = Field(min_length=1)
+    packages: list[PinnedRequirement | PinnedPackage] = Field(default_factory=list)
+    remove_unrelated: list[UnrelatedPackage] = Field(
+        default_factory=list, description="Same-named packages of another project to uninstall (PyPI's nunchaku)."
+    )
     index_url: Url | None = None
     extra_index_urls: list[Url] = Field(default_factory=list)
     find_links: list[str] = Field(default_factory=list, description="URLs, or paths relative to the target root.")
@@ -156,8 +173,25 @@ class PipSpec(ResourceBase):
 
     _links = field_validator("find_links")(_check_links)
 
+    @model_validator(mode="after")
+    def _something_to_do(self) -> PipSpec:
+        if not self.packages and not self.remove_unrelated:
+            raise ValueError("a pip resource needs packages to install (or remove_unrelated entries)")
+        pinned = {_distribution(p.requirement if isinstance(p, PinnedPackage) else p) for p in self.packages}
+        both = sorted(pinned & {_distribution(u.name) for u in self.remove_unrelated})
+        if both:
+            raise ValueError(f"{', '.join(both)} is both pinned and in remove_unrelated; the pin already "
+                             "replaces an unrelated package of that name")
+        return self
+
     def key(self) -> str:
         return f"{self.venv}#{self.name}" if self.name else self.venv
+
+
+def _distribution(requirement: str) -> str:
+    """PEP 503 normal form of the name in `name[extras]==version`."""
+    name = re.split(r"[\[=]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class RequirementsSpec(ResourceBase):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.stack_upstreams import NUNCHAKU_VERSION, StackUpstreams, stack_upstreams
+from tests.support.stack_upstreams import NUNCHAKU_VERSION, TORCH_CUDA_VERSION, StackUpstreams, stack_upstreams
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.docker
@@ -57,7 +57,7 @@ def test_docker_manifest_builds_the_stack_into_an_image(request: pytest.FixtureR
 
     probe = "import importlib.metadata as m; print(m.version('nunchaku'), m.version('torch'))"
     inside = _docker("run", "--rm", "--network", "none", tag, "/opt/comfy/venv/bin/python", "-c", probe)
-    assert inside.stdout.split() == [NUNCHAKU_VERSION, "2.10.0"], inside.stderr
+    assert inside.stdout.split() == [NUNCHAKU_VERSION, TORCH_CUDA_VERSION], inside.stderr
     listing = _docker("run", "--rm", "--network", "none", tag, "ls", "/opt/comfy/ComfyUI/custom_nodes",
                       "/opt/comfy/ComfyUI/models/diffusion_models")
     assert "ComfyUI-nunchaku" in listing.stdout and "svdq-int4_r32-flux.1-dev.safetensors" in listing.stdout

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
+import pytest
+
+from provisioner.report import Masker, render_apply, render_plan
 from tests.support.gitrepos import UpstreamRepo, git
 from tests.support.hosts import TargetHost, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan, statuses
+from tests.support.servers import serve_directory
+from tests.support.wheels import build_torch_wheels, build_unrelated_nunchaku, build_wheel, write_simple_index
 
 
 def test_directory_mode_drift_and_recreate(host: TargetHost, tmp_path: Path) -> None:
@@ -25,8 +32,9 @@ def test_directory_mode_drift_and_recreate(host: TargetHost, tmp_path: Path) -> 
     assert statuses(report)["directory:data/models"] == "drifted"
     assert changed(apply(manifest)) == ["directory:data/models"]
 
+    # Removed behind our back after an apply converged it: drift, not a first-time creation.
     host.run(["rm", "-r", host.path("data/models")])
-    assert statuses(plan(manifest))["directory:data/models"] == "create"
+    assert statuses(plan(manifest))["directory:data/models"] == "drifted"
     converge(manifest)
 
 
@@ -165,6 +173,82 @@ def test_pip_find_links(host: TargetHost, tmp_path: Path, package_index: str, wh
     assert _installed(host, "provdep") == "1.0.0"
 
 
+@pytest.fixture
+def pytorch_indexes(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """download.pytorch.org's layout: /whl/cu130 and /whl/cpu, the same release labelled per build."""
+    root = tmp_path / "pytorch"
+    for build in ("cu130", "cpu"):
+        build_torch_wheels(tmp_path / f"wheels-{build}", build)
+        write_simple_index(tmp_path / f"wheels-{build}", root / "whl" / build)
+    with serve_directory(root) as base:
+        yield {build: f"{base}/whl/{build}/simple" for build in ("cu130", "cpu")}
+
+
+def test_torch_pins_are_met_by_the_builds_pytorch_labels(host: TargetHost, tmp_path: Path,
+                                                         pytorch_indexes: dict[str, str]) -> None:
+    # The catalog pins the public version; the index serves 2.10.0+cu130. PEP 440: that pin is met.
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0", "torchvision==0.25.0"], pytorch_indexes["cu130"])
+    converge(manifest)
+    assert _installed(host, "torch") == "2.10.0+cu130"
+
+    # A pin with a label takes only that build: the CUDA one is a change, then the CPU build is kept.
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0+cpu", "torchvision==0.25.0"], pytorch_indexes["cpu"])
+    report = plan(manifest)
+    assert pending(report) == {"pip:venv": ["package.torch"]}
+    change = report.resources[1]["changes"][0]
+    assert (change["old"], change["new"]) == ("2.10.0+cu130", "2.10.0+cpu")
+    converge(manifest)
+    assert _installed(host, "torch") == "2.10.0+cpu"
+
+
+def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path, package_index: str) -> None:
+    manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index)
+    converge(manifest)
+    host.run([host.path("venv/bin/python"), "-m", "pip", "uninstall", "-q", "-y", "provdemo"])
+    report = plan(manifest)
+    assert pending(report) == {"pip:venv": ["package.provdemo"]}
+    assert statuses(report)["pip:venv"] == "drifted", "it was installed by an earlier apply"
+    assert "! drifted pip:venv" in click.unstyle(render_plan(report, Masker([])))
+    converge(manifest)
+    assert _installed(host, "provdemo") == "1.0.0"
+
+
+def test_unrelated_same_named_package_is_removed_and_a_real_build_kept(host: TargetHost, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    unrelated = build_unrelated_nunchaku(wheels, "0.16.1")
+    real = build_wheel(wheels / "real", "nunchaku", "1.2.1+cu13.0torch2.10", tag="py3-none-any",
+                       extra_files={"nunchaku/_C.cpython-312-x86_64-linux-gnu.so": b"\x7fELF stand-in"})
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "name": "nunchaku", "venv": "venv",
+         "remove_unrelated": [{"name": "nunchaku", "marker_module": "nunchaku._C",
+                               "label": "PyPI's unrelated package"}]},
+    ]})
+    converge(manifest)
+    pip = [host.path("venv/bin/python"), "-m", "pip", "install", "-q", "--no-index"]
+    host.run([*pip, str(unrelated)])
+
+    report = plan(manifest)
+    assert report.exit_code() == 2
+    assert pending(report) == {"pip:venv#nunchaku": ["package.nunchaku"]}
+    [change] = report.resources[1]["changes"]
+    assert (change["action"], change["old"], change["new"]) == ("remove", "0.16.1", None)
+    assert change["reason"] == "nunchaku 0.16.1 (PyPI's unrelated package: no nunchaku._C) will be removed"
+    assert "package.nunchaku: remove 0.16.1" in render_plan(report, Masker([]))
+    assert changed(converge(manifest)) == ["pip:venv#nunchaku"]
+    assert host.run([host.path("venv/bin/python"), "-c", "import nunchaku"], check=False).returncode != 0
+
+    # A real build (it ships nunchaku._C) is not ours to remove: information only.
+    host.run([*pip, str(real)])
+    report = plan(manifest)
+    assert report.exit_code() == 0
+    [note] = report.resources[1]["notes"]
+    assert "nunchaku 1.2.1+cu13.0torch2.10" in note and "kept" in note
+    assert "note: nunchaku 1.2.1+cu13.0torch2.10" in render_plan(report, Masker([]))
+    assert changed(apply(manifest)) == []
+    assert _installed(host, "nunchaku") == "1.2.1+cu13.0torch2.10"
+
+
 def _git_manifest(tmp_path: Path, host: TargetHost, upstream: UpstreamRepo, ref: str) -> Path:
     return write_manifest(tmp_path, host, {"resources": [
         {"kind": "git", "path": "src/app", "repo": upstream.url, "ref": ref},
@@ -211,6 +295,31 @@ def test_git_checkout_pins_a_tag_and_reports_drift(host: TargetHost, tmp_path: P
     assert statuses(report)["git:src/app"] == "change"
     converge(manifest)
     assert _head(host) == upstream.tags["v1.2.0"]
+
+
+def test_deleted_tracked_files_are_restored_without_force(host: TargetHost, tmp_path: Path,
+                                                           upstream: UpstreamRepo) -> None:
+    upstream.commit({"docs/odd name*.txt": "literal\n", "docs/other.txt": "other\n"}, "docs", tag="v1.2.0")
+    manifest = _git_manifest(tmp_path, host, upstream, "v1.2.0")
+    converge(manifest)
+
+    # Deleting loses nothing: the content is in HEAD. No --force needed, and only the deleted file returns.
+    host.run(["rm", host.path("src/app/app.py"), host.path("src/app/docs/odd name*.txt")])
+    report = plan(manifest)
+    assert pending(report) == {"git:src/app": ["deleted"]}
+    assert statuses(report)["git:src/app"] == "drifted"
+    assert "app.py" in report.resources[0]["changes"][0]["reason"]
+    assert changed(converge(manifest)) == ["git:src/app"]
+    assert host.read("src/app/app.py") == "print('two')\n"
+    assert host.read("src/app/docs/odd name*.txt") == "literal\n"
+
+    # An edit beside a deletion is someone's work: still refused without --force.
+    host.run(["rm", host.path("src/app/app.py")])
+    host.sh(f"echo mine >> {host.path('src/app/README.md')}")
+    assert pending(plan(manifest)) == {"git:src/app": ["modified", "deleted"]}
+    refused = apply(manifest)
+    assert not refused.ok and "--force" in refused.resources[0]["error"]
+    assert "mine" in host.read("src/app/README.md")
 
 
 def test_git_branch_follows_the_remote(host: TargetHost, tmp_path: Path, upstream: UpstreamRepo) -> None:
@@ -294,6 +403,77 @@ def test_failed_resource_stops_the_run_and_later_ones_are_skipped(host: TargetHo
     assert outcomes == {"command:boom": "failed", "file:after.txt": "skipped"}
     assert "exit 3" in report.resources[0]["error"] and "bad" in report.resources[0]["error"]
     assert not host.exists("after.txt")
+
+
+def test_a_failure_skips_only_the_resources_that_need_it(host: TargetHost, tmp_path: Path) -> None:
+    missing = (tmp_path / "no-such-repo.git").as_uri()
+    dead = "http://127.0.0.1:9/model.bin"  # the discard port: nothing listens, the download fails at apply
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "git", "path": "app", "repo": missing, "ref": "v1.0.0"},
+        {"kind": "file", "path": "app/settings.conf", "content": "inside the checkout\n"},
+        {"kind": "download", "path": "models/model.bin", "url": dead},
+        {"kind": "pip", "venv": "venv", "packages": ["provdep==1.0.0"], "find_links": ["models"]},
+        {"kind": "file", "path": "etc/unrelated.conf", "content": "independent\n"},
+        {"kind": "directory", "path": "data"},
+    ]})
+    report = apply(manifest)
+    assert report.exit_code() == 1
+    outcomes = {r["id"]: (r["outcome"], r.get("after")) for r in report.resources}
+    assert outcomes == {
+        "git:app": ("failed", None),
+        "file:app/settings.conf": ("skipped", "git:app"),
+        "download:models/model.bin": ("failed", None),
+        "pip:venv": ("skipped", "download:models/model.bin"),
+        "file:etc/unrelated.conf": ("changed", None),
+        "directory:data": ("changed", None),
+    }
+    assert host.read("etc/unrelated.conf") == "independent\n"
+    assert not host.exists("app/settings.conf")
+    assert report.as_json()["failures"] == ["git:app", "download:models/model.bin"]
+    text = render_apply(report, Masker([]))
+    assert "Failed: git:app, download:models/model.bin" in text
+    assert "not applied: it needs git:app, which did not converge" in text
+
+    # The next apply finds the independent parts done and fails the same way, changing nothing else.
+    again = apply(manifest)
+    assert again.exit_code() == 1
+    assert {r["id"] for r in again.resources if r["outcome"] == "changed"} == set()
+
+
+def _service_manifest(tmp_path: Path, host: TargetHost, config: str, extra: list[dict[str, object]]) -> Path:
+    return write_manifest(tmp_path, host, {
+        "resources": [
+            {"kind": "file", "path": "app/idle.py", "content": "import time\ntime.sleep(600)\n"},
+            {"kind": "file", "path": "app/app.conf", "content": config, "notify": ["restart-app"]},
+            {"kind": "file", "path": "etc/hook.conf", "content": config, "notify": ["hook"]},
+            *extra,
+            {"kind": "service", "name": "app", "manager": "process", "argv": ["python3", "app/idle.py"],
+             "settle_seconds": 0.2},
+        ],
+        "handlers": {"restart-app": {"restart": "app"},
+                     "hook": {"argv": ["sh", "-c", "echo hook >> hooks.log"]}},
+    })
+
+
+def test_a_restart_still_runs_when_its_service_needs_nothing_that_failed(host: TargetHost, tmp_path: Path) -> None:
+    def pid() -> int:
+        return int(json.loads(host.read(".provision/services/app.json"))["pid"])
+
+    manifest = _service_manifest(tmp_path, host, "one\n", [])
+    try:
+        converge(manifest)
+        first = pid()
+        failing = [{"kind": "download", "path": "models/model.bin", "url": "http://127.0.0.1:9/model.bin"}]
+        report = apply(_service_manifest(tmp_path, host, "two\n", failing))
+        assert report.exit_code() == 1 and report.failures == ["download:models/model.bin"]
+        assert sorted(changed(report)) == ["file:app/app.conf", "file:etc/hook.conf"]
+        # ComfyUI does not wait for a model to pick up its new plugin; a command handler may need anything.
+        assert [(h["name"], h.get("error")) for h in report.handlers] == [("restart-app", None)]
+        assert pid() != first
+        assert host.read("hooks.log") == "hook\n", "the hook ran once, on the first apply only"
+    finally:
+        if host.exists(".provision/services/app.json"):
+            host.run(["kill", str(pid())], check=False)
 
 
 def test_symlink_out_of_the_root_is_refused(host: TargetHost, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Stand-in upstreams for the whole stack: ComfyUI and ComfyUI-nunchaku as bare git repos with the
-real release tags, a package index with torch stand-ins, a nunchaku wheel named and tagged like the
-real ones (with a compiled `_C` member), PyPI's unrelated `nunchaku`, and a Hub serving a model."""
+real release tags, package indexes with torch stand-ins labelled like download.pytorch.org's
+(`2.10.0+cu130` on the cu130 index, `2.10.0+cpu` on the cpu one), a nunchaku wheel named and tagged
+like the real ones (with a compiled `_C` member), PyPI's unrelated `nunchaku`, and a Hub serving a model."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from tests.support.fake_comfyui import comfyui_main_py, plugin_source
 from tests.support.fake_hub import HubState, serve_hub
 from tests.support.gitrepos import UpstreamRepo, git, make_upstream
 from tests.support.servers import serve_directory
-from tests.support.wheels import build_wheel, write_simple_index
+from tests.support.wheels import (
+    TORCH_RELEASE,
+    build_torch_wheels,
+    build_unrelated_nunchaku,
+    build_wheel,
+    write_simple_index,
+)
 
 PY_TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 NUNCHAKU_VERSION = "1.2.1+cu13.0torch2.10"
@@ -25,13 +32,18 @@ PLUGIN_NODES = ["NunchakuFluxDiTLoader", "NunchakuTextEncoderLoaderV2", "Nunchak
 MODEL_FILE = "svdq-int4_r32-flux.1-dev.safetensors"
 T5_FILE = "awq-int4-flux.1-t5xxl.safetensors"
 MODEL_BYTES = b"stand-in int4 weights\n" * 4096
+TORCH_CUDA_VERSION = f"{TORCH_RELEASE['torch']}+cu130"
+TORCH_CPU_VERSION = f"{TORCH_RELEASE['torch']}+cpu"
 
 
 @dataclass
 class StackUpstreams:
     comfyui: UpstreamRepo
     plugin: UpstreamRepo
+    #: The cu130 PyTorch index, which (like download.pytorch.org's) also serves the other packages.
     index: str
+    #: The cpu PyTorch index: torch, torchvision and torchaudio labelled +cpu.
+    cpu_index: str
     files: str
     hub: HubState
     hub_endpoint: str
@@ -45,6 +57,7 @@ class StackUpstreams:
             f"  - {{prefix: 'https://github.com/nunchaku-ai/nunchaku/releases/download/v1.2.1/', "
             f"replace: '{self.files}/'}}\n"
             f"  - {{prefix: 'https://download.pytorch.org/whl/cu130', replace: '{self.index}'}}\n"
+            f"  - {{prefix: 'https://download.pytorch.org/whl/cpu', replace: '{self.cpu_index}'}}\n"
             f"huggingface: {{endpoint: '{self.hub_endpoint}'}}\n"
         )
         return path
@@ -90,24 +103,27 @@ def _plugin_repo(base: Path) -> UpstreamRepo:
     return repo
 
 
-def _wheels(base: Path) -> tuple[Path, Path]:
+def _wheels(base: Path) -> tuple[Path, Path, Path]:
     house = base / "wheelhouse"
-    for name, version in (("torch", "2.10.0"), ("torchvision", "0.25.0"), ("torchaudio", "2.10.0"),
-                          ("provdep", "1.0.0")):
-        build_wheel(house, name, version)
-    build_wheel(house, "nunchaku", "0.15.0", module_body="UNRELATED = True\n")  # PyPI's other `nunchaku`
+    build_torch_wheels(house, "cu130")
+    build_wheel(house, "provdep", "1.0.0")
+    for version in ("0.15.0", "0.16.1"):
+        build_unrelated_nunchaku(house, version)
+    cpu_house = base / "wheelhouse-cpu"
+    build_torch_wheels(cpu_house, "cpu")
     files = base / "files"
     so_name = f"nunchaku/_C.{PY_TAG.replace('cp', 'cpython-')}-x86_64-linux-gnu.so"
     build_wheel(files, "nunchaku", NUNCHAKU_VERSION, requires=["provdep==1.0.0"],
                 extra_files={so_name: b"\x7fELF stand-in"}, tag=f"{PY_TAG}-{PY_TAG}-linux_x86_64")
-    return house, files
+    return house, cpu_house, files
 
 
 @contextmanager
 def stack_upstreams(base: Path) -> Iterator[StackUpstreams]:
-    house, files = _wheels(base)
+    house, cpu_house, files = _wheels(base)
     web = base / "web"
     write_simple_index(house, web)
+    write_simple_index(cpu_house, web / "cpu")
     shutil.copytree(files, web / "files")
     hub = HubState()
     hub.add("nunchaku-tech/nunchaku-flux.1-dev", MODEL_FILE, MODEL_BYTES)
@@ -119,8 +135,8 @@ def stack_upstreams(base: Path) -> Iterator[StackUpstreams]:
     with ExitStack() as stack:
         http_base = stack.enter_context(serve_directory(web))
         endpoint = stack.enter_context(serve_hub(hub))
-        yield StackUpstreams(comfyui, plugin, f"{http_base}/simple", f"{http_base}/files", hub, endpoint,
-                             f"{http_base}/git")
+        yield StackUpstreams(comfyui, plugin, f"{http_base}/simple", f"{http_base}/cpu/simple", f"{http_base}/files",
+                             hub, endpoint, f"{http_base}/git")
 
 
 def _publish(repo: UpstreamRepo, target: Path) -> None:

@@ -6,6 +6,13 @@ import base64
 import hashlib
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
+
+# What download.pytorch.org serves for one torch release: every wheel carries the build as its local
+# label (2.10.0+cu130, 2.10.0+cpu), while manifests and the catalog pin the public version.
+TORCH_RELEASE = {"torch": "2.10.0", "torchvision": "0.25.0", "torchaudio": "2.10.0"}
+# PyPI's unrelated project of the same name: pure Python, no nunchaku._C, no local label.
+UNRELATED_NUNCHAKU_SUMMARY = "Optimally partitioning data into piece-wise linear segments."
 
 
 def _record_hash(data: bytes) -> str:
@@ -22,12 +29,14 @@ def build_wheel(
     requires: list[str] | None = None,
     extra_files: dict[str, bytes] | None = None,
     tag: str = "py3-none-any",
+    summary: str = "",
 ) -> Path:
     """Write `{name}-{version}-{tag}.whl` into `directory` and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += f"Summary: {summary}\n" if summary else ""
     metadata += "".join(f"Requires-Dist: {req}\n" for req in requires or [])
     files: dict[str, bytes] = {
         f"{dist}/__init__.py": (module_body or f"__version__ = {version!r}\n").encode(),
@@ -47,6 +56,17 @@ def build_wheel(
     return path
 
 
+def build_torch_wheels(directory: Path, build: str, release: dict[str, str] | None = None) -> list[Path]:
+    """torch, torchvision and torchaudio as a PyTorch index has them: versions labelled `+{build}`."""
+    return [build_wheel(directory, name, f"{version}+{build}") for name, version in (release or TORCH_RELEASE).items()]
+
+
+def build_unrelated_nunchaku(directory: Path, version: str = "0.16.1") -> Path:
+    """PyPI's `nunchaku` (0.1.0, 0.15.x, 0.16.x): a pure-Python wheel that shares the import name."""
+    return build_wheel(directory, "nunchaku", version, summary=UNRELATED_NUNCHAKU_SUMMARY,
+                       module_body="def pwlf_segments():\n    return []\n")
+
+
 def write_simple_index(wheelhouse: Path, index_root: Path) -> None:
     """Lay out a PEP 503 'simple' index (one page per project) over the wheels in `wheelhouse`."""
     projects: dict[str, list[Path]] = {}
@@ -64,7 +84,8 @@ def write_simple_index(wheelhouse: Path, index_root: Path) -> None:
             sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
             target = page / wheel.name
             target.write_bytes(wheel.read_bytes())
-            anchors.append(f'<a href="{wheel.name}#sha256={sha}">{wheel.name}</a><br/>')
+            # Quoted like download.pytorch.org does it: torch-2.10.0%2Bcu130-...whl
+            anchors.append(f'<a href="{quote(wheel.name)}#sha256={sha}">{wheel.name}</a><br/>')
         (page / "index.html").write_text("<html><body>" + "".join(anchors) + "</body></html>")
         links.append(f'<a href="{project}/">{project}</a><br/>')
     (simple / "index.html").write_text("<html><body>" + "".join(links) + "</body></html>")

@@ -1,4 +1,8 @@
-"""A git checkout at a ref, resolved to a commit; moved HEAD, edits and untracked files are drift."""
+"""A git checkout at a ref, resolved to a commit; moved HEAD, edits, deletions and untracked files are drift.
+
+Deleted tracked files are restored from HEAD without --force: their content is in the commit, so
+nothing of anyone's is lost. Edits and untracked files are someone's work and need --force.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ _SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
 
 def _git(path: str, *args: str) -> List[str]:
     # safe.directory: the checkout may belong to another user than the one running the agent.
-    return ["git", "-c", "safe.directory=" + path, "-C", path, *args]
+    # Literal pathspecs: a file named '*.py' means that file, not a pattern.
+    return ["git", "-c", "safe.directory=" + path, "--literal-pathspecs", "-C", path, *args]
 
 
 def _out(argv: List[str]) -> Optional[str]:
@@ -72,24 +77,34 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     if not is_repo:
         empty = os.path.isdir(path) and not os.listdir(path)
         return {"exists": True, "is_repo": False, "empty": empty, "resolved": resolve_ref(spec, path, False)}
-    status = procs.run(_git(path, "status", "--porcelain=v1", "--untracked-files=normal"))
+    # -z: paths come unquoted (spaces, non-ASCII), each entry NUL-terminated.
+    status = procs.run(_git(path, "status", "--porcelain=v1", "-z", "--untracked-files=normal"))
     if not status.ok:
         raise ResourceFailure("git status in %s failed:\n%s" % (path, status.tail()))
     modified: List[str] = []
+    deleted: List[str] = []
     untracked: List[str] = []
-    for line in status.output.splitlines():
-        entry = line[3:]
-        if line.startswith("??"):
+    entries = iter(status.output.split("\0"))
+    for line in entries:
+        if len(line) < 4:
+            continue
+        code, entry = line[:2], line[3:]
+        if code[0] in "RC":
+            next(entries, None)  # a rename or copy is followed by its source path
+        if code == "??":
             # Python writes bytecode caches next to a plugin's sources when ComfyUI imports it.
             if not _is_bytecode_cache(entry):
                 untracked.append(entry)
+        elif code in (" D", "D "):
+            # Deleted in the work tree, or with `git rm`: HEAD still holds exactly this content.
+            deleted.append(entry)
         else:
             modified.append(entry)
     return {
         "exists": True, "is_repo": True,
         "head": _out(_git(path, "rev-parse", "HEAD")),
         "origin": _out(_git(path, "remote", "get-url", "origin")),
-        "modified": modified, "untracked": untracked,
+        "modified": modified, "deleted": deleted, "untracked": untracked,
         "resolved": resolve_ref(spec, path, True),
     }
 
@@ -124,6 +139,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if observed["modified"]:
         changes.append(Change("modified", _listing(observed["modified"]), None,
                               "local modifications: %s" % _listing(observed["modified"]), "discard"))
+    if observed["deleted"]:
+        changes.append(Change("deleted", _listing(observed["deleted"]), None,
+                              "tracked files deleted: %s (restored from HEAD)" % _listing(observed["deleted"])))
     if observed["untracked"]:
         changes.append(Change("untracked", _listing(observed["untracked"]), None,
                               "untracked files: %s" % _listing(observed["untracked"]), "discard"))
@@ -148,6 +166,10 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         procs.check(_git(path, "fetch", "--tags", "--force", "origin"), "git fetch in %s" % path, timeout=3600)
         if not _has_commit(path, target):
             procs.check(_git(path, "fetch", "origin", target), "git fetch of %s" % target, timeout=3600)
+    if observed["deleted"] and not dirty:
+        # Back from HEAD before HEAD moves, so the checkout does not carry the deletion along.
+        procs.check(_git(path, "checkout", "-q", "HEAD", "--", *observed["deleted"]),
+                    "git checkout of the deleted files in %s" % path)
     if dirty:
         procs.check(_git(path, "reset", "--hard", "-q"), "git reset in %s" % path)
         # -d but not -x: ignored files (models, caches, outputs) are the user's data, not drift.

@@ -1,12 +1,18 @@
-"""Exact package pins in a venv, with optional required origin (wheel URL + sha256)."""
+"""Exact package pins in a venv, with optional required origin (wheel URL + sha256), and packages that
+must go when they are an unrelated project of the same name (PyPI's `nunchaku` has no `nunchaku._C`).
+
+Pins follow PEP 440: `torch==2.10.0` is met by `2.10.0+cu130`, `nunchaku==1.2.1+cu13.0torch2.10` only
+by that build.
+"""
 
 from __future__ import annotations
 
 import os
 
 from .. import procs
-from ..distributions import installed, normalize
+from ..distributions import installed, normalize, ships_module
 from ..protocol import Change, Context, ResourceFailure
+from ..specifiers import same_pin
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
@@ -37,17 +43,52 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     venv, python = _python(spec, ctx)
     if not os.path.exists(python):
         return {"venv": False, "installed": {}}
-    wanted = {normalize(p["name"]) for p in _packages(spec)}
+    wanted = {normalize(p["name"]) for p in _packages(spec)} | {normalize(u["name"]) for u in _unrelated(spec)}
     dists = installed(venv)
-    return {"venv": True, "installed": {k: v for k, v in dists.items() if k in wanted}}
+    found = {k: v for k, v in dists.items() if k in wanted}
+    for entry in _unrelated(spec):
+        dist = found.get(normalize(entry["name"]))
+        if dist is not None:
+            dist["real"] = _is_real(dist, entry)
+    return {"venv": True, "installed": found}
 
 
-def _same_version(have: str, want: str) -> bool:
-    return have.lower().lstrip("v") == want.lower().lstrip("v")
+def _unrelated(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return list(spec.get("remove_unrelated") or [])
+
+
+def _is_real(dist: Dict[str, Any], entry: Dict[str, Any]) -> bool:
+    """The project the stack means ships the marker module; a local build (a local version label, which
+    no index like PyPI serves, or an install from a checkout) is taken as real too and never removed."""
+    return ("+" in dist["version"] or bool(dist.get("local_build"))
+            or ships_module(dist, entry["marker_module"]))
+
+
+def _unrelated_changes(spec: Dict[str, Any], observed: Dict[str, Any]) -> List[Change]:
+    changes: List[Change] = []
+    for entry in _unrelated(spec):
+        dist = observed["installed"].get(normalize(entry["name"]))
+        if dist is None or dist["real"]:
+            continue
+        reason = "%s %s (%s: no %s) will be removed" % (
+            entry["name"], dist["version"], entry["label"], entry["marker_module"])
+        changes.append(Change("package." + entry["name"], dist["version"], None, reason, "remove"))
+    return changes
+
+
+def notes(spec: Dict[str, Any], observed: Dict[str, Any]) -> List[str]:
+    """Information only: a real build of a package this resource removes when unrelated is kept."""
+    out = []
+    for entry in _unrelated(spec):
+        dist = observed["installed"].get(normalize(entry["name"])) if observed["venv"] else None
+        if dist is not None and dist["real"]:
+            out.append("%s %s is installed and is the real one (a local build or it ships %s); this manifest "
+                       "installs none, so it is kept" % (entry["name"], dist["version"], entry["marker_module"]))
+    return out
 
 
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
-    changes: List[Change] = []
+    changes: List[Change] = _unrelated_changes(spec, observed) if observed["venv"] else []
     for pkg in _packages(spec):
         key = normalize(pkg["name"])
         have = observed["installed"].get(key)
@@ -57,7 +98,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
             reason = "not installed" if observed["venv"] else "venv %s does not exist yet" % spec["venv"]
             changes.append(Change(field, None, want, reason, "create"))
             continue
-        if not _same_version(have["version"], want):
+        if not same_pin(have["version"], want):
             reason = "installed version %s, pinned %s" % (have["version"], want)
             changes.append(Change(field, have["version"], want, reason))
             continue
@@ -106,11 +147,17 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     _, python = _python(spec, ctx)
     if not os.path.exists(python):
         raise ResourceFailure("venv %s does not exist; declare a venv resource before this pip resource" % spec["venv"])
-    changed = {c["field"][len("package."):] for c in changes}
-    todo = [p for p in _packages(spec) if p["name"] in changed]
     base = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    unrelated = [c["field"][len("package."):] for c in changes if c["action"] == "remove"]
+    if unrelated:
+        procs.check([*base, "uninstall", "-y", *unrelated], "pip uninstall of %s" % ", ".join(unrelated),
+                    env={"PYTHONNOUSERSITE": "1"})
+    changed = {c["field"][len("package."):] for c in changes if c["action"] != "remove"}
+    todo = [p for p in _packages(spec) if p["name"] in changed]
+    if not todo:
+        return
     foreign = [p["name"] for p in todo if normalize(p["name"]) in observed["installed"]
-               and _same_version(observed["installed"][normalize(p["name"])]["version"], p["version"])]
+               and same_pin(observed["installed"][normalize(p["name"])]["version"], p["version"])]
     if foreign:
         # Same name and version but the wrong origin: pip would call it satisfied, so remove it first.
         procs.check([*base, "uninstall", "-y", *foreign], "pip uninstall of foreign %s" % ", ".join(foreign))
