@@ -384,8 +384,10 @@ def _describe_venv(result: Resolution, manifest: Manifest, facts: Facts) -> None
         else:
             result.notes.append(f"torch {_described(installed)} in {venv.path} will be replaced by {replacement}")
     real = venv.nunchaku
-    if real and real.real and result.nunchaku and not _same_version(real.version, result.nunchaku.version):
-        result.notes.append(f"nunchaku {real.version} in {venv.path} will be replaced by {result.nunchaku.version}")
+    if real and real.real and result.nunchaku:
+        wanted = _wheel_version(result.nunchaku.filename) or result.nunchaku.version
+        if not _same_version(real.version, wanted):
+            result.notes.append(f"nunchaku {real.version} in {venv.path} will be replaced by {wanted}")
 
 
 def _described(torch: TorchInstall) -> str:
@@ -395,7 +397,15 @@ def _described(torch: TorchInstall) -> str:
     return f"{torch.version} (CUDA {torch.cuda})"
 
 
+def _wheel_version(filename: str) -> str | None:
+    """'1.2.1+cu13.0torch2.10' from the wheel's file name: the build, not just the release."""
+    parts = filename.split("-")
+    return parts[1] if len(parts) >= 5 and parse_version(parts[1]) else None
+
+
 def _same_version(installed: str, wanted: str) -> bool:
-    """PEP 440, local labels aside: '1.2.1+cu13.0torch2.10' is nunchaku 1.2.1."""
+    """PEP 440: a wanted version without a local label matches any build of it; with one, only that build."""
     have, want = parse_version(installed), parse_version(wanted)
-    return have is not None and want is not None and Version(have.public) == want
+    if have is None or want is None:
+        return False
+    return have == want if want.local else Version(have.public) == want

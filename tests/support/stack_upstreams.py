@@ -130,8 +130,11 @@ def stack_upstreams(base: Path) -> Iterator[StackUpstreams]:
     hub.add("nunchaku-tech/nunchaku-t5", T5_FILE, MODEL_BYTES[:1000])
     comfyui, plugin = _comfyui_repo(base), _plugin_repo(base)
     # Containers cannot see the test's file:// repos, so they are also served over git's dumb HTTP.
-    _publish(comfyui, web / "git" / "comfyanonymous" / "ComfyUI")
-    _publish(plugin, web / "git" / "nunchaku-tech" / "ComfyUI-nunchaku")
+    # Under the names the shipped manifests use and under the names GitHub still redirects from.
+    for org in ("Comfy-Org", "comfyanonymous"):
+        _publish(comfyui, web / "git" / org / "ComfyUI")
+    for org in ("nunchaku-ai", "nunchaku-tech"):
+        _publish(plugin, web / "git" / org / "ComfyUI-nunchaku")
     with ExitStack() as stack:
         http_base = stack.enter_context(serve_directory(web))
         endpoint = stack.enter_context(serve_hub(hub))

@@ -959,6 +959,20 @@ def test_reports_compare_installed_torch_per_pep_440() -> None:
     assert not any("will be replaced" in n for n in pinned.notes), "the venv already has the torch asked for"
 
 
+def _with_nunchaku(version: str) -> Facts:
+    base = _with_venv("rtx4090", "2.10.0+cu130", "13.0").model_dump()
+    base["venv"]["nunchaku"] = {"version": version, "real": True}
+    return Facts.model_validate(base)
+
+
+def test_a_real_nunchaku_built_for_another_torch_is_reported_as_replaced() -> None:
+    same = run(_with_nunchaku("1.2.1+cu13.0torch2.10"))
+    assert same.ok and not any("nunchaku" in n and "will be replaced" in n for n in same.notes), same.notes
+    other = run(_with_nunchaku("1.2.1+cu12.8torch2.9"))
+    assert any("nunchaku 1.2.1+cu12.8torch2.9 in /srv/provision/venv will be replaced by 1.2.1+cu13.0torch2.10" in n
+               for n in other.notes), other.notes
+
+
 # --- an adopted venv's torch is never swapped silently -------------------------------------------------
 
 ADOPT = {"version": "3.12", "adopt": "/srv/provision/venv"}
