@@ -70,16 +70,22 @@ def check_git_ref(value: str) -> str:
 _REQUIREMENT = re.compile(
     r"^(?P<name>[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)"
     r"(\[[A-Za-z0-9._,-]+\])?"
-    r"(==(?P<version>[A-Za-z0-9.+!_-]+))?$"
+    r"(==(?P<version>[A-Za-z0-9.+!_-]+?(\.\*)?))?$"
 )
 
 
 def check_pinned_requirement(value: str) -> str:
-    """`name==version` (exact pin), optionally with extras; the version may carry a local label."""
+    """`name==version` (exact pin), optionally with extras; the version may carry a local label.
+
+    Two looser forms exist for what cannot be known in advance, e.g. a torch release the catalog does not
+    list: `name==X.Y.*` (a release series) and a bare `name` (any version, installed in the same pip run
+    as the pins beside it, so pip matches it to them).
+    """
     match = _REQUIREMENT.match(value.strip())
-    if not match or not match.group("version"):
+    if not match:
         raise ValueError(
-            f"{value!r} is not an exact pin: write it as 'name==version' (for example 'tqdm==4.66.4')"
+            f"{value!r} is not an exact pin: write it as 'name==version' (for example 'tqdm==4.66.4'), "
+            "'name==X.Y.*' for a release series, or a bare 'name' for any version"
         )
     return value.strip()
 

@@ -15,7 +15,13 @@ from tests.support.gitrepos import UpstreamRepo, git
 from tests.support.hosts import TargetHost, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan, statuses
 from tests.support.servers import serve_directory
-from tests.support.wheels import build_torch_wheels, build_unrelated_nunchaku, build_wheel, write_simple_index
+from tests.support.wheels import (
+    OLDER_TORCH_RELEASE,
+    build_torch_wheels,
+    build_unrelated_nunchaku,
+    build_wheel,
+    write_simple_index,
+)
 
 
 def test_directory_mode_drift_and_recreate(host: TargetHost, tmp_path: Path) -> None:
@@ -179,6 +185,7 @@ def pytorch_indexes(tmp_path: Path) -> Iterator[dict[str, str]]:
     root = tmp_path / "pytorch"
     for build in ("cu130", "cpu"):
         build_torch_wheels(tmp_path / f"wheels-{build}", build)
+        build_torch_wheels(tmp_path / f"wheels-{build}", build, OLDER_TORCH_RELEASE)
         write_simple_index(tmp_path / f"wheels-{build}", root / "whl" / build)
     with serve_directory(root) as base:
         yield {build: f"{base}/whl/{build}/simple" for build in ("cu130", "cpu")}
@@ -199,6 +206,23 @@ def test_torch_pins_are_met_by_the_builds_pytorch_labels(host: TargetHost, tmp_p
     assert (change["old"], change["new"]) == ("2.10.0+cu130", "2.10.0+cpu")
     converge(manifest)
     assert _installed(host, "torch") == "2.10.0+cpu"
+
+
+def test_a_release_series_and_bare_companions_install_what_fits_together(
+        host: TargetHost, tmp_path: Path, pytorch_indexes: dict[str, str]) -> None:
+    # A torch the catalog does not know: the series is pinned, torchvision is left for pip to match. The
+    # newest torchvision (0.25.0) needs torch 2.10.0, so pip must pick the one built for 2.9.
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.9.*", "torchvision"], pytorch_indexes["cu130"])
+    report = plan(manifest)
+    assert [c["new"] for c in report.resources[1]["changes"]] == ["2.9.*", "any version"]
+    converge(manifest)
+    assert (_installed(host, "torch"), _installed(host, "torchvision")) == ("2.9.1+cu130", "0.24.1+cu130")
+
+    # Another series is a change of torch; the companion moves with it in the same pip run.
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.*", "torchvision"], pytorch_indexes["cu130"])
+    assert pending(plan(manifest)) == {"pip:venv": ["package.torch"]}
+    converge(manifest)
+    assert (_installed(host, "torch"), _installed(host, "torchvision")) == ("2.10.0+cu130", "0.25.0+cu130")
 
 
 def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path, package_index: str) -> None:

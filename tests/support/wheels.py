@@ -11,6 +11,7 @@ from urllib.parse import quote
 # What download.pytorch.org serves for one torch release: every wheel carries the build as its local
 # label (2.10.0+cu130, 2.10.0+cpu), while manifests and the catalog pin the public version.
 TORCH_RELEASE = {"torch": "2.10.0", "torchvision": "0.25.0", "torchaudio": "2.10.0"}
+OLDER_TORCH_RELEASE = {"torch": "2.9.1", "torchvision": "0.24.1", "torchaudio": "2.9.1"}
 # PyPI's unrelated project of the same name: pure Python, no nunchaku._C, no local label.
 UNRELATED_NUNCHAKU_SUMMARY = "Optimally partitioning data into piece-wise linear segments."
 
@@ -57,8 +58,12 @@ def build_wheel(
 
 
 def build_torch_wheels(directory: Path, build: str, release: dict[str, str] | None = None) -> list[Path]:
-    """torch, torchvision and torchaudio as a PyTorch index has them: versions labelled `+{build}`."""
-    return [build_wheel(directory, name, f"{version}+{build}") for name, version in (release or TORCH_RELEASE).items()]
+    """torch, torchvision and torchaudio as a PyTorch index has them: versions labelled `+{build}`, and
+    torchvision/torchaudio requiring exactly their torch release, as the real ones do."""
+    release = release or TORCH_RELEASE
+    torch = f"torch=={release['torch']}"
+    return [build_wheel(directory, name, f"{version}+{build}", requires=[] if name == "torch" else [torch])
+            for name, version in release.items()]
 
 
 def build_unrelated_nunchaku(directory: Path, version: str = "0.16.1") -> Path:

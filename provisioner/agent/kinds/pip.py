@@ -1,5 +1,6 @@
-"""Exact package pins in a venv, with optional required origin (wheel URL + sha256), and packages that
-must go when they are an unrelated project of the same name (PyPI's `nunchaku` has no `nunchaku._C`).
+"""Package pins in a venv (exact, a release series `==X.Y.*`, or a bare name for any version), with
+an optional required origin (wheel URL + sha256), and packages that must go when they are an unrelated
+project of the same name (PyPI's `nunchaku` has no `nunchaku._C`).
 
 Pins follow PEP 440: `torch==2.10.0` is met by `2.10.0+cu130`, `nunchaku==1.2.1+cu13.0torch2.10` only
 by that build.
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _packages(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Each pin as {name, extras, version, url, sha256}."""
+    """Each pin as {name, extras, version, url, sha256}; version is '' for a bare name."""
     out = []
     for item in spec["packages"]:
         entry = item if isinstance(item, dict) else {"requirement": item}
@@ -96,9 +97,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
         field = "package." + pkg["name"]
         if have is None:
             reason = "not installed" if observed["venv"] else "venv %s does not exist yet" % spec["venv"]
-            changes.append(Change(field, None, want, reason, "create"))
+            changes.append(Change(field, None, want or "any version", reason, "create"))
             continue
-        if not same_pin(have["version"], want):
+        if want and not same_pin(have["version"], want):
             reason = "installed version %s, pinned %s" % (have["version"], want)
             changes.append(Change(field, have["version"], want, reason))
             continue
@@ -127,7 +128,8 @@ def _requirement(pkg: Dict[str, Any]) -> str:
     if pkg["url"]:
         fragment = "#sha256=" + pkg["sha256"] if pkg["sha256"] else ""
         return "%s @ %s%s" % (name, pkg["url"], fragment)
-    return "%s==%s" % (name, pkg["version"])
+    # A bare name takes whatever version pip matches to the pins installed with it.
+    return "%s==%s" % (name, pkg["version"]) if pkg["version"] else name
 
 
 def index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
@@ -156,8 +158,12 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     todo = [p for p in _packages(spec) if p["name"] in changed]
     if not todo:
         return
+    # Bare names were matched by pip to the pins beside them (torchvision to torch): when a pin moves,
+    # they go into the same pip run, so that pip can move them along with it.
+    todo += [p for p in _packages(spec) if not p["version"] and not p["url"] and p not in todo]
     foreign = [p["name"] for p in todo if normalize(p["name"]) in observed["installed"]
-               and same_pin(observed["installed"][normalize(p["name"])]["version"], p["version"])]
+               and (not p["version"] or same_pin(observed["installed"][normalize(p["name"])]["version"],
+                                                 p["version"]))]
     if foreign:
         # Same name and version but the wrong origin: pip would call it satisfied, so remove it first.
         procs.check([*base, "uninstall", "-y", *foreign], "pip uninstall of foreign %s" % ", ".join(foreign))
