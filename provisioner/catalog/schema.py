@@ -227,6 +227,10 @@ class PluginCatalog(Entry):
     registry_id: str
     releases: list[PluginRelease]
     settings: list[PluginSetting] = Field(default_factory=list)
+    nodes_without_backend: list[str] = Field(
+        default_factory=list, description="Nodes that import nothing from nunchaku: they register without it."
+    )
+    nodes_without_backend_source: str = ""
 
 
 class ComfyUIRelease(Entry):

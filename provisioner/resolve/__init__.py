@@ -102,7 +102,8 @@ def _needs(manifest: Manifest, catalog: Catalog, plan: ModelPlan, nunchaku: bool
     comfy = [(entry.id, entry.comfyui) for entry in plan.entries if entry is not None and entry.comfyui]
     if not nunchaku:
         # The plugin is still installed (the manifest lists it), but its nodes need nunchaku to register.
-        checked = [node for node in dict.fromkeys(manifest.checks.nodes) if node in plugin_nodes]
+        checked = [node for node in dict.fromkeys(manifest.checks.nodes)
+                   if node in plugin_nodes and node not in catalog.plugin.nodes_without_backend]
         if checked:
             result.notes.append(
                 f"checks.nodes lists {', '.join(checked)} from ComfyUI-nunchaku; without nunchaku on this host "
@@ -151,6 +152,18 @@ def _torch_pins(
     }
 
 
+# download.pytorch.org labels its x86_64 wheels with their build (2.10.0+cu130, 2.10.0+cpu); its aarch64
+# CPU wheels carry no label. Pinning the label makes a torch of another CUDA build drift, as it must: a
+# nunchaku wheel is built for one CUDA major.
+LABELLED_TORCH_PLATFORMS = ("linux_x86_64", "win_amd64")
+
+
+def _with_build_label(pins: dict[str, str], cuda: str | None) -> dict[str, str]:
+    """Exact pins get the index's build label ('==2.10.0' -> '==2.10.0+cu130'); a series ('==2.13.*') cannot."""
+    label = "cpu" if cuda is None else "cu" + cuda.replace(".", "")
+    return {name: clause if clause.endswith(".*") else f"{clause}+{label}" for name, clause in pins.items()}
+
+
 def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host: Host, combo: Combo,
                   facts: Facts) -> None:
     torch = combo.torch
@@ -158,8 +171,11 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
         return
     adopted = _adopted_torch(manifest, facts)
     pins = _torch_pins(torch, combo.cuda, adopted, facts.venv)
-    requirements = [f"{p}{pins[p]}" if p in pins else p for p in manifest.torch.packages]
     kept = adopted is not None and same_build(adopted, torch.minor, combo.cuda)
+    labelled = pins
+    if manifest.torch.index_url is None and not kept and host.platform in LABELLED_TORCH_PLATFORMS:
+        labelled = _with_build_label(pins, combo.cuda)
+    requirements = [f"{p}{labelled[p]}" if p in labelled else p for p in manifest.torch.packages]
     index_url = manifest.torch.index_url or catalog.torch_index_url(combo.cuda)
     build = f"CUDA {combo.cuda} build" if combo.cuda else "CPU build"
     if combo.release is not None and combo.build is not None:
@@ -365,7 +381,11 @@ def _describe_venv(result: Resolution, manifest: Manifest, facts: Facts) -> None
         return
     chosen = result.torch
     installed = venv_torch(venv)
-    if installed and chosen and not torch_matches(installed, chosen.version.removesuffix(".*"), chosen.cuda):
+    # Which build an index of the user's own serves is unknown: then only the version is compared, as pip's
+    # pin does.
+    build_known = manifest.torch.index_url is None
+    if installed and chosen and not torch_matches(installed, chosen.version.removesuffix(".*"),
+                                                  chosen.cuda if build_known else installed_cuda(installed)):
         build = f"CUDA {chosen.cuda}" if chosen.cuda else "CPU"
         replacement = f"torch {chosen.version} ({build} build)"
         if manifest.python.adopt is not None and manifest.torch.version == "auto":

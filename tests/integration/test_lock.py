@@ -126,7 +126,7 @@ def test_lock_pins_commits_wheel_and_hub_files_offline(upstreams: Upstreams) -> 
     assert (lock.nunchaku.sha256, lock.nunchaku.size) == (hashlib.sha256(wheel).hexdigest(), len(wheel))
 
     assert lock.torch is not None and lock.torch.index_url == "https://download.pytorch.org/whl/cu130"
-    assert lock.torch.requirements == ["torch==2.10.0", "torchvision==0.25.0", "torchaudio==2.10.0"]
+    assert lock.torch.requirements == ["torch==2.10.0+cu130", "torchvision==0.25.0+cu130", "torchaudio==2.10.0+cu130"]
     assert (lock.facts.gpu_arch, lock.facts.python, lock.facts.driver_cuda) == ("sm_89", "cp312", "13.0")
 
     flux, extras = lock.models

@@ -114,7 +114,8 @@ def test_reference_gpus_resolve(
     assert res.nunchaku.urls[0] == f"{GITHUB}/v{version}/{wheel}"
     assert res.torch is not None and res.torch.version == torch
     assert res.torch.index_url == f"https://download.pytorch.org/whl/{index}"
-    assert f"torch=={torch}" in res.torch.requirements
+    # The index labels its wheels with the build; pinning the label makes a torch of another build drift.
+    assert f"torch=={torch}+{index}" in res.torch.requirements
     assert res.plugin is not None and res.plugin.ref == "v1.2.1"
     assert res.comfyui is not None and res.comfyui.ref == "v0.7.0"
     flux, t5 = res.models
@@ -852,11 +853,12 @@ def test_plugin_requirements_still_hold_without_nunchaku() -> None:
 
 
 def test_checked_plugin_nodes_without_nunchaku_are_a_note_not_a_refusal() -> None:
-    res = run("h100", checks={"nodes": ["NunchakuFluxDiTLoader", "KSampler"]})
+    res = run("h100", checks={"nodes": ["NunchakuFluxDiTLoader", "KSampler", "NunchakuWheelInstaller"]})
     assert res.ok, render_resolution(res)
     assert any("NunchakuFluxDiTLoader" in n and "will not register" in n and "`check` will report" in n
                for n in res.notes), res.notes
-    assert not any("KSampler" in n for n in res.notes)
+    # Core nodes, and the plugin's nodes that import nothing from nunchaku, register all the same.
+    assert not any("KSampler" in n or "NunchakuWheelInstaller" in n for n in res.notes), res.notes
 
 
 # --- versions outside the catalog ---------------------------------------------------------------------
@@ -871,7 +873,7 @@ NIGHTLY_URL = (f"{GITHUB}/v1.3.0dev20260213/nunchaku-{NIGHTLY}+cu13.0torch2.12-c
         ("rtx4090", {"nunchaku": {"enabled": False}, "torch": {"version": "2.13"}},
          ["torch==2.13.*", "torchvision", "torchaudio"], "13.0"),
         ("rtx3090", {"nunchaku": {"enabled": False}, "torch": {"version": "2.14.1"}},
-         ["torch==2.14.1", "torchvision", "torchaudio"], "12.8"),
+         ["torch==2.14.1+cu128", "torchvision", "torchaudio"], "12.8"),
         ("nogpu", {"gpu": {"allow_cpu": True}, "torch": {"version": "2.12"}},
          ["torch==2.12.*", "torchvision", "torchaudio"], None),
         ("h100", {"torch": {"version": "2.13"}, "cuda": {"version": "12.8"}},
@@ -941,6 +943,21 @@ def _with_venv(host: str, torch: str, cuda: str | None, **packages: str) -> Fact
     venv = {"path": "/srv/provision/venv", "torch": {"version": torch, "cuda": cuda, "local": local},
             "nunchaku": None, "packages": {"torch": torch, **packages}}
     return Facts.model_validate({**facts(host).model_dump(), "venv": venv})
+
+
+def test_torch_from_an_index_of_the_users_own_is_pinned_without_a_build_label() -> None:
+    res = run("rtx4090", torch={"index_url": "http://pypi.internal/simple"})
+    assert res.torch is not None and res.torch.requirements[0] == "torch==2.10.0", res.torch.requirements
+    # Which build that index serves is unknown, so an installed build of that version is not "replaced".
+    res = run(_with_venv("rtx4090", "2.10.0+cu128", "12.8"), torch={"index_url": "http://pypi.internal/simple"})
+    assert not any("will be replaced" in n for n in res.notes), res.notes
+
+
+def test_torch_on_a_platform_whose_wheels_carry_no_label_is_pinned_without_one() -> None:
+    # download.pytorch.org's aarch64 wheels are not labelled like its x86_64 ones.
+    res = run("aarch64", nunchaku={"enabled": False})
+    assert res.platform == "linux_aarch64" and res.torch is not None, render_resolution(res)
+    assert res.torch.requirements == ["torch==2.10.0", "torchvision==0.25.0", "torchaudio==2.10.0"]
 
 
 def test_reports_compare_installed_torch_per_pep_440() -> None:

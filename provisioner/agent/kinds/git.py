@@ -141,7 +141,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
                               "local modifications: %s" % _listing(observed["modified"]), "discard"))
     if observed["deleted"]:
         changes.append(Change("deleted", _listing(observed["deleted"]), None,
-                              "tracked files deleted: %s (restored from HEAD)" % _listing(observed["deleted"])))
+                              "tracked files deleted: %s (apply restores them from HEAD)" % _listing(observed["deleted"])))
     if observed["untracked"]:
         changes.append(Change("untracked", _listing(observed["untracked"]), None,
                               "untracked files: %s" % _listing(observed["untracked"]), "discard"))
