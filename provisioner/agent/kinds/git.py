@@ -140,8 +140,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
         changes.append(Change("modified", _listing(observed["modified"]), None,
                               "local modifications: %s" % _listing(observed["modified"]), "discard"))
     if observed["deleted"]:
-        changes.append(Change("deleted", _listing(observed["deleted"]), None,
-                              "tracked files deleted: %s (apply restores them from HEAD)" % _listing(observed["deleted"])))
+        listing = _listing(observed["deleted"])
+        changes.append(Change("deleted", listing, None,
+                              "tracked files deleted: %s (apply restores them from HEAD)" % listing))
     if observed["untracked"]:
         changes.append(Change("untracked", _listing(observed["untracked"]), None,
                               "untracked files: %s" % _listing(observed["untracked"]), "discard"))
