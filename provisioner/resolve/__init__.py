@@ -182,6 +182,9 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
         why = (
             f"the nunchaku {combo.release.version} wheel is built for torch {combo.build.torch} with CUDA {combo.cuda}"
         )
+    elif torch.uncertain:
+        why = "the torch release torch.version asks for" + ("" if combo.cuda is None else ", in a CUDA build the GPU "
+                                                            "and driver support")
     elif combo.cuda is None:
         why = "newest torch release in the catalog with a CPU build for this Python"
     else:
