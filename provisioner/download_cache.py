@@ -22,10 +22,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlsplit
+from typing import IO
 
 from provisioner.agent.fsutil import sha256_file
+from provisioner.agent.kinds.download import token_safe_opener
 from provisioner.errors import ProvisionError
 
 CHUNK = 1 << 20
@@ -211,19 +211,8 @@ class _PartialFile:
             raise OSError(f"connection closed at {self.length} of {expected_total} bytes")
 
 
-class AuthStaysOnItsHost(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but send the bearer token only to the host it was meant for (as requests does):
-    the Hub redirects large files to a CDN whose signed URL needs no token."""
-
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
-            new.remove_header("Authorization")
-        return new
-
-
-_opener = urllib.request.build_opener(AuthStaysOnItsHost)
+# The agent's opener: a redirect to another host (the Hub's CDN) does not carry the token along.
+_opener = token_safe_opener()
 
 
 def _download(url: str, target: Path, token: str | None, size: int | None, label: str) -> str:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from provisioner import __version__
-from provisioner.download_cache import AuthStaysOnItsHost
+from provisioner.agent.kinds.download import token_safe_opener
 from provisioner.lock.errors import LockError
 
 CHUNK = 1 << 20
 TIMEOUT = 60.0
 # urllib's own opener repeats the Authorization header to wherever a redirect points.
-_opener = urllib.request.build_opener(AuthStaysOnItsHost)
+_opener = token_safe_opener()
 
 
 class FetchError(LockError):

@@ -158,7 +158,7 @@ def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
     import urllib.error  # here, not at the top: only a download that fetches pays for the HTTP stack
     import urllib.request
 
-    opener = _opener()
+    opener = token_safe_opener()
     last_error: Optional[str] = None
     for attempt in range(RETRIES):
         have = os.path.getsize(partial) if os.path.exists(partial) else 0
@@ -186,9 +186,9 @@ def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
                           % (spec["path"], _display_url(spec["url"]), RETRIES, last_error))
 
 
-def _opener() -> Any:
+def token_safe_opener() -> Any:
     """urllib's opener, except that a redirect to another host (the Hub's CDN, or wherever a mirror
-    points) does not carry the bearer token along, as requests does."""
+    points) does not carry the bearer token along, as requests does. The controller's fetchers use it too."""
     import urllib.request
     from urllib.parse import urlsplit
 
