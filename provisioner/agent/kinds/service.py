@@ -25,7 +25,7 @@ from ..protocol import Change, Context, ResourceFailure
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional
 
 STOP_TIMEOUT_SECONDS = 15.0
 READY_POLL_SECONDS = 0.5
@@ -165,7 +165,6 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
 
 def _await_process(spec: Dict[str, Any], child: subprocess.Popen, log_path: str, offset: int) -> None:  # type: ignore[type-arg]
     """Return once the child passes the readiness probe; raise when it exits or the timeout passes."""
-    started = time.time()
     readiness = spec.get("ready")
     if not readiness:
         time.sleep(float(spec.get("settle_seconds", 1.0)))
@@ -173,20 +172,35 @@ def _await_process(spec: Dict[str, Any], child: subprocess.Popen, log_path: str,
             raise ResourceFailure("%s %s right after starting; see %s:\n%s" % (
                 spec["name"], _exit_text(child.returncode), log_path, _tail(log_path, offset)))
         return
+
+    def ended() -> Optional[str]:
+        return None if child.poll() is None else _exit_text(child.returncode)
+
+    def fail(what: str, timed_out: bool) -> None:
+        stopped = "; it was stopped" if timed_out else ""
+        raise ResourceFailure("%s %s%s; see %s:\n%s" % (spec["name"], what, stopped, log_path,
+                                                        _tail(log_path, offset)))
+
+    _wait_ready(spec, readiness, ended, fail)
+
+
+def _wait_ready(spec: Dict[str, Any], readiness: Dict[str, Any], ended: Callable[[], Optional[str]],
+                fail: Callable[[str, bool], None]) -> None:
+    """Poll the readiness probe until it answers. `ended()` says how the service ended (None while it
+    runs); `fail(what, timed_out)` raises. Shared by the process manager and systemd."""
     url = ready_url(readiness)
     timeout = float(spec.get("ready_timeout") or DEFAULT_READY_TIMEOUT)
+    started = time.time()
     deadline = started + timeout
     while True:
-        if child.poll() is not None:
-            raise ResourceFailure("%s %s %.1f s after starting, before %s answered; see %s:\n%s" % (
-                spec["name"], _exit_text(child.returncode), time.time() - started, url, log_path,
-                _tail(log_path, offset)))
+        how = ended()
+        if how is not None:
+            fail("%s %.1f s after starting, before %s answered" % (how, time.time() - started, url), False)
         answer = http_ready(url, bool(readiness.get("expect_json")), max(0.5, min(5.0, deadline - time.time())))
         if answer is None:
             return
         if time.time() >= deadline:
-            raise ResourceFailure("%s did not become ready within %g s (%s: %s); it was stopped; see %s:\n%s" % (
-                spec["name"], timeout, url, answer, log_path, _tail(log_path, offset)))
+            fail("did not become ready within %g s (%s: %s)" % (timeout, url, answer), True)
         time.sleep(READY_POLL_SECONDS)
 
 
@@ -349,27 +363,21 @@ def _await_unit(spec: Dict[str, Any]) -> None:
     fail with its state and journal. systemd's Restart=on-failure would keep a crashing ComfyUI flapping."""
     name = _unit_name(spec)
     readiness = spec.get("ready")
-    started = time.time()
     if not readiness:
         time.sleep(float(spec.get("settle_seconds", 1.0)))
         state = _unit_state(name)
         if state != "active":
             _fail_unit(name, "is %s right after starting" % state)
         return
-    url = ready_url(readiness)
-    timeout = float(spec.get("ready_timeout") or DEFAULT_READY_TIMEOUT)
-    deadline = started + timeout
     restarts = _unit_restarts(name)
-    while True:
-        state = _unit_state(name)
-        if state == "failed" or _unit_restarts(name) > restarts:
-            _fail_unit(name, "exited %.1f s after starting, before %s answered" % (time.time() - started, url))
-        answer = http_ready(url, bool(readiness.get("expect_json")), max(0.5, min(5.0, deadline - time.time())))
-        if answer is None:
-            return
-        if time.time() >= deadline:
-            _fail_unit(name, "did not become ready within %g s (%s: %s; unit %s)" % (timeout, url, answer, state))
-        time.sleep(READY_POLL_SECONDS)
+
+    def ended() -> Optional[str]:
+        return "exited" if _unit_state(name) == "failed" or _unit_restarts(name) > restarts else None
+
+    def fail(what: str, timed_out: bool) -> None:
+        _fail_unit(name, what + ("; unit %s" % _unit_state(name) if timed_out else ""))
+
+    _wait_ready(spec, readiness, ended, fail)
 
 
 def _unit_state(name: str) -> str:
