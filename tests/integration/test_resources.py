@@ -12,7 +12,7 @@ import pytest
 
 from provisioner.report import Masker, render_apply, render_plan
 from tests.support.gitrepos import UpstreamRepo, git
-from tests.support.hosts import TargetHost, write_manifest
+from tests.support.hosts import TargetHost, installed_version, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan, statuses
 from tests.support.servers import serve_directory
 from tests.support.wheels import (
@@ -121,16 +121,11 @@ def _pip_manifest(tmp_path: Path, host: TargetHost, packages: list[object], inde
     ]})
 
 
-def _installed(host: TargetHost, name: str) -> str:
-    script = f"import importlib.metadata as m; print(m.version({name!r}))"
-    return host.run([host.path("venv/bin/python"), "-c", script]).stdout.strip()
-
-
 def test_pip_pins_versions_from_an_index(host: TargetHost, tmp_path: Path, package_index: str) -> None:
     manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index)
     converge(manifest)
-    assert _installed(host, "provdemo") == "1.0.0"
-    assert _installed(host, "provdep") == "1.0.0"
+    assert installed_version(host, "provdemo") == "1.0.0"
+    assert installed_version(host, "provdep") == "1.0.0"
 
     pip = [host.path("venv/bin/python"), "-m", "pip", "install", "-q", "--index-url", package_index]
     host.run([*pip, "provdemo==2.0.0"])
@@ -140,7 +135,7 @@ def test_pip_pins_versions_from_an_index(host: TargetHost, tmp_path: Path, packa
     assert (change["old"], change["new"]) == ("2.0.0", "1.0.0")
     assert statuses(report)["pip:venv"] == "drifted"
     assert changed(apply(manifest)) == ["pip:venv"]
-    assert _installed(host, "provdemo") == "1.0.0"
+    assert installed_version(host, "provdemo") == "1.0.0"
 
 
 def test_pip_detects_a_foreign_package_of_the_same_name(
@@ -176,7 +171,7 @@ def test_pip_find_links(host: TargetHost, tmp_path: Path, package_index: str, wh
          "index_url": package_index + "/nonexistent-so-find-links-must-serve", "no_deps": True},
     ]})
     converge(manifest)
-    assert _installed(host, "provdep") == "1.0.0"
+    assert installed_version(host, "provdep") == "1.0.0"
 
 
 @pytest.fixture
@@ -196,7 +191,7 @@ def test_torch_pins_are_met_by_the_builds_pytorch_labels(host: TargetHost, tmp_p
     # The catalog pins the public version; the index serves 2.10.0+cu130. PEP 440: that pin is met.
     manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0", "torchvision==0.25.0"], pytorch_indexes["cu130"])
     converge(manifest)
-    assert _installed(host, "torch") == "2.10.0+cu130"
+    assert installed_version(host, "torch") == "2.10.0+cu130"
 
     # A pin with a label takes only that build: the CUDA one is a change, then the CPU build is kept.
     manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0+cpu", "torchvision==0.25.0"], pytorch_indexes["cpu"])
@@ -205,7 +200,7 @@ def test_torch_pins_are_met_by_the_builds_pytorch_labels(host: TargetHost, tmp_p
     change = report.resources[1]["changes"][0]
     assert (change["old"], change["new"]) == ("2.10.0+cu130", "2.10.0+cpu")
     converge(manifest)
-    assert _installed(host, "torch") == "2.10.0+cpu"
+    assert installed_version(host, "torch") == "2.10.0+cpu"
 
 
 def test_a_release_series_and_bare_companions_install_what_fits_together(
@@ -216,13 +211,13 @@ def test_a_release_series_and_bare_companions_install_what_fits_together(
     report = plan(manifest)
     assert [c["new"] for c in report.resources[1]["changes"]] == ["2.9.*", "any version"]
     converge(manifest)
-    assert (_installed(host, "torch"), _installed(host, "torchvision")) == ("2.9.1+cu130", "0.24.1+cu130")
+    assert [installed_version(host, name) for name in ("torch", "torchvision")] == ["2.9.1+cu130", "0.24.1+cu130"]
 
     # Another series is a change of torch; the companion moves with it in the same pip run.
     manifest = _pip_manifest(tmp_path, host, ["torch==2.10.*", "torchvision"], pytorch_indexes["cu130"])
     assert pending(plan(manifest)) == {"pip:venv": ["package.torch"]}
     converge(manifest)
-    assert (_installed(host, "torch"), _installed(host, "torchvision")) == ("2.10.0+cu130", "0.25.0+cu130")
+    assert [installed_version(host, name) for name in ("torch", "torchvision")] == ["2.10.0+cu130", "0.25.0+cu130"]
 
 
 def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path, package_index: str) -> None:
@@ -234,7 +229,7 @@ def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path
     assert statuses(report)["pip:venv"] == "drifted", "it was installed by an earlier apply"
     assert "! drifted pip:venv" in click.unstyle(render_plan(report, Masker([])))
     converge(manifest)
-    assert _installed(host, "provdemo") == "1.0.0"
+    assert installed_version(host, "provdemo") == "1.0.0"
 
 
 def test_unrelated_same_named_package_is_removed_and_a_real_build_kept(host: TargetHost, tmp_path: Path) -> None:
@@ -270,7 +265,7 @@ def test_unrelated_same_named_package_is_removed_and_a_real_build_kept(host: Tar
     assert "nunchaku 1.2.1+cu13.0torch2.10" in note and "kept" in note
     assert "note: nunchaku 1.2.1+cu13.0torch2.10" in render_plan(report, Masker([]))
     assert changed(apply(manifest)) == []
-    assert _installed(host, "nunchaku") == "1.2.1+cu13.0torch2.10"
+    assert installed_version(host, "nunchaku") == "1.2.1+cu13.0torch2.10"
 
 
 def _git_manifest(tmp_path: Path, host: TargetHost, upstream: UpstreamRepo, ref: str) -> Path:

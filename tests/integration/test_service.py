@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.support.fake_comfyui import REAL_STARTUP_SECONDS, make_fake_comfyui
 from tests.support.hosts import TargetHost, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan
+from tests.support.servers import free_port
 
 SERVER = """\
 import http.server, os, sys
@@ -39,14 +40,6 @@ def _get(host: TargetHost, port: int) -> str:
     raise AssertionError(f"nothing answers on port {port}")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _manifest(tmp_path: Path, host: TargetHost, port: int, greeting: str) -> Path:
     return write_manifest(tmp_path, host, {
         "resources": [
@@ -64,7 +57,7 @@ def _pid(host: TargetHost) -> int:
 
 
 def test_service_starts_restarts_on_notify_and_is_restored(host: TargetHost, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     manifest = _manifest(tmp_path, host, port, "hello")
     try:
         converge(manifest)
@@ -154,7 +147,7 @@ def _gone(pid: int) -> bool:
 def test_service_is_started_once_its_probe_answers_and_restarts_wait_too(tmp_path: Path) -> None:
     host = TargetHost("local", "local", str(tmp_path / "root"))
     make_fake_comfyui(tmp_path / "root" / "ComfyUI")
-    port = _free_port()
+    port = free_port()
     try:
         began = time.monotonic()
         report = apply(_comfy_service(tmp_path, host, port, "first"))
@@ -178,13 +171,13 @@ def test_service_that_dies_before_answering_fails_with_its_exit_status_and_log(t
     host = TargetHost("local", "local", str(tmp_path / "root"))
     # Dies ~4 s in (after the old 2 s "settle"), as ComfyUI does when torch is missing.
     make_fake_comfyui(tmp_path / "root" / "ComfyUI", crash="ModuleNotFoundError(\"No module named 'torch'\")")
-    report = apply(_comfy_service(tmp_path, host, _free_port(), "x"))
+    report = apply(_comfy_service(tmp_path, host, free_port(), "x"))
     assert not report.ok
     error = next(r["error"] for r in report.resources if r["id"] == "service:comfyui")
     assert "comfyui exited with 1" in error and "before http://127.0.0.1:" in error
     assert "ModuleNotFoundError: No module named 'torch'" in error  # the log tail
     assert not host.exists(".provision/services/comfyui.json")
-    assert pending(plan(_comfy_service(tmp_path, host, _free_port(), "x")))["service:comfyui"] == ["state"]
+    assert pending(plan(_comfy_service(tmp_path, host, free_port(), "x")))["service:comfyui"] == ["state"]
 
 
 def test_service_that_never_answers_times_out_is_stopped_and_not_recorded(tmp_path: Path) -> None:
@@ -194,7 +187,7 @@ def test_service_that_never_answers_times_out_is_stopped_and_not_recorded(tmp_pa
     (tmp_path / "root" / "ComfyUI" / "main.py").write_text(
         "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('importing custom nodes', flush=True)\n"
         "time.sleep(600)\n")
-    report = apply(_comfy_service(tmp_path, host, _free_port(), "x", ready_timeout=3))
+    report = apply(_comfy_service(tmp_path, host, free_port(), "x", ready_timeout=3))
     error = next(r["error"] for r in report.resources if r["id"] == "service:comfyui")
     assert "comfyui did not become ready within 3 s" in error and "it was stopped" in error
     assert "importing custom nodes" in error

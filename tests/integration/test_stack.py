@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.hosts import TargetHost, write_manifest
+from tests.support.hosts import TargetHost, installed_version, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan
+from tests.support.servers import free_port
 from tests.support.stack_upstreams import (
     MODEL_FILE,
     NUNCHAKU_VERSION,
@@ -31,12 +31,6 @@ def upstreams(tmp_path: Path) -> Iterator[StackUpstreams]:
         yield built
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _object_info(host: TargetHost, port: int) -> dict[str, object]:
     script = (f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/object_info', "
               "timeout=5).read().decode())")
@@ -52,20 +46,15 @@ def _service_pid(host: TargetHost) -> int:
     return int(json.loads(host.read(".provision/services/comfyui.json"))["pid"])
 
 
-def _installed(host: TargetHost, name: str) -> str:
-    script = f"import importlib.metadata as m; print(m.version({name!r}))"
-    return host.run([host.path("venv/bin/python"), "-c", script]).stdout.strip()
-
-
 def test_full_stack_converges_and_every_tampering_is_exact(host: TargetHost, tmp_path: Path,
                                                            upstreams: StackUpstreams) -> None:
-    port = _free_port()
+    port = free_port()
     manifest = write_manifest(tmp_path, host, upstreams.manifest_body(port))
     try:
         converge(manifest)
-        assert _installed(host, "nunchaku") == NUNCHAKU_VERSION
+        assert installed_version(host, "nunchaku") == NUNCHAKU_VERSION
         # The manifest pins torch==2.10.0; the index serves 2.10.0+cu130, and that pin is met (PEP 440).
-        assert _installed(host, "torch") == TORCH_CUDA_VERSION
+        assert installed_version(host, "torch") == TORCH_CUDA_VERSION
         head = host.run(["git", "-C", host.path(PLUGIN), "rev-parse", "HEAD"]).stdout.strip()
         assert head == upstreams.plugin.tags["v1.2.1"]
         assert "NunchakuFluxDiTLoader" in _object_info(host, port)
@@ -98,7 +87,7 @@ def test_full_stack_converges_and_every_tampering_is_exact(host: TargetHost, tmp
         assert sorted(changed(fixed)) == sorted(pending(report))
         assert [h["name"] for h in fixed.handlers] == ["restart-comfyui"], "one restart for four changes"
         assert _service_pid(host) != first_pid
-        assert _installed(host, "nunchaku") == NUNCHAKU_VERSION
+        assert installed_version(host, "nunchaku") == NUNCHAKU_VERSION
         assert "NunchakuFluxDiTLoader" in _object_info(host, port)
         assert plan(manifest).exit_code() == 0
 

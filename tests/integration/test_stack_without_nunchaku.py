@@ -4,7 +4,6 @@ in its venv is shown by plan as a removal and removed by apply; a real nunchaku 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import click
 import pytest
 
 from provisioner.report import Masker, render_plan
-from tests.support.hosts import TargetHost, write_manifest
+from tests.support.hosts import TargetHost, installed_version, write_manifest
 from tests.support.runs import apply, changed, converge, pending, plan, statuses
+from tests.support.servers import free_port
 from tests.support.stack_upstreams import NUNCHAKU_WHEEL, TORCH_CPU_VERSION, StackUpstreams, stack_upstreams
 
 NUNCHAKU = "pip:venv#nunchaku"
@@ -25,20 +25,8 @@ def upstreams(tmp_path: Path) -> Iterator[StackUpstreams]:
         yield built
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _installed(host: TargetHost, name: str) -> str | None:
-    script = ("import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\n"
-              "except m.PackageNotFoundError: print('')")
-    return host.run([host.path("venv/bin/python"), "-c", script, name]).stdout.strip() or None
-
-
 def _cpu_manifest(tmp_path: Path, host: TargetHost, upstreams: StackUpstreams) -> Path:
-    body = upstreams.manifest_body(_free_port())
+    body = upstreams.manifest_body(free_port())
     body.update({
         "gpu": {"arch": "auto", "allow_cpu": True},
         "torch": {"index_url": upstreams.cpu_index},
@@ -55,8 +43,8 @@ def test_cpu_stack_removes_pypis_nunchaku_and_keeps_a_real_one(tmp_path: Path, u
     manifest = _cpu_manifest(tmp_path, host, upstreams)
     try:
         converge(manifest)
-        assert _installed(host, "torch") == TORCH_CPU_VERSION, "torch==2.10.0 is met by the +cpu build"
-        assert _installed(host, "nunchaku") is None
+        assert installed_version(host, "torch") == TORCH_CPU_VERSION, "torch==2.10.0 is met by the +cpu build"
+        assert installed_version(host, "nunchaku") is None
 
         python = host.path("venv/bin/python")
         host.run([python, "-m", "pip", "install", "-q", "--index-url", upstreams.index, "nunchaku==0.16.1"])
@@ -69,7 +57,7 @@ def test_cpu_stack_removes_pypis_nunchaku_and_keeps_a_real_one(tmp_path: Path, u
 
         fixed = apply(manifest)
         assert fixed.ok and changed(fixed) == [NUNCHAKU]
-        assert _installed(host, "nunchaku") is None
+        assert installed_version(host, "nunchaku") is None
         assert changed(apply(manifest)) == [] and plan(manifest).exit_code() == 0
 
         # A real nunchaku someone installed is not removed; plan says so and stays clean.
@@ -79,7 +67,7 @@ def test_cpu_stack_removes_pypis_nunchaku_and_keeps_a_real_one(tmp_path: Path, u
         [row] = [r for r in report.resources if r["id"] == NUNCHAKU]
         assert any("is kept" in note for note in row["notes"])
         assert changed(apply(manifest)) == []
-        assert _installed(host, "nunchaku") is not None
+        assert installed_version(host, "nunchaku") is not None
     finally:
         record = Path(host.path(".provision/services/comfyui.json"))
         if record.exists():

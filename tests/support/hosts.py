@@ -46,3 +46,10 @@ def write_manifest(directory: Path, host: TargetHost, body: dict[str, Any], name
     path = directory / name
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def installed_version(host: TargetHost, name: str, venv: str = "venv") -> str | None:
+    """The version of `name` installed in the target's venv, as its metadata says; None when it is not."""
+    script = ("import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\n"
+              "except m.PackageNotFoundError: print('')")
+    return host.run([host.path(f"{venv}/bin/python"), "-c", script, name]).stdout.strip() or None
