@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from provisioner.agent.distributions import normalize
 from provisioner.values import (
     EnvKey,
     GitRef,
@@ -190,8 +191,7 @@ class PipSpec(ResourceBase):
 
 def _distribution(requirement: str) -> str:
     """PEP 503 normal form of the name in `name[extras]==version`."""
-    name = re.split(r"[\[=]", requirement, maxsplit=1)[0]
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return normalize(re.split(r"[\[=]", requirement, maxsplit=1)[0])
 
 
 class RequirementsSpec(ResourceBase):
