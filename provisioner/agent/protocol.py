@@ -7,6 +7,8 @@ import os
 import sys
 import threading
 
+from . import masking
+
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
@@ -17,7 +19,8 @@ _write_lock = threading.Lock()
 def emit(event: str, **fields: Any) -> None:
     """Write one JSON line event to stdout, flushed so the controller can stream it."""
     fields["event"] = event
-    line = json.dumps(fields, sort_keys=True, default=str)
+    # Masked before encoding: a secret with a quote or backslash in it is escaped in the JSON text.
+    line = json.dumps(masking.mask(fields), sort_keys=True, default=str)
     with _write_lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -73,7 +76,18 @@ class Context:
         return os.path.normpath(os.path.join(self.root, relative))
 
     def state_dir(self) -> str:
-        return os.path.join(self.root, ".provision")
+        """<root>/.provision, refused when it is a link or not the agent user's (see statedir)."""
+        from .statedir import FOLDER, check
+
+        path = os.path.join(self.root, FOLDER)
+        check(path)
+        return path
+
+    def state_path(self, *parts: str) -> str:
+        """A path under the state folder, every existing component of it checked like the folder."""
+        from .statedir import state_path
+
+        return state_path(self.state_dir(), *parts)
 
 
 def changes_list(changes: List[Change]) -> List[Dict[str, Any]]:

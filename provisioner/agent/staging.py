@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def incoming_dir(ctx: Context) -> str:
-    return os.path.join(ctx.state_dir(), "incoming")
+    return ctx.state_path("incoming")
 
 
 def staged_file(spec: Dict[str, Any], ctx: Context) -> Optional[str]:

@@ -17,16 +17,17 @@ FILE = "statcache.json"
 
 class StatCache:
     def __init__(self, ctx: Context) -> None:
-        self.path = os.path.join(ctx.state_dir(), FILE)
+        self.path = ctx.state_path(FILE)
         self.entries: Dict[str, Dict[str, Any]] = self._load()
 
     def _load(self) -> Dict[str, Dict[str, Any]]:
+        from .statedir import read_text
+
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
+            data = json.loads(read_text(self.path) or "{}")
+        except ValueError:
             return {}
+        return data if isinstance(data, dict) else {}
 
     @staticmethod
     def _stamp(st: os.stat_result) -> Dict[str, int]:

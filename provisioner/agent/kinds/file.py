@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ..fsutil import apply_meta, atomic_write, meta_changes, observe_meta, sha256_file
+from ..fsutil import apply_meta, atomic_write, hard_linked, meta_changes, observe_meta, sha256_file
 from ..protocol import Change, Context, ResourceFailure
 
 TYPE_CHECKING = False  # see the package docstring
@@ -45,6 +45,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 def _content_reason(spec: Dict[str, Any], ctx: Context) -> str:
     path = ctx.path(spec["path"])
+    if hard_linked(path):
+        # Its inode may be a file outside the root (/etc/shadow): its content is not shown.
+        return "content differs (the file has other hard links; it is replaced by a private file)"
     try:
         if os.path.getsize(path) > DIFF_LIMIT_BYTES or len(spec["content"]) > DIFF_LIMIT_BYTES:
             return "content differs"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def _marker(spec: Dict[str, Any], ctx: Context) -> str:
     key = hashlib.sha256(("%s|%s" % (spec["venv"], spec["file"])).encode()).hexdigest()[:16]
-    return os.path.join(ctx.state_dir(), "requirements", key + ".json")
+    return ctx.state_path("requirements", key + ".json")
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
@@ -37,10 +37,11 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         return {"file": False, "venv": os.path.exists(os.path.join(venv, "bin", "python"))}
     with open(path, encoding="utf-8", errors="replace") as handle:
         text = handle.read()
+    from ..statedir import read_text
+
     try:
-        with open(_marker(spec, ctx), encoding="utf-8") as handle:
-            recorded = json.load(handle).get("sha256")
-    except (OSError, ValueError):
+        recorded = json.loads(read_text(_marker(spec, ctx)) or "{}").get("sha256")
+    except (ValueError, AttributeError):
         recorded = None
     dists = installed(venv)
     unmet = []
