@@ -4,6 +4,11 @@ The process manager starts the program in its own session (it outlives the agent
 channel), records its PID, argv and config digest under <root>/.provision/services/, and logs to a
 file. A changed argv or config digest means a restart; a dead process means a start.
 
+A record's PID is signalled only while that PID is still the process the record describes: its start
+time (/proc/PID/stat field 22, in clock ticks since boot) and command line, read when it started, must
+both match. A recycled PID, or a record someone wrote by hand pointing at another process, is reported
+and left alone.
+
 "Started" means healthy: with a `ready` probe, a start or restart waits (bounded by `ready_timeout`)
 until the service answers it over HTTP; without one, the process must survive `settle_seconds`. A
 service that dies or never answers fails the resource with its exit status and log tail, is stopped,
@@ -42,7 +47,7 @@ def _manager(spec: Dict[str, Any]) -> str:
 
 
 def _record_path(spec: Dict[str, Any], ctx: Context) -> str:
-    return os.path.join(ctx.state_dir(), "services", spec["name"] + ".json")
+    return ctx.state_path("services", spec["name"] + ".json")
 
 
 def _argv(spec: Dict[str, Any], ctx: Context) -> List[str]:
@@ -54,35 +59,57 @@ def _argv(spec: Dict[str, Any], ctx: Context) -> List[str]:
 
 
 def _read_record(path: str) -> Optional[Dict[str, Any]]:
+    from ..statedir import read_text
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)  # type: ignore[no-any-return]
-    except (OSError, ValueError):
+        record = json.loads(read_text(path) or "null")
+    except ValueError:
         return None
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int) or not isinstance(
+            record.get("argv"), list):
+        return None
+    return record
 
 
-def _alive(pid: int, argv: List[str]) -> bool:
+def _identity(pid: int) -> Optional[Dict[str, Any]]:
+    """Start time and command line of a live (not zombie) process, or None."""
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    if _zombie(pid):
-        return False
-    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
             cmdline = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
-    except OSError:
-        return True
-    # A recycled PID runs something else: then our service is not running.
-    return cmdline[-len(argv[1:]):] == argv[1:] if argv[1:] else bool(cmdline)
+    except (OSError, IndexError):
+        return None
+    # Fields after the ")" that ends the command name start at field 3 (state); starttime is field 22.
+    if fields[0] == "Z" or len(fields) < 20:
+        return None
+    return {"start_ticks": int(fields[19]), "cmdline": cmdline}
+
+
+def _ours(record: Dict[str, Any]) -> Optional[str]:
+    """None when the record's PID is the process it describes; else why it is not (it is left alone)."""
+    pid = record["pid"]
+    if pid <= 1:
+        return "the record names PID %d, which is never ours" % pid
+    now = _identity(pid)
+    if now is None:
+        return "process %d is not running" % pid
+    if record.get("start_ticks") != now["start_ticks"] or record.get("cmdline") != now["cmdline"]:
+        return ("PID %d is another process (its start time or command line differ from the service record): "
+                "left alone" % pid)
+    return None
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     if _manager(spec) == "systemd":
         return _probe_systemd(spec, ctx)
     record = _read_record(_record_path(spec, ctx))
-    running = bool(record) and _alive(int(record["pid"]), record["argv"])  # type: ignore[index]
-    return {"manager": "process", "running": running, "record": record}
+    why = _ours(record) if record else "not started yet"
+    if why and record:
+        from ..protocol import log
+
+        log("service %s: %s" % (spec["name"], why))
+    return {"manager": "process", "running": why is None, "record": record, "why": why}
 
 
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
@@ -93,7 +120,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if not want_running:
         return [Change("state", "running", "stopped", "service is running", "stop")] if observed["running"] else []
     if not observed["running"]:
-        reason = "not started yet" if record is None else "process %s is not running" % record["pid"]
+        reason = observed.get("why") or "not running"
         return [Change("state", "stopped", "running", reason, "create" if record is None else "start")]
     changes = []
     if record["argv"] != _argv(spec, ctx):
@@ -159,7 +186,11 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
         if child.poll() is None:
             _stop(child.pid)
         raise
-    record = {"pid": child.pid, "argv": argv, "started": time.time(), "log": log_path}
+    identity = _identity(child.pid)
+    if identity is None:
+        raise ResourceFailure("%s exited right after becoming ready; see %s:\n%s" % (
+            spec["name"], log_path, _tail(log_path, offset)))
+    record = dict(identity, pid=child.pid, argv=argv, started=time.time(), log=log_path)
     atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
 
 
@@ -265,15 +296,6 @@ def _stop(pid: int) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def _zombie(pid: int) -> bool:
-    """An exited process nobody reaped (PID 1 in a container may not) still answers kill -0."""
-    try:
-        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _is_child(pid: int) -> bool:
