@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import click
 from pydantic import ValidationError
 
-from provisioner import __version__
+from provisioner import __version__, redaction
 from provisioner.agent_client import AgentClient
 from provisioner.engine import ApplyReport, HostSession, RunOptions
 from provisioner.errors import ProvisionError
@@ -41,7 +41,7 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ProvisionError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
             sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
@@ -202,7 +202,7 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
           download_cache: Path | None, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
-    options = RunOptions(force=force, deep=deep, verbose=verbose,
+    options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None)
     if dry_run:
@@ -248,7 +248,7 @@ def _finish_apply(command: str, session: HostSession, report: ApplyReport, start
 @user_errors
 def rollback(manifest: Path, to: int | None, as_json: bool, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Return the host to an earlier generation (git checkouts, packages, files, env); models are kept."""
-    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts))
+    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts), ledger=current_ledger().path)
     session = HostSession(load_manifest(manifest), options)
     started = time.time()
     report = session.rollback(to)

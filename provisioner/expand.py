@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from provisioner import redaction
 from provisioner.errors import ProvisionError, RoleError
 from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, mirror_spec
 from provisioner.manifest.loader import LoadedManifest
@@ -153,6 +154,8 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
         record["auth"] = MASK
     if isinstance(spec, EnvFileSpec):
         data["secret_values"] = _read_secrets(rid, spec, environ)
+        # Optional secrets this controller does not have: the host keeps its values for these keys.
+        data["unset_secrets"] = sorted(set(spec.secrets) - set(data["secret_values"]))
         secrets.extend(v for v in data["secret_values"].values() if v)
         data.pop("secrets")
         record["secrets"] = {key: MASK for key in data["secret_values"]}
@@ -167,6 +170,8 @@ def _read_secrets(rid: str, spec: EnvFileSpec, environ: dict[str, str]) -> dict[
 
 def _read_secret(rid: str, key: str, source: SecretFromEnv, environ: dict[str, str]) -> str | None:
     value = environ.get(source.from_env)
+    if value is not None:
+        redaction.remember(value)
     if value is None and not source.optional:
         raise ProvisionError(
             f"{rid}: secret {key} reads ${source.from_env}, which is not set on the controller; "

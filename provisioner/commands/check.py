@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from provisioner import redaction
 from provisioner.agent_client import AgentClient
 from provisioner.checks.model import EXIT_ERROR, CheckReport
 from provisioner.checks.report import render_json, render_text, write_junit
@@ -42,9 +43,9 @@ def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, u
         report = _run(manifest, only, use_running, ConnectOptions(trust_new_hosts=trust_new_hosts,
                                                                    known_hosts=known_hosts), quiet=as_json)
     except ProvisionError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
         sys.exit(EXIT_ERROR)
-    click.echo(render_json(report) if as_json else render_text(report))
+    click.echo(redaction.redact(render_json(report) if as_json else render_text(report)))
     if junit:
         write_junit(report, junit)
     sys.exit(report.exit_code())

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from provisioner import redaction
 from provisioner.engine import RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.fleet.inventory import load_inventory
@@ -50,7 +51,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fail(exc: ProvisionError) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
+    click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
     sys.exit(1)
 
 
@@ -142,7 +143,7 @@ def apply_command(inventory: Path, limit: str | None, forks: int | None, known_h
     try:
         loaded = load_inventory(inventory)
         options = FleetOptions(forks=forks, resume=resume,
-                               run=RunOptions(verbose=verbose,
+                               run=RunOptions(verbose=verbose, ledger=_ledger().path,
                                               connect=ConnectOptions(trust_new_hosts, known_hosts, verbose),
                                               download_cache=download_cache.expanduser() if download_cache
                                               else None))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from provisioner import redaction
 from provisioner.catalog import load_catalog
 from provisioner.errors import ProvisionError
 from provisioner.facts import load_facts
@@ -46,7 +47,7 @@ def lock_command(manifest: Path, facts_path: Path | None, mirrors_path: Path | N
     try:
         code = _lock(manifest, facts_path, mirrors_path, update, no_download, check, cache_dir)
     except ProvisionError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
         code = EXIT_ERROR
     sys.exit(code)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from provisioner import redaction
 from provisioner.catalog import load_catalog
 from provisioner.errors import ProvisionError
 from provisioner.facts import load_facts
@@ -37,7 +38,7 @@ def resolve_command(manifest: Path, facts_path: Path | None, as_json: bool) -> N
         facts = load_facts(facts_path) if facts_path else live_facts(loaded.manifest)
         result = resolve(loaded.manifest, facts, load_catalog())
     except ProvisionError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
         sys.exit(EXIT_VIOLATIONS)
     if as_json:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True))
