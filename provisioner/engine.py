@@ -16,6 +16,7 @@ from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, find_mirrors_file, loa
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
+from provisioner.trusted_generations import remember_apply, remember_rollback, trusted_for_rollback
 
 if TYPE_CHECKING:
     from provisioner.facts import Facts
@@ -31,6 +32,8 @@ class RunOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     #: Fetch downloads once into this controller directory and push them to the host (None: hosts fetch).
     download_cache: Path | None = None
+    #: The ledger that keeps what each generation was sent (None: the default ledger).
+    ledger: Path | None = None
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
@@ -224,6 +227,7 @@ class HostSession:
                     self.lock_notes.refuse_if_stale(transport.display)
                 request, pushed = self._stage_downloads(client, transport, on_event)
                 result = client.call("apply", request, on_event)
+                remember_apply(self.options.ledger, transport.display, request, result)
             except BaseException:
                 transport.finalize(False)
                 raise
@@ -253,9 +257,12 @@ class HostSession:
         with self.transport_factory(self.loaded, self.options) as transport:
             client = self._client(transport)
             self._prepare(client, transport.display)
-            request = {"root": self.loaded.manifest.target.root, "options": self._options(), "to": to,
-                       "secrets": self.expansion.secret_values_by_key()}
+            root = self.loaded.manifest.target.root
+            trusted = trusted_for_rollback(self.options.ledger, transport.display, root)
+            request = {"root": root, "options": self._options(), "to": to,
+                       "secrets": self.expansion.secret_values_by_key(), "trusted": trusted}
             result = client.call("rollback", request, on_event)
+            remember_rollback(self.options.ledger, transport.display, trusted, result)
             return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                result["handlers"], result["reprobe"], result["generation"], result["failed"],
                                round(time.monotonic() - started, 3), rollback_to=result["rollback_to"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import dependencies, procs, state
+from . import dependencies, masking, procs, records, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 
@@ -23,6 +23,7 @@ def serve(request: Dict[str, Any]) -> int:
             raise ResourceFailure("controller speaks protocol %r, agent speaks %d" % (
                 request.get("protocol"), PROTOCOL_VERSION))
         op = request.get("op")
+        masking.remember_request(request)
         handler = {"facts": _facts, "probe": _probe, "apply": _apply, "rollback": _rollback,
                    "generations": _generations}.get(op or "")
         if handler is None:
@@ -164,7 +165,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     record = {
         "time": started, "seconds": round(time.time() - started, 3),
         "manifest": request.get("manifest", {}), "status": "failed" if failed or unconverged else "ok",
-        "resources": [_recordable(r) for r in request["resources"]],
+        "resources": [records.recordable(r) for r in request["resources"]],
         "handlers_desired": request.get("handlers") or {},
         "changes": [o for o in outcomes if o["outcome"] != "ok"],
         "handlers": handlers_run,
@@ -172,40 +173,31 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     }
     generation = state.write(ctx.state_dir(), record) if changed or failed or unconverged else None
     return {"resources": outcomes, "handlers": handlers_run, "reprobe": reprobe, "generation": generation,
-            "failed": failed, "root": ctx.root}
-
-
-def _recordable(resource: Dict[str, Any]) -> Dict[str, Any]:
-    """The resource as it can be stored and re-applied later: secret values removed, key names kept, and no
-    staged file (it belongs to one apply)."""
-    spec = dict(resource["spec"])
-    if "secret_values" in spec:
-        spec["secret_values"] = {key: None for key in spec["secret_values"]}
-    spec.pop("token", None)
-    spec.pop("staged", None)
-    return {"id": resource["id"], "kind": resource["kind"], "digest": resource["digest"],
-            "notify": resource.get("notify") or [], "spec": spec}
+            "failed": failed, "root": ctx.root,
+            "recorded": records.generation_digests(record["resources"], record["handlers_desired"])}
 
 
 def _rollback(request: Dict[str, Any]) -> Dict[str, Any]:
     """Re-apply the desired state of an earlier generation (downloads already present are kept)."""
     ctx = _context(request)
     numbers = state.list_generations(ctx.state_dir())
-    records = {n: state.read(ctx.state_dir(), n) for n in numbers}
-    good = [n for n in numbers if (records[n] or {}).get("status") == "ok"]
+    by_number = {n: state.read(ctx.state_dir(), n) for n in numbers}
+    good = [n for n in numbers if (by_number[n] or {}).get("status") == "ok"]
     target = request.get("to")
     if target is None:
         if len(good) < 2:
             raise ResourceFailure("no earlier successful generation to roll back to (have: %s)"
                                   % (", ".join(str(n) for n in good) or "none"))
         target = good[-2]
-    record = records.get(target)
+    record = by_number.get(target)
     if record is None:
         raise ResourceFailure("generation %s does not exist on the host (have: %s)"
                               % (target, ", ".join(str(n) for n in numbers) or "none"))
     if record.get("status") != "ok":
         raise ResourceFailure("generation %s did not converge (status %s); pick a successful one"
                               % (target, record.get("status")))
+    records.refuse_untrusted(target, record, (request.get("trusted") or {}).get(ctx.root) or {},
+                             state.path_of(ctx.state_dir(), target))
     resources = []
     for resource in record["resources"]:
         if resource["kind"] == "download":
