@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from .. import masking
 from ..fsutil import apply_meta, atomic_write, hard_linked, meta_changes, observe_meta
 from ..protocol import Change, Context, ResourceFailure
 
@@ -69,8 +70,12 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         return {"exists": os.path.lexists(path), "is_file": False}
     with open(path, encoding="utf-8", errors="replace") as handle:
         text = handle.read()
-    observed: Dict[str, Any] = {"exists": True, "is_file": True, "values": _parse(text), "text": text,
-                                "hard_linked": hard_linked(path), "former_secrets": _former_secrets(spec, ctx)}
+    values = _parse(text)
+    former = _former_secrets(spec, ctx)
+    # Secret values only the host has (an unset optional secret, a removed one): masked like the others.
+    masking.remember(values[key] for key in [*(spec.get("unset_secrets") or []), *former] if key in values)
+    observed: Dict[str, Any] = {"exists": True, "is_file": True, "values": values, "text": text,
+                                "hard_linked": hard_linked(path), "former_secrets": former}
     observed.update(observe_meta(path))
     return observed
 
