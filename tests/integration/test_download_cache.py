@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,25 +290,27 @@ def test_a_staged_file_that_does_not_verify_is_discarded_and_the_host_fetches_th
 
 
 def test_a_staged_file_on_another_filesystem_is_copied_into_place(tmp_path: Path, hub: tuple[HubState, str]) -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("needs /dev/shm on a filesystem other than the temp dir's")
     state, endpoint = hub
     host = TargetHost("local", "local", str(tmp_path / "root"))
-    # .provision (and so the incoming folder) lives on tmpfs, the models on the temp dir's filesystem.
-    elsewhere = Path(tempfile.mkdtemp(prefix="provision-test-", dir=shm))
+    # .provision (and so the incoming folder) is a tmpfs of its own, the models on the temp dir's filesystem.
+    # A mount, not a link: the agent refuses a state folder that is a link.
+    state_dir = Path(host.path(".provision"))
+    state_dir.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "provision-test", str(state_dir)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"needs to mount a tmpfs: {mounted.stderr.strip()}")
     try:
-        Path(host.root).mkdir()
-        Path(host.path(".provision")).symlink_to(elsewhere)
+        assert state_dir.stat().st_dev != tmp_path.stat().st_dev
         manifest = write_manifest(tmp_path, host, {"resources": [_download(state, endpoint, PATH_A, MODEL_A)]})
         report = HostSession(load_manifest(manifest), RunOptions(download_cache=tmp_path / "cache")).apply()
         assert report.ok and report.pushed == [f"download:{PATH_A}"], report.as_json()
         assert Path(host.path(PATH_A)).read_bytes() == MODEL_A
         assert _served(state, PATH_A) == [CONTROLLER]
-        assert not (elsewhere / "incoming").exists()
+        assert not (state_dir / "incoming").exists()
         assert [p.name for p in Path(host.path("models/unet")).iterdir()] == ["a.safetensors"], "no temp file left"
     finally:
-        shutil.rmtree(elsewhere, ignore_errors=True)
+        subprocess.run(["umount", str(state_dir)], check=False)
 
 
 def test_the_agent_takes_staged_files_only_from_the_incoming_folder(tmp_path: Path,
