@@ -80,6 +80,9 @@ PLANTS = [
     Plant("hard link, new content", _hardlink("hl.txt", "victim.txt"), {**FILE, "path": "hl.txt"}),
     Plant("hard-linked env file", _hardlink("app.env", "victim.txt"),
           {"kind": "envfile", "path": "app.env", "values": {"A": "1"}, "mode": "0600"}),
+    # A resumed download appends to its .part file: a link there used to lead the bytes anywhere.
+    Plant("download's partial file is a link", _symlink("models/m.bin.part", "victim.txt"),
+          {"kind": "download", "path": "models/m.bin", "url": "file://@OUTSIDE@/source.bin"}),
     Plant(".provision is a link", _symlink(".provision", "dir"), {**FILE, "path": "ok.txt"}),
     Plant(".provision/generations is a link", _state_link("generations", "dir"), {**FILE, "path": "ok.txt"}),
     Plant("a generation file is a link", _state_link("generations/000001.json", "victim.txt"),
@@ -95,6 +98,7 @@ def outside(tmp_path: Path) -> Path:
     (directory / "victim.txt").write_text("VICTIM\n")
     (directory / "victim.txt").chmod(0o644)
     (directory / "dir" / "keep.txt").write_text("keep\n")
+    (directory / "source.bin").write_bytes(b"downloaded bytes\n" * 64)
     return directory
 
 
@@ -107,7 +111,8 @@ def test_planted_links_never_let_a_write_chmod_or_chown_escape_the_root(tmp_path
         trap.plant(root, outside)
         before = _snapshot(outside)
         host = TargetHost("local", "local", str(root))
-        manifest = write_manifest(tmp_path, host, {"resources": [trap.resource]}, name=f"m{number}.yaml")
+        resource = json.loads(json.dumps(trap.resource).replace("@OUTSIDE@", str(outside)))
+        manifest = write_manifest(tmp_path, host, {"resources": [resource]}, name=f"m{number}.yaml")
         try:
             plan(manifest)
             report = apply(manifest)

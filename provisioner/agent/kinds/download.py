@@ -29,7 +29,7 @@ RETRIES = 4
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     path = ctx.path(spec["path"])
     if not os.path.isfile(path):
-        partial = path + ".part"
+        partial = ctx.path(spec["path"] + ".part")
         return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0}
     st = os.stat(path)
     cache = StatCache(ctx)
@@ -61,7 +61,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
     path = ctx.path(spec["path"])
-    partial = path + ".part"
+    partial = ctx.path(spec["path"] + ".part")  # a planted link there must not lead out of the root
     if observed["exists"]:
         os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -217,10 +217,16 @@ def _total(response: Any, have: int) -> Optional[int]:
 
 
 def _stream(response: Any, partial: str, have: int, total: Optional[int], spec: Dict[str, Any]) -> None:
-    mode = "ab" if have else "wb"
+    # Never through a link (a resumed download appends): O_NOFOLLOW on the partial file itself.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
+    try:
+        fd = os.open(partial, flags, 0o644)
+    except OSError as exc:
+        raise ResourceFailure("cannot write %s: %s (a link there is never followed; remove it)"
+                              % (partial, exc.strerror)) from None
     done = have
     last = time.time()
-    with open(partial, mode) as handle:
+    with os.fdopen(fd, "wb") as handle:
         while True:
             block = response.read(CHUNK)
             if not block:

@@ -173,7 +173,12 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
     log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "ab") as log:
+    try:  # appended to, never through a link
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ResourceFailure("cannot open the log %s: %s (a link there is never followed; remove it)"
+                              % (log_path, exc.strerror)) from None
+    with os.fdopen(log_fd, "ab") as log:
         offset = log.tell()
         try:
             child = subprocess.Popen(argv, cwd=cwd, env=_env(spec, ctx), stdin=subprocess.DEVNULL, stdout=log,
