@@ -83,6 +83,9 @@ PLANTS = [
     # A resumed download appends to its .part file: a link there used to lead the bytes anywhere.
     Plant("download's partial file is a link", _symlink("models/m.bin.part", "victim.txt"),
           {"kind": "download", "path": "models/m.bin", "url": "file://@OUTSIDE@/source.bin"}),
+    # A clone goes to a staging folder first: a link planted there used to take the checkout out of the root.
+    Plant("git staging folder is a link", _symlink("src.provision-tmp", "empty"),
+          {"kind": "git", "path": "src", "repo": "file://@OUTSIDE@/repo.git", "ref": "v1"}),
     Plant(".provision is a link", _symlink(".provision", "dir"), {**FILE, "path": "ok.txt"}),
     Plant(".provision/generations is a link", _state_link("generations", "dir"), {**FILE, "path": "ok.txt"}),
     Plant("a generation file is a link", _state_link("generations/000001.json", "victim.txt"),
@@ -99,6 +102,16 @@ def outside(tmp_path: Path) -> Path:
     (directory / "victim.txt").chmod(0o644)
     (directory / "dir" / "keep.txt").write_text("keep\n")
     (directory / "source.bin").write_bytes(b"downloaded bytes\n" * 64)
+    (directory / "empty").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(work)]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "README").write_text("upstream\n")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    subprocess.run([*git, "tag", "v1"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(directory / "repo.git")], check=True)
     return directory
 
 

@@ -186,6 +186,8 @@ def _has_commit(path: str, commit: str) -> bool:
 def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
     """Clone into a staging folder beside the target and rename it in place once checked out."""
     staging = path + ".provision-tmp"
+    if os.path.islink(staging):
+        os.unlink(staging)  # a planted link: git would clone through it, wherever it points
     remove_tree(staging)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
