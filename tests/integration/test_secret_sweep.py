@@ -192,6 +192,7 @@ def test_secrets_never_leak_from_any_command(tmp_path: Path, hub: str) -> None:
         sweep.run("apply", str(good), expect=(0,))
         # Without the optional secret on this controller: its key on the host is left alone, and not shown.
         unset_plan = sweep.run("plan", str(good), optional=False, expect=(0,))
+        sweep.run("plan", "--json", str(good), optional=False, expect=(0,))
         sweep.run("apply", "-v", str(good), optional=False, expect=(0,))
         removal_plan = sweep.run("plan", str(removed), expect=(2,))
         sweep.run("apply", str(removed), expect=(0,))
