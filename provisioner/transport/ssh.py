@@ -376,4 +376,18 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
             missing.append(str(current))
         current = current.parent
     for directory in reversed(missing):
-        sftp.mkdir(directory)
+        try:
+            sftp.mkdir(directory)
+        except OSError:
+            # SFTP reports "it exists" as a bare Failure. Another session may have made it between our stat
+            # and mkdir: pushes of a fleet run in parallel, and hosts may share a parent (one machine, many
+            # roots). Like `mkdir -p`, that is success; anything else is the real error.
+            if not _is_directory(sftp, directory):
+                raise
+
+
+def _is_directory(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+    except OSError:
+        return False

@@ -261,3 +261,47 @@ def test_steps_slower_than_the_inactivity_limit_succeed_on_heartbeats(
     assert (root / "ran.log").read_text() == "ran\n"
     assert (root / "model.bin").read_bytes() == _StallingHandler.BODY
     assert "heartbeat" not in applied.stdout + applied.stderr
+
+
+def test_parallel_pushes_that_share_missing_parent_directories_all_succeed(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A fleet pushes to its hosts in parallel, and hosts that share a machine share parents of their roots:
+    several SFTP sessions then create the same missing directory at once. The ones that lose the race got
+    a bare SFTP `Failure` (mkdir of an existing directory); like `mkdir -p`, that is success."""
+    import threading
+
+    from provisioner.errors import TransportError
+    from provisioner.manifest.model import Target
+    from provisioner.transport import ConnectOptions, open_transport
+
+    server = shared_sshd(request)
+    target = Target.model_validate({"connection": server.connection(), "root": str(tmp_path),
+                                    "identity_file": str(server.client_key)})
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(64 * 1024))
+    sessions = [open_transport(target, ConnectOptions(known_hosts=server.known_hosts)) for _ in range(6)]
+    failures: list[str] = []
+    try:
+        for round_ in range(5):
+            start = threading.Barrier(len(sessions))
+
+            def push(index: int, round_: int = round_, start: threading.Barrier = start) -> None:
+                remote = tmp_path / f"roots-{round_}" / "shared" / f"gpu-{index}" / ".provision" / "incoming" / "f"
+                start.wait(timeout=30)
+                try:
+                    sessions[index].put(source, str(remote), 0o644)
+                except TransportError as exc:
+                    failures.append(str(exc))
+
+            threads = [threading.Thread(target=push, args=(i,)) for i in range(len(sessions))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+    finally:
+        for session in sessions:
+            session.close()
+    assert failures == []
+    copies = sorted(tmp_path.glob("roots-*/shared/gpu-*/.provision/incoming/f"))
+    assert len(copies) == 5 * len(sessions) and all(c.read_bytes() == source.read_bytes() for c in copies)
