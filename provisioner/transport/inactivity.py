@@ -23,7 +23,7 @@ DEFAULT_INACTIVITY_TIMEOUT_S = 120.0
 HEARTBEATS_PER_LIMIT = 4
 MAX_HEARTBEAT_S = 10.0
 #: How long an abandoned local program gets between SIGTERM and SIGKILL.
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 2.0
 
 
 def heartbeat_interval(limit: float) -> float:
