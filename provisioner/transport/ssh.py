@@ -11,7 +11,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import paramiko
@@ -68,6 +68,7 @@ class SshTransport(Transport):
         keep_alive(self._conn, KEEPALIVE_S, target.inactivity_timeout)
         #: Session channels opened on the connection (one per command); the connection itself is one.
         self.sessions = 0
+        self._sftp_client: paramiko.SFTPClient | None = None
 
     # -- run ---------------------------------------------------------------------------------------------
 
@@ -246,6 +247,8 @@ class SshTransport(Transport):
             sftp.put(str(local), remote)
             if mode is not None:
                 sftp.chmod(remote, mode)
+        except TimeoutError:
+            raise inactivity_error(self.display, "the SFTP server", self.inactivity_timeout) from None
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {local} to {remote}: {exc}") from None
 
@@ -259,6 +262,8 @@ class SshTransport(Transport):
             _sftp_makedirs(sftp, incoming)
             staged = f"{incoming}/{uuid.uuid4().hex}.part"
             sftp.put(str(local), staged)
+        except TimeoutError:
+            raise inactivity_error(self.display, "the SFTP server", self.inactivity_timeout) from None
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {local} to the login user's "
                                  f"~/{BECOME_INCOMING}: {exc}") from None
@@ -285,17 +290,23 @@ class SshTransport(Transport):
             self._sftp().get(remote, str(local))
         except FileNotFoundError:
             raise TransportError(f"{self.display}: {remote} does not exist") from None
+        except TimeoutError:
+            raise inactivity_error(self.display, "the SFTP server", self.inactivity_timeout) from None
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {remote}: {exc}") from None
 
     def _sftp(self) -> paramiko.SFTPClient:
-        """The connection's SFTP session; a reply the host does not send within the inactivity limit fails
-        the copy instead of hanging the run."""
-        sftp = self._conn.sftp()
-        sftp.get_channel().settimeout(self.inactivity_timeout)
-        return sftp
+        """The connection's SFTP session. Opening it and every reply after are bounded by the inactivity
+        limit (paramiko would wait up to an hour for a frozen host): TimeoutError, which callers report."""
+        if self._sftp_client is None:
+            self._sftp_client = _within(self._conn.client.open_sftp, self.inactivity_timeout)
+            self._sftp_client.get_channel().settimeout(self.inactivity_timeout)
+        return self._sftp_client
 
     def close(self) -> None:
+        if self._sftp_client is not None:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self._sftp_client.close()
         self._conn.close()
 
 
@@ -324,6 +335,28 @@ def keep_alive(connection: Connection, interval: float, dead_after: float) -> No
         if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_after * 1000))
+
+
+def _within(opener: Callable[[], paramiko.SFTPClient], seconds: float) -> paramiko.SFTPClient:
+    """`opener()`, or TimeoutError after `seconds`: paramiko's subsystem request waits without a limit. The
+    abandoned thread ends when the run closes the connection."""
+    opened: list[paramiko.SFTPClient] = []
+    failed: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            opened.append(opener())
+        except BaseException as exc:  # handed to the caller's thread as is
+            failed.append(exc)
+
+    worker = threading.Thread(target=attempt, name="sftp-open", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if failed:
+        raise failed[0]
+    if not opened:
+        raise TimeoutError(f"no SFTP session within {seconds:g}s")
+    return opened[0]
 
 
 def _env_lines(env: Mapping[str, str]) -> bytes:

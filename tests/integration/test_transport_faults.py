@@ -29,7 +29,8 @@ from tests.support.sshd import SshServer, _descendants, shared_sshd, start_sshd
 pytestmark = pytest.mark.ssh
 
 PROVISION = [sys.executable, "-m", "provisioner"]
-KILL_ROUNDS = 4
+# Rounds of the sshd-kill test; PROVISION_SSHD_KILL_ROUNDS=10 measures the issue's ten.
+KILL_ROUNDS = int(os.environ.get("PROVISION_SSHD_KILL_ROUNDS", "4"))
 # A step that writes its PIDs, waits `delay` seconds (a file the test rewrites) and records that it ran.
 SLOW_STEP = ('echo $PPID > agent.pid; echo $$ > step.pid; sleep "$(cat delay)"; echo ran >> ran.log; '
              "touch done")
@@ -305,3 +306,36 @@ def test_parallel_pushes_that_share_missing_parent_directories_all_succeed(
     assert failures == []
     copies = sorted(tmp_path.glob("roots-*/shared/gpu-*/.provision/incoming/f"))
     assert len(copies) == 5 * len(sessions) and all(c.read_bytes() == source.read_bytes() for c in copies)
+
+
+def test_an_sftp_copy_to_a_frozen_host_fails_within_the_inactivity_limit(own_server: SshServer, tmp_path: Path) -> None:
+    """SIGSTOP of the session's sshd processes before the SFTP session exists and in the middle of using it:
+    each copy fails within the limit (paramiko alone waits up to an hour) and names the limit."""
+    from provisioner.errors import TransportError
+    from provisioner.manifest.model import Target
+    from provisioner.transport import ConnectOptions, open_transport
+
+    target = Target.model_validate({"connection": own_server.connection(), "root": str(tmp_path),
+                                    "identity_file": str(own_server.client_key), "inactivity_timeout": 2})
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(8 * 1024 * 1024))
+    assert own_server.process is not None
+    for warm in (False, True):
+        with open_transport(target, ConnectOptions(known_hosts=own_server.known_hosts)) as transport:
+            if warm:
+                transport.put(source, str(tmp_path / "first.bin"))
+            frozen = [pid for pid in _descendants(own_server.process.pid)]
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(TransportError) as failed:
+                    transport.put(source, str(tmp_path / f"copy-{warm}.bin"))
+                took = time.monotonic() - started
+            finally:
+                for pid in frozen:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+        assert "sent nothing for 2s (target.inactivity_timeout)" in str(failed.value)
+        assert own_server.connection() in str(failed.value)
+        assert 2 <= took <= 2 + 3, (warm, took)
