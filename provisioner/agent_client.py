@@ -11,6 +11,7 @@ from typing import Any
 
 from provisioner.errors import AgentError, TransportError
 from provisioner.transport.base import Transport
+from provisioner.transport.inactivity import heartbeat_interval
 
 PROTOCOL_VERSION = 1
 HOST_PACKAGE = "provision_agent"
@@ -76,8 +77,8 @@ class Finder:
         exec(marshal.loads(code.get(name + ".__init__") or code[name]), module.__dict__)
 sys.meta_path.insert(0, Finder())
 sys.dont_write_bytecode = True
-import provision_agent.main
-sys.exit(provision_agent.main.serve(doc["request"]))
+import provision_agent.heartbeat
+sys.exit(provision_agent.heartbeat.serve(doc["request"]))
 """
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -116,23 +117,29 @@ def _document_head() -> bytes:
         b', "digest": ' + json.dumps(agent_digest()).encode("utf-8") + b', "request": '
 
 
-def request_document(op: str, request: dict[str, Any]) -> bytes:
-    """What the bootstrap reads on stdin: {"modules", "digest", "request"} as one JSON object."""
-    body = json.dumps(dict(request, op=op, protocol=PROTOCOL_VERSION)).encode("utf-8")
+def request_document(op: str, request: dict[str, Any], heartbeat: float | None = None) -> bytes:
+    """What the bootstrap reads on stdin: {"modules", "digest", "request"} as one JSON object.
+    `heartbeat`: the interval at which the agent writes a heartbeat event while it works."""
+    body = json.dumps(dict(request, op=op, protocol=PROTOCOL_VERSION, heartbeat=heartbeat)).encode("utf-8")
     return _document_head() + body + b"}"
 
 
 class AgentClient:
-    """Sends one request per call over a transport and returns the agent's result."""
+    """Sends one request per call over a transport and returns the agent's result.
+
+    Every call has two limits: `timeout` for the whole call (target.command_timeout), and the transport's
+    inactivity limit (target.inactivity_timeout): the agent writes a heartbeat at a quarter of it while a
+    long step runs, so a call that stays silent that long is a dead or frozen host and fails at once."""
 
     def __init__(self, transport: Transport, python: str = "python3", timeout: float | None = None) -> None:
         self.transport = transport
         self.python = python
         self.timeout = timeout
+        self.inactivity_timeout = transport.inactivity_timeout
         self.calls = 0
 
     def call(self, op: str, request: dict[str, Any], on_event: EventCallback | None = None) -> dict[str, Any]:
-        payload = request_document(op, request)
+        payload = request_document(op, request, heartbeat_interval(self.inactivity_timeout))
         events: list[dict[str, Any]] = []
         stray: list[str] = []
 
@@ -145,13 +152,16 @@ class AgentClient:
             if not isinstance(event, dict) or "event" not in event:
                 stray.append(line)
                 return
+            if event["event"] == "heartbeat":
+                return  # it only says "still working", and it already reset the inactivity timer
             events.append(event)
             if on_event and event["event"] not in ("result", "error"):
                 on_event(event)
 
         self.calls += 1
         done = self.transport.run(
-            [self.python, *AGENT_FLAGS, "-c", BOOTSTRAP], stdin=payload, timeout=self.timeout, on_stdout_line=on_line
+            [self.python, *AGENT_FLAGS, "-c", BOOTSTRAP], stdin=payload, timeout=self.timeout, on_stdout_line=on_line,
+            idle_timeout=self.inactivity_timeout,
         )
         final = next((e for e in reversed(events) if e["event"] in ("result", "error")), None)
         if final is None:

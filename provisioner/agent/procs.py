@@ -8,9 +8,11 @@ from .protocol import ResourceFailure, log
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Sequence
+    from typing import Any, Dict, List, Optional, Sequence
 
 OUTPUT_TAIL_LINES = 30
+#: How long a stopped step's processes get to exit after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 3.0
 
 
 class Completed:
@@ -44,6 +46,8 @@ def run(
         proc = subprocess.Popen(
             list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            # Its own process group, so that stopping the agent stops everything the step started.
+            start_new_session=True,
         )
     except FileNotFoundError:
         if cwd and not os.path.isdir(cwd):
@@ -64,7 +68,23 @@ def run(
         proc.kill()
         proc.wait()
         raise ResourceFailure("%s timed out after %ss" % (argv[0], timeout)) from None
+    except BaseException:  # the agent is stopping (heartbeat.py): so does the step it was running
+        _stop_group(proc)
+        raise
     return Completed(argv, proc.returncode, "\n".join(lines))
+
+
+def _stop_group(proc: Any) -> None:
+    """SIGTERM the step's process group, then SIGKILL whatever of it is left after a short grace."""
+    import contextlib
+    import signal
+    import subprocess
+
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(OSError):  # the group is gone already
+            os.killpg(proc.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_GRACE_SECONDS)
 
 
 def check(argv: Sequence[str], what: str, **kwargs) -> Completed:  # type: ignore[no-untyped-def]

@@ -22,8 +22,19 @@ def emit(event: str, **fields: Any) -> None:
     # Masked before encoding: a secret with a quote or backslash in it is escaped in the JSON text.
     line = json.dumps(masking.mask(fields), sort_keys=True, default=str)
     with _write_lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):  # EPIPE, or stdout closed: nobody reads this agent any more
+            raise ControllerLost() from None
+
+
+class ControllerLost(BaseException):
+    """stdout is gone: the controller was killed, gave up on this host, or the SSH session died.
+
+    A BaseException, so that no `except Exception` (or `except OSError`) in a resource kind mistakes it
+    for a failure of that resource and goes on with the next one (see heartbeat.py).
+    """
 
 
 def log(message: str) -> None:

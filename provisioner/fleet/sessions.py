@@ -47,6 +47,7 @@ class SharedTransport(Transport):
         self.target = target
         self.options = options
         self.display = target.connection
+        self.inactivity_timeout = target.inactivity_timeout
         self._inner: Transport | None = None
         self._lock = threading.Lock()
 
@@ -61,8 +62,10 @@ class SharedTransport(Transport):
             return self._inner
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
-            timeout: float | None = None, on_stdout_line: LineCallback | None = None) -> RunResult:
-        return self._transport().run(argv, stdin=stdin, env=env, timeout=timeout, on_stdout_line=on_stdout_line)
+            timeout: float | None = None, on_stdout_line: LineCallback | None = None,
+            idle_timeout: float | None = None) -> RunResult:
+        return self._transport().run(argv, stdin=stdin, env=env, timeout=timeout, on_stdout_line=on_stdout_line,
+                                     idle_timeout=idle_timeout)
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         self._transport().put(local, remote, mode)

@@ -52,6 +52,10 @@ class Target(Strict):
     )
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=3600.0, gt=0)
+    inactivity_timeout: float = Field(
+        default=120.0, ge=1, le=86400,
+        description="Fail a host whose agent sends nothing (not even its heartbeat) for this many seconds.",
+    )
     commit_tag: str | None = Field(default=None, description="Image tag committed after a docker-image:// apply.")
 
     @field_validator("connection")

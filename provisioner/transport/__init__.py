@@ -22,7 +22,12 @@ class ConnectOptions:
 
 def open_transport(target: Target, options: ConnectOptions | None = None) -> Transport:
     """The transport for a manifest's target connection."""
-    options = options or ConnectOptions()
+    transport = _open(target, options or ConnectOptions())
+    transport.inactivity_timeout = target.inactivity_timeout
+    return transport
+
+
+def _open(target: Target, options: ConnectOptions) -> Transport:
     if target.connection == "local":
         return LocalTransport()
     scheme = target.connection.split("://", 1)[0]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from provisioner.transport.inactivity import DEFAULT_INACTIVITY_TIMEOUT_S
+
 LineCallback = Callable[[str], None]
 
 
@@ -27,6 +29,8 @@ class Transport(ABC):
 
     #: Human name of the host, used in every message about it.
     display: str
+    #: target.inactivity_timeout: agent calls fail when the host sends nothing for this long.
+    inactivity_timeout: float = DEFAULT_INACTIVITY_TIMEOUT_S
 
     @abstractmethod
     def run(
@@ -37,8 +41,12 @@ class Transport(ABC):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         on_stdout_line: LineCallback | None = None,
+        idle_timeout: float | None = None,
     ) -> RunResult:
-        """Run `argv` (never through a shell built from values); stream stdout lines when asked."""
+        """Run `argv` (never through a shell built from values); stream stdout lines when asked.
+
+        `timeout` caps the whole call; `idle_timeout`, for programs that promise to write regularly (the
+        agent's heartbeats), fails the call as soon as stdout has been silent that long."""
 
     @abstractmethod
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:

@@ -7,6 +7,7 @@ the apply succeeds, and always removed on close.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from typing import IO, TYPE_CHECKING
 from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
 from provisioner.transport.base import LineCallback, RunResult, Transport
+from provisioner.transport.inactivity import Watchdog, inactivity_error, stop_process
 
 if TYPE_CHECKING:
     from provisioner.transport import ConnectOptions
@@ -181,6 +183,7 @@ class DockerTransport(Transport):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         on_stdout_line: LineCallback | None = None,
+        idle_timeout: float | None = None,
     ) -> RunResult:
         # `-e NAME` without a value makes the docker CLI copy NAME from its own environment, so values
         # (secrets included) never appear in any argv on the controller.
@@ -188,7 +191,10 @@ class DockerTransport(Transport):
         client_env = {**os.environ, **(env or {})}
         command = [self.cli.executable, "exec", "-i", *names, self.container, *argv]
         returncode, stdout, stderr, timed_out = _stream(command, stdin or b"", client_env, timeout,
-                                                        on_stdout_line)
+                                                        on_stdout_line, idle_timeout)
+        if timed_out == "idle":
+            # The agent in the container stops itself at its next heartbeat, which nobody reads now.
+            raise inactivity_error(self.display, argv[0], idle_timeout or 0)
         if timed_out:
             # Killing the client does not stop the process inside the container; say so.
             raise TransportError(
@@ -281,7 +287,7 @@ class ImageBuildTransport(DockerTransport):
 
 
 def _stream(command: list[str], stdin: bytes, env: Mapping[str, str], timeout: float | None,
-            on_line: LineCallback | None) -> tuple[int, str, str, bool]:
+            on_line: LineCallback | None, idle_timeout: float | None = None) -> tuple[int, str, str, str | None]:
     """Run `command`, feeding stdin and handing each stdout line over as soon as it arrives."""
     proc = subprocess.Popen(command, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -303,13 +309,17 @@ def _stream(command: list[str], stdin: bytes, env: Mapping[str, str], timeout: f
     if timer:
         timer.start()
     lines: list[str] = []
+    watchdog = Watchdog(idle_timeout, lambda: stop_process(proc)) if idle_timeout else None
     try:
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            lines.append(line)
-            if on_line:
-                on_line(line)
-        proc.wait()
+        with watchdog or contextlib.nullcontext():
+            for raw in proc.stdout:
+                if watchdog:
+                    watchdog.touch()
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                if on_line:
+                    on_line(line)
+            proc.wait()
     finally:
         if timer:
             timer.cancel()
@@ -319,7 +329,8 @@ def _stream(command: list[str], stdin: bytes, env: Mapping[str, str], timeout: f
     for thread in threads:
         thread.join()
     stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
-    return proc.returncode, "\n".join(lines), stderr, expired.is_set()
+    why = "idle" if watchdog and watchdog.expired else "timeout" if expired.is_set() else None
+    return proc.returncode, "\n".join(lines), stderr, why
 
 
 def _feed(pipe: IO[bytes], data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from provisioner.errors import TransportError
 from provisioner.transport.base import LineCallback, RunResult, Transport
+from provisioner.transport.inactivity import Watchdog, inactivity_error, stop_process
 
 
 class LocalTransport(Transport):
@@ -26,6 +28,7 @@ class LocalTransport(Transport):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         on_stdout_line: LineCallback | None = None,
+        idle_timeout: float | None = None,
     ) -> RunResult:
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -47,18 +50,24 @@ class LocalTransport(Transport):
         timer = threading.Timer(timeout, proc.kill) if timeout else None
         if timer:
             timer.start()
+        watchdog = Watchdog(idle_timeout, lambda: stop_process(proc)) if idle_timeout else None
         try:
-            for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                out_lines.append(line)
-                if on_stdout_line:
-                    on_stdout_line(line)
-            proc.wait()
+            with watchdog or contextlib.nullcontext():
+                for raw in proc.stdout:
+                    if watchdog:
+                        watchdog.touch()
+                    line = raw.decode("utf-8", "replace").rstrip("\n")
+                    out_lines.append(line)
+                    if on_stdout_line:
+                        on_stdout_line(line)
+                proc.wait()
         finally:
             if timer:
                 timer.cancel()
         stderr_reader.join()
         writer.join()
+        if watchdog and watchdog.expired:
+            raise inactivity_error(self.display, argv[0], watchdog.limit)
         if timer and proc.returncode == -9:
             raise TransportError(f"local: {argv[0]} timed out after {timeout}s")
         return RunResult(proc.returncode, "\n".join(out_lines), b"".join(stderr_chunks).decode("utf-8", "replace"))

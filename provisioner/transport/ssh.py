@@ -6,11 +6,12 @@ import contextlib
 import os
 import re
 import shlex
+import socket
 import stat
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import paramiko
@@ -20,7 +21,8 @@ from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
 from provisioner.transport import ConnectOptions
 from provisioner.transport.base import LineCallback, RunResult, Transport
-from provisioner.transport.ssh_connect import build_connection, open_connection
+from provisioner.transport.inactivity import inactivity_error
+from provisioner.transport.ssh_connect import build_connection, hops, open_connection
 from provisioner.transport.ssh_hostkeys import known_hosts_path
 
 # How often a blocked read wakes up to check the deadline and that the connection is still alive.
@@ -62,9 +64,11 @@ class SshTransport(Transport):
         self._conn: Connection = build_connection(target, self.display, self.known_hosts, options.trust_new_hosts)
         open_connection(self._conn, self.display, self.known_hosts, target.connect_timeout)
         self._transport: paramiko.Transport = self._conn.client.get_transport()
-        self._transport.set_keepalive(KEEPALIVE_S)
+        self.inactivity_timeout = target.inactivity_timeout
+        keep_alive(self._conn, KEEPALIVE_S, target.inactivity_timeout)
         #: Session channels opened on the connection (one per command); the connection itself is one.
         self.sessions = 0
+        self._sftp_client: paramiko.SFTPClient | None = None
 
     # -- run ---------------------------------------------------------------------------------------------
 
@@ -76,9 +80,11 @@ class SshTransport(Transport):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         on_stdout_line: LineCallback | None = None,
+        idle_timeout: float | None = None,
     ) -> RunResult:
         command, prelude = self._command(argv, env)
-        code, out, err = self._exec(command, prelude + (stdin or b""), timeout, on_stdout_line, argv[0])
+        code, out, err = self._exec(command, prelude + (stdin or b""), timeout, on_stdout_line, argv[0],
+                                    idle_timeout)
         stderr = err.decode("utf-8", "replace")
         if self.target.become:
             self._check_sudo(code, stderr)
@@ -98,11 +104,14 @@ class SshTransport(Transport):
         return shlex.join(words), prelude
 
     def _exec(
-        self, command: str, data: bytes, timeout: float | None, on_line: LineCallback | None, program: str
+        self, command: str, data: bytes, timeout: float | None, on_line: LineCallback | None, program: str,
+        idle_timeout: float | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Run one command on a fresh session channel; stream stdout lines; fail cleanly on a drop or timeout."""
+        """Run one command on a fresh session channel; stream stdout lines; fail cleanly on a drop, a timeout
+        or (with `idle_timeout`) a host that has sent nothing for that long."""
         channel = self._open_session()
         deadline = time.monotonic() + timeout if timeout else None
+        idle = _Idle(idle_timeout)
         try:
             channel.exec_command(command)
             errors: list[bytes] = []
@@ -112,8 +121,9 @@ class SshTransport(Transport):
             reader = threading.Thread(target=_drain_stderr, args=(channel, errors), daemon=True)
             writer.start()
             reader.start()
-            out = self._read_stdout(channel, deadline, on_line, program, timeout)
-            self._wait_exit(channel, deadline, program, timeout)
+            out = self._read_stdout(channel, deadline, on_line, program, timeout, idle)
+            idle.touch()
+            self._wait_exit(channel, deadline, program, timeout, idle)
             reader.join(timeout=5)
             code = channel.recv_exit_status()
             if code == -1 and not self._transport.is_active():
@@ -141,7 +151,7 @@ class SshTransport(Transport):
 
     def _read_stdout(
         self, channel: paramiko.Channel, deadline: float | None, on_line: LineCallback | None, program: str,
-        timeout: float | None,
+        timeout: float | None, idle: _Idle,
     ) -> bytes:
         chunks: list[bytes] = []
         pending = b""
@@ -149,10 +159,11 @@ class SshTransport(Transport):
             try:
                 chunk = channel.recv(CHUNK)
             except TimeoutError:
-                self._check_alive(deadline, program, timeout)
+                self._check_alive(deadline, program, timeout, idle)
                 continue
             if not chunk:
                 break
+            idle.touch()
             chunks.append(chunk)
             if on_line is None:
                 continue
@@ -165,13 +176,15 @@ class SshTransport(Transport):
         return b"".join(chunks)
 
     def _wait_exit(self, channel: paramiko.Channel, deadline: float | None, program: str,
-                   timeout: float | None) -> None:
+                   timeout: float | None, idle: _Idle) -> None:
         while not channel.status_event.wait(POLL_S):
-            self._check_alive(deadline, program, timeout)
+            self._check_alive(deadline, program, timeout, idle)
 
-    def _check_alive(self, deadline: float | None, program: str, timeout: float | None) -> None:
+    def _check_alive(self, deadline: float | None, program: str, timeout: float | None, idle: _Idle) -> None:
         if not self._transport.is_active():
             raise self._dropped(program)
+        if idle.expired():
+            raise inactivity_error(self.display, program, idle.limit or 0)
         if deadline is not None and time.monotonic() > deadline:
             raise TransportError(
                 f"{self.display}: {program} timed out after {timeout:g}s and was abandoned; raise "
@@ -229,11 +242,13 @@ class SshTransport(Transport):
             self._put_become(local, remote, mode)
             return
         try:
-            sftp = self._conn.sftp()
+            sftp = self._sftp()
             _sftp_makedirs(sftp, str(PurePosixPath(remote).parent))
             sftp.put(str(local), remote)
             if mode is not None:
                 sftp.chmod(remote, mode)
+        except TimeoutError:
+            raise inactivity_error(self.display, "the SFTP server", self.inactivity_timeout) from None
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {local} to {remote}: {exc}") from None
 
@@ -242,11 +257,13 @@ class SshTransport(Transport):
         ~/.cache/provision/incoming, then move it into place through sudo (owned by the sudo'ed user, as
         if that user had written it). Nothing is ever held in memory whole: models are many gigabytes."""
         try:
-            sftp = self._conn.sftp()
+            sftp = self._sftp()
             incoming = f"{sftp.normalize('.')}/{BECOME_INCOMING}"
             _sftp_makedirs(sftp, incoming)
             staged = f"{incoming}/{uuid.uuid4().hex}.part"
             sftp.put(str(local), staged)
+        except TimeoutError:
+            raise inactivity_error(self.display, "the SFTP server", self.inactivity_timeout) from None
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {local} to the login user's "
                                  f"~/{BECOME_INCOMING}: {exc}") from None
@@ -270,14 +287,76 @@ class SshTransport(Transport):
             local.write_bytes(out)
             return
         try:
-            self._conn.sftp().get(remote, str(local))
+            self._sftp().get(remote, str(local))
         except FileNotFoundError:
             raise TransportError(f"{self.display}: {remote} does not exist") from None
+        except TimeoutError:
+            raise inactivity_error(self.display, "the SFTP server", self.inactivity_timeout) from None
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.display}: cannot copy {remote}: {exc}") from None
 
+    def _sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session. Opening it and every reply after are bounded by the inactivity
+        limit (paramiko would wait up to an hour for a frozen host): TimeoutError, which callers report."""
+        if self._sftp_client is None:
+            self._sftp_client = _within(self._conn.client.open_sftp, self.inactivity_timeout)
+            self._sftp_client.get_channel().settimeout(self.inactivity_timeout)
+        return self._sftp_client
+
     def close(self) -> None:
+        if self._sftp_client is not None:
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self._sftp_client.close()
         self._conn.close()
+
+
+class _Idle:
+    """When the host last sent a byte on a channel, against the call's inactivity limit (None: no limit)."""
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def expired(self) -> bool:
+        return self.limit is not None and time.monotonic() - self.last > self.limit
+
+
+def keep_alive(connection: Connection, interval: float, dead_after: float) -> None:
+    """SSH keepalives on every hop, and TCP_USER_TIMEOUT on their sockets: a keepalive that the peer's
+    kernel does not acknowledge within `dead_after` seconds (host down, link cut) drops the connection,
+    instead of TCP retrying for ~15 minutes. A host that is frozen but still acknowledges is caught by
+    the inactivity limit of the call instead."""
+    for hop in hops(connection):
+        hop.transport.set_keepalive(max(1, int(min(interval, dead_after / 2))))
+        sock = hop.transport.sock
+        if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_after * 1000))
+
+
+def _within(opener: Callable[[], paramiko.SFTPClient], seconds: float) -> paramiko.SFTPClient:
+    """`opener()`, or TimeoutError after `seconds`: paramiko's subsystem request waits without a limit. The
+    abandoned thread ends when the run closes the connection."""
+    opened: list[paramiko.SFTPClient] = []
+    failed: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            opened.append(opener())
+        except BaseException as exc:  # handed to the caller's thread as is
+            failed.append(exc)
+
+    worker = threading.Thread(target=attempt, name="sftp-open", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if failed:
+        raise failed[0]
+    if not opened:
+        raise TimeoutError(f"no SFTP session within {seconds:g}s")
+    return opened[0]
 
 
 def _env_lines(env: Mapping[str, str]) -> bytes:
@@ -330,4 +409,18 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
             missing.append(str(current))
         current = current.parent
     for directory in reversed(missing):
-        sftp.mkdir(directory)
+        try:
+            sftp.mkdir(directory)
+        except OSError:
+            # SFTP reports "it exists" as a bare Failure. Another session may have made it between our stat
+            # and mkdir: pushes of a fleet run in parallel, and hosts may share a parent (one machine, many
+            # roots). Like `mkdir -p`, that is success; anything else is the real error.
+            if not _is_directory(sftp, directory):
+                raise
+
+
+def _is_directory(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+    except OSError:
+        return False

@@ -72,7 +72,7 @@ def build_connection(target: Target, display: str, known_hosts: Path, trust_new_
         connect_timeout=timeout,
         connect_kwargs=connect_kwargs,
     )
-    for hop in _hops(connection):
+    for hop in hops(connection):
         # Fabric trusts any new key by default; every hop (jump hosts included) is checked the same way.
         hop_display = display if hop is connection else f"{display} (via jump host {hop.host}:{hop.port})"
         hop.client.set_missing_host_key_policy(StrictHostKeyPolicy(hop_display, known_hosts, trust_new_hosts))
@@ -80,7 +80,7 @@ def build_connection(target: Target, display: str, known_hosts: Path, trust_new_
     return connection
 
 
-def _hops(connection: Connection) -> Iterator[Connection]:
+def hops(connection: Connection) -> Iterator[Connection]:
     hop: Any = connection
     while isinstance(hop, Connection):
         yield hop
@@ -95,7 +95,7 @@ def open_connection(connection: Connection, display: str, known_hosts: Path, tim
             if not connection.gateway:
                 connection.connect_kwargs["sock"] = _socket(connection, timeout)
             connection.open()
-            for hop in _hops(connection):
+            for hop in hops(connection):
                 if isinstance(hop.transport.sock, socket.socket):
                     hop.transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return

@@ -132,6 +132,27 @@ class SshServer:
                 os.kill(pid, signal.SIGKILL)
         return victims
 
+    def sshd_processes(self) -> list[int]:
+        """The listener and every per-connection sshd process, by PID; not the programs they serve."""
+        assert self.process is not None
+        return [self.process.pid, *(pid for pid in _descendants(self.process.pid) if _is_sshd(pid))]
+
+    def program_processes(self) -> list[int]:
+        """What the sessions run (the agent, the steps it started): descendants that are not sshd."""
+        assert self.process is not None
+        return [pid for pid in _descendants(self.process.pid) if not _is_sshd(pid)]
+
+    def kill_sshd(self) -> list[int]:
+        """SIGKILL sshd itself, as `kill -9` of its PIDs would: the listener and the session processes, but
+        not the programs the sessions run, which live on with their stdout pipes gone."""
+        victims = self.sshd_processes()
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert self.process is not None
+        self.process.wait(timeout=5)
+        return victims
+
     def stop(self) -> None:
         """Stop the listener and any session it still serves, by PID."""
         if self.process is None or self.process.poll() is not None:
@@ -168,6 +189,13 @@ def _descendants(pid: int) -> list[int]:
         found.extend(children)
         frontier.extend(children)
     return found
+
+
+def _is_sshd(pid: int) -> bool:
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe") == str(SSHD)
+    except OSError:
+        return False
 
 
 def require_sshd() -> None:
