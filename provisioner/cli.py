@@ -25,6 +25,7 @@ from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
+from provisioner.rootlock import lock_timeout_option
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, open_transport
 
@@ -197,14 +198,16 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
+@lock_timeout_option
 @connect_options
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          download_cache: Path | None, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
     options = RunOptions(force=force, deep=deep, verbose=verbose,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
-                         download_cache=download_cache.expanduser() if download_cache else None)
+                         download_cache=download_cache.expanduser() if download_cache else None,
+                         lock_timeout=lock_timeout)
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)
@@ -219,6 +222,8 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
             click.echo(mask(f"  … {event['id']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") in ("caching", "pushed"):
             click.echo(mask(f"  ⇡ {event['message']}"), err=True)
+        elif event["event"] == "progress" and event.get("phase") == "waiting":
+            click.echo(mask(f"  … {event['message']}"), err=True)
 
     started = time.time()
     report = session.apply(on_event)
@@ -244,11 +249,13 @@ def _finish_apply(command: str, session: HostSession, report: ApplyReport, start
 @manifest_argument
 @click.option("--to", "to", type=int, default=None, help="Generation to return to (default: the previous one).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@lock_timeout_option
 @connect_options
 @user_errors
-def rollback(manifest: Path, to: int | None, as_json: bool, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+def rollback(manifest: Path, to: int | None, as_json: bool, lock_timeout: float, trust_new_hosts: bool,
+             known_hosts: Path | None) -> None:
     """Return the host to an earlier generation (git checkouts, packages, files, env); models are kept."""
-    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts))
+    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts), lock_timeout=lock_timeout)
     session = HostSession(load_manifest(manifest), options)
     started = time.time()
     report = session.rollback(to)

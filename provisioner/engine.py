@@ -14,6 +14,7 @@ from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
 from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, find_mirrors_file, load_mirrors
 from provisioner.manifest.loader import LoadedManifest
+from provisioner.rootlock import DEFAULT_LOCK_TIMEOUT, lock_request
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
@@ -31,6 +32,8 @@ class RunOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     #: Fetch downloads once into this controller directory and push them to the host (None: hosts fetch).
     download_cache: Path | None = None
+    #: Seconds to wait for another run's lock on the target root (0: refuse at once).
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
@@ -195,6 +198,7 @@ class HostSession:
             "root": manifest.target.root,
             "options": self._options(),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
+            "lock": lock_request(self.options.lock_timeout),
             **self.expansion.payload(),
         }
 
@@ -254,7 +258,8 @@ class HostSession:
             client = self._client(transport)
             self._prepare(client, transport.display)
             request = {"root": self.loaded.manifest.target.root, "options": self._options(), "to": to,
-                       "secrets": self.expansion.secret_values_by_key()}
+                       "secrets": self.expansion.secret_values_by_key(),
+                       "lock": lock_request(self.options.lock_timeout)}
             result = client.call("rollback", request, on_event)
             return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                result["handlers"], result["reprobe"], result["generation"], result["failed"],
