@@ -7,7 +7,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -21,7 +20,8 @@ from provisioner.agent_client import AgentClient
 from provisioner.engine import ApplyReport, HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
-from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_path_from_url, new_run_id
+from provisioner.ledger import Ledger, default_ledger_path, ledger_path_from_url
+from provisioner.ledger_run import LedgerRun, interrupt_on_sigterm
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
@@ -109,11 +109,11 @@ def current_ledger() -> Ledger:
     return Ledger(ledger_path_from_url(url) if url else default_ledger_path())
 
 
-def record_run(command: str, manifest: str, host: str, started: float, exit_code: int, *,
-               changed: int = 0, generation: int | None = None, summary: dict[str, Any] | None = None) -> None:
-    status = {EXIT_OK: "ok", EXIT_DRIFT: "drift"}.get(exit_code, "failed")
-    current_ledger().record(LedgerEntry(new_run_id(), started, round(time.time() - started, 3), command, manifest,
-                                        host, status, exit_code, changed, generation, summary))
+def ledger_run(command: str, session: HostSession) -> LedgerRun:
+    """The run in the ledger, recorded as running until it ends (see LedgerRun)."""
+    manifest = session.loaded.manifest
+    return LedgerRun(current_ledger(), command, manifest.name, manifest.target.connection,
+                     mask=lambda text: Masker(session.secrets)(text))
 
 
 @cli.command()
@@ -175,16 +175,16 @@ def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_ne
 
 
 def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
-    started = time.time()
     session = HostSession(load_manifest(manifest), options)
-    report = session.plan()
-    mask = Masker(session.secrets)
-    if as_json:
-        _emit_json(report.as_json(), mask)
-    else:
-        click.echo(render_plan(report, mask, show_ok=not changes_only))
-    record_run("plan", report.manifest, report.host, started, report.exit_code(),
-               changed=len(report.pending), summary=report.as_json()["summary"])
+    with ledger_run("plan", session) as run:
+        report = session.plan()
+        mask = Masker(session.secrets)
+        if as_json:
+            _emit_json(report.as_json(), mask)
+        else:
+            click.echo(render_plan(report, mask, show_ok=not changes_only))
+        run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=len(report.pending),
+                   summary=report.as_json()["summary"])
     return report.exit_code()
 
 
@@ -225,12 +225,11 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
         elif event["event"] == "progress" and event.get("phase") == "waiting":
             click.echo(mask(f"  … {event['message']}"), err=True)
 
-    started = time.time()
-    report = session.apply(on_event)
-    _finish_apply("apply", session, report, started, as_json)
+    with ledger_run("apply", session) as run:
+        _finish_apply(run, session, session.apply(on_event), as_json)
 
 
-def _finish_apply(command: str, session: HostSession, report: ApplyReport, started: float, as_json: bool) -> None:
+def _finish_apply(run: LedgerRun, session: HostSession, report: ApplyReport, as_json: bool) -> None:
     """Print an apply-shaped report (apply, rollback), record it in the ledger, exit with its code."""
     mask = Masker(session.secrets)
     if as_json:
@@ -240,8 +239,8 @@ def _finish_apply(command: str, session: HostSession, report: ApplyReport, start
             click.echo(f"Rolled back to generation {report.rollback_to}.")
         click.echo(render_apply(report, mask))
     summary = report.as_json()["summary"]
-    record_run(command, report.manifest, report.host, started, report.exit_code(),
-               changed=summary.get("changed", 0), generation=report.generation, summary=summary)
+    run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=summary.get("changed", 0),
+               generation=report.generation, summary=summary)
     sys.exit(report.exit_code())
 
 
@@ -257,9 +256,8 @@ def rollback(manifest: Path, to: int | None, as_json: bool, lock_timeout: float,
     """Return the host to an earlier generation (git checkouts, packages, files, env); models are kept."""
     options = RunOptions(connect=_connect(trust_new_hosts, known_hosts), lock_timeout=lock_timeout)
     session = HostSession(load_manifest(manifest), options)
-    started = time.time()
-    report = session.rollback(to)
-    _finish_apply("rollback", session, report, started, as_json)
+    with ledger_run("rollback", session) as run:
+        _finish_apply(run, session, session.rollback(to), as_json)
 
 
 @cli.command()
@@ -333,4 +331,5 @@ def history(host: str | None, limit: int, as_json: bool) -> None:
 
 
 def main() -> None:
+    interrupt_on_sigterm()
     cli()
