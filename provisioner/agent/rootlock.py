@@ -89,7 +89,7 @@ class RootLock:
                 raise ResourceFailure(self._refusal(fd))
             if now >= next_notice:
                 emit("progress", id="lock", phase="waiting",
-                     message="%s; waiting up to %ds" % (_describe(self.root, _holder(fd)), self.timeout))
+                     message="%s; waiting up to %gs" % (_describe(self.root, _holder(fd)), self.timeout))
                 next_notice = now + WAITING_NOTICE_SECONDS
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - now)))
 
