@@ -20,6 +20,8 @@ from tests.support.hosts import TargetHost
 PROVISION = [sys.executable, "-m", "provisioner"]
 RUN_TIMEOUT_S = 120.0
 LOCK_FILE = ".provision/root.lock"
+#: Touched when the slow step starts (left in place, outside what the manifests manage).
+SLOW_STEP = "slow-step-started"
 
 
 def two_state_manifest(directory: Path, host: TargetHost, letter: str, slow_seconds: float = 1.0,
@@ -31,8 +33,8 @@ def two_state_manifest(directory: Path, host: TargetHost, letter: str, slow_seco
         "target": host.target(),
         "resources": [
             {"kind": "file", "path": "one.txt", "content": f"{letter}\n"},
-            {"kind": "command", "name": "mark", "argv": ["sh", "-c", f"sleep {slow_seconds}; echo {letter} > mark.txt"],
-             "unless": ["grep", "-qx", letter, "mark.txt"]},
+            {"kind": "command", "name": "mark", "unless": ["grep", "-qx", letter, "mark.txt"],
+             "argv": ["sh", "-c", f"touch {SLOW_STEP}; sleep {slow_seconds}; echo {letter} > mark.txt"]},
             {"kind": "file", "path": "two.txt", "content": f"{letter}\n"},
         ],
     }
@@ -105,6 +107,20 @@ def wait_for_holder(root: str, run: Run, timeout: float = 60.0) -> dict[str, Any
                                  f"{run.process.stderr.read() if run.process.stderr else ''}")
         time.sleep(0.05)
     raise AssertionError(f"{run.args} did not take the lock on {root} within {timeout}s")
+
+
+def wait_for_slow_step(root: str, run: Run, timeout: float = 60.0) -> None:
+    """Block until `run` is inside its slow step (deleting an earlier run's marker first)."""
+    marker = Path(root, SLOW_STEP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker.exists():
+            marker.unlink()
+            return
+        if run.process.poll() is not None:
+            raise AssertionError(f"{run.args} ended (exit {run.process.returncode}) before its slow step")
+        time.sleep(0.05)
+    raise AssertionError(f"{run.args} did not reach its slow step within {timeout}s")
 
 
 def generation_files(root: str) -> dict[int, dict[str, Any]]:
