@@ -326,8 +326,10 @@ def history(host: str | None, limit: int, as_json: bool) -> None:
     for entry in entries:
         when = datetime.datetime.fromtimestamp(entry.started).isoformat(timespec="seconds")
         generation = f" gen {entry.generation}" if entry.generation else ""
-        click.echo(f"{when}  {entry.command:<6} {entry.status:<6} {entry.host:<24} {entry.manifest:<16} "
-                   f"{entry.changed:>3} changed{generation}  ({entry.seconds:.2f}s)")
+        error = str((entry.summary or {}).get("error") or "").strip().splitlines()
+        reason = f"  {error[0][:120]}" if error else ""
+        click.echo(f"{when}  {entry.command:<8} {entry.status:<11} {entry.host:<24} {entry.manifest:<16} "
+                   f"{entry.changed:>3} changed{generation}  ({entry.seconds:.2f}s){reason}")
 
 
 def main() -> None:

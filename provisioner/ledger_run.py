@@ -46,7 +46,8 @@ class LedgerRun:
         if self.row is None or exc is None:
             return
         if isinstance(exc, KeyboardInterrupt):
-            self._write(self._entry(INTERRUPTED, EXIT_ERROR, summary={"error": "interrupted"}))
+            how = str(exc) or "Ctrl-C"  # SIGTERM's handler names its signal
+            self._write(self._entry(INTERRUPTED, EXIT_ERROR, summary={"error": f"interrupted by {how}"}))
         elif not isinstance(exc, SystemExit):
             reason = str(exc) if isinstance(exc, ProvisionError) else f"internal error: {exc!r}"
             self._write(self._entry("failed", EXIT_ERROR, summary={"error": self.mask(reason)}))
@@ -66,6 +67,6 @@ def interrupt_on_sigterm() -> None:
     """Let SIGTERM end a run as Ctrl-C does: cleanup runs and the ledger records it as interrupted."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handler)

@@ -94,8 +94,10 @@ def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
     shown = _history(ledger)
     assert [r["status"] for r in sorted(shown, key=lambda r: r["started"])] == ["interrupted"] * 3, \
         "history shows a running row whose controller is gone as interrupted"
+    assert [r["summary"].get("error") for r in sorted(shown, key=lambda r: r["started"])] == [
+        "interrupted by Ctrl-C", "interrupted by SIGTERM", None]
     text = run("history", env=ledger).stdout
-    assert text.count("interrupted") == 3, text
+    assert text.count(" interrupted ") == 3, text
 
     started = time.monotonic()
     after = run("apply", str(quick), env=ledger)
