@@ -72,7 +72,7 @@ def _assert_pair(pair: list[Finished], other: dict[int, int]) -> list[Finished]:
 def _concurrent_pairs(tmp_path: Path, host: TargetHost, pairs: int) -> dict[str, int]:
     """Run `pairs` pairs of simultaneous applies of two manifests; how each pair ended, counted."""
     tally = {"pairs": pairs, "refused": 0, "serialized": 0}
-    manifests = {"A": two_state_manifest(tmp_path, host, "A"), "B": two_state_manifest(tmp_path, host, "B")}
+    manifests = {letter: two_state_manifest(tmp_path, host, letter, slow_seconds=2) for letter in "AB"}
     generations: list[int] = []
     for index in range(pairs):
         # Odd pairs wait for each other (serialized), even ones take the default: refuse at once.

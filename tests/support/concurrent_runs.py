@@ -90,7 +90,7 @@ def lock_holder(root: str) -> dict[str, Any] | None:
     """What the lock file says about its holder (the holder writes it, and clears it on release)."""
     try:
         text = Path(root, LOCK_FILE).read_text()
-        return json.loads(text) if text else None  # type: ignore[no-any-return]
+        return json.loads(text) if text else None
     except (OSError, ValueError):
         return None
 
