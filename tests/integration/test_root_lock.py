@@ -103,6 +103,7 @@ def test_concurrent_applies_on_one_root_are_serialized_or_refused(tmp_path: Path
     print(f"local: {tally}")  # the figures for the table (pytest -s)
 
 
+@pytest.mark.ssh
 def test_concurrent_applies_over_ssh_are_serialized_or_refused(request: pytest.FixtureRequest,
                                                                 tmp_path: Path) -> None:
     from tests.support.sshd import ssh_target_host
