@@ -6,8 +6,9 @@ is into the file, so a run that finds the root locked can name the holder. Reads
 take the lock: every state file is written whole (temp file + rename or link), so a reader sees the
 old file or the new one, never half of one.
 
-The lock file is opened relative to a descriptor of the state folder opened with O_NOFOLLOW, and the
-file itself with O_NOFOLLOW: a link planted at either place is refused, not followed.
+The lock file is opened with O_NOFOLLOW and must be a regular file of the agent's user: a link planted
+in its place is refused, not followed. (Whether the state folder itself may be a link is the state
+folder's rule, not the lock's.)
 """
 
 from __future__ import annotations
@@ -99,31 +100,19 @@ class RootLock:
 
 
 def _open_lock_file(state_dir: str) -> int:
+    path = os.path.join(state_dir, LOCK_NAME)
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        folder = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise ResourceFailure("cannot open the state folder %s to lock the root: %s" % (state_dir, _reason(exc))) \
-            from None
-    try:
-        fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
-    except OSError as exc:
-        raise ResourceFailure("cannot open the lock file %s: %s" % (os.path.join(state_dir, LOCK_NAME), _reason(exc))) \
-            from None
-    finally:
-        os.close(folder)
+        reason = ("it is a symbolic link (refused: the lock must not be redirected); remove it"
+                  if exc.errno == errno.ELOOP else exc.strerror or str(exc))
+        raise ResourceFailure("cannot open the lock file %s: %s" % (path, reason)) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
         os.close(fd)
-        raise ResourceFailure("the lock file %s is not a regular file owned by %s; remove it"
-                              % (os.path.join(state_dir, LOCK_NAME), _user()))
+        raise ResourceFailure("the lock file %s is not a regular file owned by %s; remove it" % (path, _user()))
     return fd
-
-
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.ELOOP or exc.errno == errno.ENOTDIR:
-        return "it is a symbolic link (refused: the lock must not be redirected)"
-    return exc.strerror or str(exc)
 
 
 def _holder(fd: int) -> Optional[Dict[str, Any]]:
