@@ -7,7 +7,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -21,10 +20,12 @@ from provisioner.agent_client import AgentClient
 from provisioner.engine import ApplyReport, HostSession, RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.expand import expand
-from provisioner.ledger import Ledger, LedgerEntry, default_ledger_path, ledger_path_from_url, new_run_id
+from provisioner.ledger import Ledger, default_ledger_path, ledger_path_from_url
+from provisioner.ledger_run import LedgerRun, interrupt_on_sigterm
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
+from provisioner.rootlock import lock_timeout_option
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, open_transport
 
@@ -108,11 +109,11 @@ def current_ledger() -> Ledger:
     return Ledger(ledger_path_from_url(url) if url else default_ledger_path())
 
 
-def record_run(command: str, manifest: str, host: str, started: float, exit_code: int, *,
-               changed: int = 0, generation: int | None = None, summary: dict[str, Any] | None = None) -> None:
-    status = {EXIT_OK: "ok", EXIT_DRIFT: "drift"}.get(exit_code, "failed")
-    current_ledger().record(LedgerEntry(new_run_id(), started, round(time.time() - started, 3), command, manifest,
-                                        host, status, exit_code, changed, generation, summary))
+def ledger_run(command: str, session: HostSession) -> LedgerRun:
+    """The run in the ledger, recorded as running until it ends (see LedgerRun)."""
+    manifest = session.loaded.manifest
+    return LedgerRun(current_ledger(), command, manifest.name, manifest.target.connection,
+                     mask=lambda text: Masker(session.secrets)(text))
 
 
 @cli.command()
@@ -174,16 +175,16 @@ def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_ne
 
 
 def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
-    started = time.time()
     session = HostSession(load_manifest(manifest), options)
-    report = session.plan()
-    mask = Masker(session.secrets)
-    if as_json:
-        _emit_json(report.as_json(), mask)
-    else:
-        click.echo(render_plan(report, mask, show_ok=not changes_only))
-    record_run("plan", report.manifest, report.host, started, report.exit_code(),
-               changed=len(report.pending), summary=report.as_json()["summary"])
+    with ledger_run("plan", session) as run:
+        report = session.plan()
+        mask = Masker(session.secrets)
+        if as_json:
+            _emit_json(report.as_json(), mask)
+        else:
+            click.echo(render_plan(report, mask, show_ok=not changes_only))
+        run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=len(report.pending),
+                   summary=report.as_json()["summary"])
     return report.exit_code()
 
 
@@ -197,14 +198,16 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
+@lock_timeout_option
 @connect_options
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          download_cache: Path | None, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
-                         download_cache=download_cache.expanduser() if download_cache else None)
+                         download_cache=download_cache.expanduser() if download_cache else None,
+                         lock_timeout=lock_timeout)
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)
@@ -219,13 +222,14 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
             click.echo(mask(f"  … {event['id']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") in ("caching", "pushed"):
             click.echo(mask(f"  ⇡ {event['message']}"), err=True)
+        elif event["event"] == "progress" and event.get("phase") == "waiting":
+            click.echo(mask(f"  … {event['message']}"), err=True)
 
-    started = time.time()
-    report = session.apply(on_event)
-    _finish_apply("apply", session, report, started, as_json)
+    with ledger_run("apply", session) as run:
+        _finish_apply(run, session, session.apply(on_event), as_json)
 
 
-def _finish_apply(command: str, session: HostSession, report: ApplyReport, started: float, as_json: bool) -> None:
+def _finish_apply(run: LedgerRun, session: HostSession, report: ApplyReport, as_json: bool) -> None:
     """Print an apply-shaped report (apply, rollback), record it in the ledger, exit with its code."""
     mask = Masker(session.secrets)
     if as_json:
@@ -235,8 +239,8 @@ def _finish_apply(command: str, session: HostSession, report: ApplyReport, start
             click.echo(f"Rolled back to generation {report.rollback_to}.")
         click.echo(render_apply(report, mask))
     summary = report.as_json()["summary"]
-    record_run(command, report.manifest, report.host, started, report.exit_code(),
-               changed=summary.get("changed", 0), generation=report.generation, summary=summary)
+    run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=summary.get("changed", 0),
+               generation=report.generation, summary=summary)
     sys.exit(report.exit_code())
 
 
@@ -244,15 +248,17 @@ def _finish_apply(command: str, session: HostSession, report: ApplyReport, start
 @manifest_argument
 @click.option("--to", "to", type=int, default=None, help="Generation to return to (default: the previous one).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@lock_timeout_option
 @connect_options
 @user_errors
-def rollback(manifest: Path, to: int | None, as_json: bool, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+def rollback(manifest: Path, to: int | None, as_json: bool, lock_timeout: float, trust_new_hosts: bool,
+             known_hosts: Path | None) -> None:
     """Return the host to an earlier generation (git checkouts, packages, files, env); models are kept."""
-    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts), ledger=current_ledger().path)
+    options = RunOptions(connect=_connect(trust_new_hosts, known_hosts), ledger=current_ledger().path,
+                         lock_timeout=lock_timeout)
     session = HostSession(load_manifest(manifest), options)
-    started = time.time()
-    report = session.rollback(to)
-    _finish_apply("rollback", session, report, started, as_json)
+    with ledger_run("rollback", session) as run:
+        _finish_apply(run, session, session.rollback(to), as_json)
 
 
 @cli.command()
@@ -321,9 +327,12 @@ def history(host: str | None, limit: int, as_json: bool) -> None:
     for entry in entries:
         when = datetime.datetime.fromtimestamp(entry.started).isoformat(timespec="seconds")
         generation = f" gen {entry.generation}" if entry.generation else ""
-        click.echo(f"{when}  {entry.command:<6} {entry.status:<6} {entry.host:<24} {entry.manifest:<16} "
-                   f"{entry.changed:>3} changed{generation}  ({entry.seconds:.2f}s)")
+        error = str((entry.summary or {}).get("error") or "").strip().splitlines()
+        reason = f"  {error[0][:120]}" if error else ""
+        click.echo(f"{when}  {entry.command:<8} {entry.status:<11} {entry.host:<24} {entry.manifest:<16} "
+                   f"{entry.changed:>3} changed{generation}  ({entry.seconds:.2f}s){reason}")
 
 
 def main() -> None:
+    interrupt_on_sigterm()
     cli()

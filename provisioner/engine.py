@@ -14,6 +14,7 @@ from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
 from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, find_mirrors_file, load_mirrors
 from provisioner.manifest.loader import LoadedManifest
+from provisioner.rootlock import DEFAULT_LOCK_TIMEOUT, lock_request
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
 from provisioner.trusted_generations import remember_apply, remember_rollback, trusted_for_rollback
@@ -34,6 +35,8 @@ class RunOptions:
     download_cache: Path | None = None
     #: The ledger that keeps what each generation was sent (None: the default ledger).
     ledger: Path | None = None
+    #: Seconds to wait for another run's lock on the target root (0: refuse at once).
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
@@ -198,6 +201,7 @@ class HostSession:
             "root": manifest.target.root,
             "options": self._options(),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
+            "lock": lock_request(self.options.lock_timeout),
             **self.expansion.payload(),
         }
 
@@ -260,7 +264,8 @@ class HostSession:
             root = self.loaded.manifest.target.root
             trusted = trusted_for_rollback(self.options.ledger, transport.display, root)
             request = {"root": root, "options": self._options(), "to": to,
-                       "secrets": self.expansion.secret_values_by_key(), "trusted": trusted}
+                       "secrets": self.expansion.secret_values_by_key(), "trusted": trusted,
+                       "lock": lock_request(self.options.lock_timeout)}
             result = client.call("rollback", request, on_event)
             remember_rollback(self.options.ledger, transport.display, trusted, result)
             return ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from provisioner.controller_process import ControllerProcess
 from provisioner.errors import ProvisionError
 
 SCHEMA = """
@@ -27,11 +28,18 @@ CREATE TABLE IF NOT EXISTS runs (
     exit_code INTEGER NOT NULL,
     changed INTEGER NOT NULL DEFAULT 0,
     generation INTEGER,
-    summary TEXT NOT NULL DEFAULT '{}'
+    summary TEXT NOT NULL DEFAULT '{}',
+    controller TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    pid_start INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_host ON runs (host, started);
 CREATE INDEX IF NOT EXISTS runs_run ON runs (run_id);
 """
+#: Added after the first release (a ledger written before lacks them): the controller process of a run,
+#: to tell an interrupted `running` row.
+LATER_COLUMNS = {"controller": "TEXT NOT NULL DEFAULT ''", "pid": "INTEGER", "pid_start": "INTEGER"}
+RUNNING, INTERRUPTED = "running", "interrupted"
 
 
 def default_ledger_path() -> Path:
@@ -78,6 +86,10 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.executescript(SCHEMA)
+                present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+                for column, declaration in LATER_COLUMNS.items():
+                    if column not in present:
+                        _add_column(db, column, declaration)
         except (OSError, sqlite3.Error) as exc:
             raise ProvisionError(f"cannot open the ledger {path}: {exc}; set --ledger or PROVISION_LEDGER") from None
 
@@ -101,9 +113,30 @@ class Ledger:
                  json.dumps(entry.summary or {}, sort_keys=True)),
             )
 
+    def start(self, entry: LedgerEntry, process: ControllerProcess) -> int:
+        """Record a run as `running` before it touches anything; returns the row to `finish` later."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (run_id, started, seconds, command, manifest, host, status, exit_code, changed,"
+                " generation, summary, controller, pid, pid_start) VALUES (?, ?, 0, ?, ?, ?, ?, -1, 0, NULL, '{}',"
+                " ?, ?, ?)",
+                (entry.run_id, entry.started, entry.command, entry.manifest, entry.host, RUNNING, process.host,
+                 process.pid, process.start_ticks),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish(self, row: int, entry: LedgerEntry) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE runs SET seconds = ?, manifest = ?, host = ?, status = ?, exit_code = ?, changed = ?,"
+                " generation = ?, summary = ? WHERE id = ?",
+                (entry.seconds, entry.manifest, entry.host, entry.status, entry.exit_code, entry.changed,
+                 entry.generation, json.dumps(entry.summary or {}, sort_keys=True), row),
+            )
+
     def history(self, host: str | None = None, limit: int = 50) -> list[LedgerEntry]:
         query = "SELECT run_id, started, seconds, command, manifest, host, status, exit_code, changed, generation," \
-                " summary FROM runs"
+                " summary, controller, pid, pid_start FROM runs"
         params: tuple[Any, ...] = ()
         if host:
             query += " WHERE host = ?"
@@ -113,10 +146,26 @@ class Ledger:
             rows = db.execute(query, (*params, limit)).fetchall()
         return [
             LedgerEntry(run_id=row[0], started=row[1], seconds=row[2], command=row[3], manifest=row[4], host=row[5],
-                        status=row[6], exit_code=row[7], changed=row[8], generation=row[9],
+                        status=_shown_status(row[6], row[11], row[12], row[13]), exit_code=row[7],
+                        changed=row[8], generation=row[9],
                         summary=json.loads(row[10]))
             for row in rows
         ]
+
+
+def _add_column(db: sqlite3.Connection, column: str, declaration: str) -> None:
+    try:
+        db.execute(f"ALTER TABLE runs ADD COLUMN {column} {declaration}")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another run upgraded the ledger at the same moment
+            raise
+
+
+def _shown_status(status: str, controller: str, pid: int | None, pid_start: int | None) -> str:
+    """A `running` row whose controller process is gone was interrupted before it could say how it ended."""
+    if status == RUNNING and pid is not None and ControllerProcess(controller, pid, pid_start).is_gone():
+        return INTERRUPTED
+    return status
 
 
 def new_run_id() -> str:

@@ -8,12 +8,15 @@ import time
 from . import dependencies, masking, procs, records, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
+from .rootlock import RootLock
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set
+    from typing import Any, Callable, Dict, List, Optional, Set
 
 PROTOCOL_VERSION = 1
+#: Operations that change the root (services included): one at a time per root, under its lock.
+WRITES = ("apply", "rollback")
 
 
 def serve(request: Dict[str, Any]) -> int:
@@ -28,7 +31,10 @@ def serve(request: Dict[str, Any]) -> int:
                    "generations": _generations}.get(op or "")
         if handler is None:
             raise ResourceFailure("unknown operation %r" % op)
-        emit("result", result=handler(request))
+        if op in WRITES:
+            emit("result", result=_locked(handler, request))
+        else:
+            emit("result", result=handler(request))
         return 0
     except ResourceFailure as exc:
         emit("error", error=str(exc), kind="failure")
@@ -38,6 +44,14 @@ def serve(request: Dict[str, Any]) -> int:
 
         emit("error", error=traceback.format_exc(), kind="bug")
         return 1
+
+
+def _locked(handler: Callable[[Dict[str, Any]], Dict[str, Any]], request: Dict[str, Any]) -> Dict[str, Any]:
+    ctx = _context(request)
+    if request["op"] == "rollback" and not os.path.isdir(ctx.state_dir()):
+        return handler(request)  # nothing was ever applied here: it fails without creating the root
+    with RootLock(ctx.state_dir(), ctx.root, request["op"], request):
+        return handler(request)
 
 
 def _context(request: Dict[str, Any]) -> Context:

@@ -6,7 +6,7 @@ import json
 import os
 
 from . import masking
-from .fsutil import atomic_write
+from .protocol import ResourceFailure
 from .statedir import read_text, state_path
 
 TYPE_CHECKING = False  # see the package docstring
@@ -52,10 +52,35 @@ def converged_digests(state_dir: str) -> Dict[str, str]:
     return dict(record.get("converged", {})) if record else {}
 
 
+#: A taken number is skipped, never overwritten; this many in a row taken means something is wrong.
+MAX_TAKEN_NUMBERS = 1000
+
+
 def write(state_dir: str, record: Dict[str, Any]) -> int:
+    """Record the next generation. The caller holds the root's lock, so the number is free; creating the
+    file exclusively (a hard link, which fails on an existing name) guards against a writer that does not
+    take the lock: a number is never written twice, and readers only ever see a whole file."""
+    import tempfile
+
+    folder = _dir(state_dir)
+    os.makedirs(folder, exist_ok=True)
     numbers = list_generations(state_dir)
-    number = (numbers[-1] + 1) if numbers else 1
-    record = dict(record, generation=number)
-    data = json.dumps(masking.mask(record), indent=2, sort_keys=True).encode("utf-8")
-    atomic_write(os.path.join(_dir(state_dir), "%06d.json" % number), data, 0o600)
-    return number
+    first = (numbers[-1] + 1) if numbers else 1
+    fd, tmp = tempfile.mkstemp(prefix=".generation-", dir=folder)
+    try:
+        os.fchmod(fd, 0o600)
+        for number in range(first, first + MAX_TAKEN_NUMBERS):
+            data = json.dumps(masking.mask(dict(record, generation=number)), indent=2, sort_keys=True).encode("utf-8")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+            try:
+                os.link(tmp, os.path.join(folder, "%06d.json" % number))
+                return number
+            except FileExistsError:
+                continue
+        raise ResourceFailure("generations %d to %d in %s already exist; nothing recorded"
+                              % (first, first + MAX_TAKEN_NUMBERS - 1, folder))
+    finally:
+        os.close(fd)
+        os.unlink(tmp)

@@ -23,6 +23,7 @@ from provisioner.fleet.sessions import PreparedHost
 from provisioner.launcher import collect_from_here
 from provisioner.ledger import Ledger
 from provisioner.report import Masker
+from provisioner.rootlock import lock_timeout_option
 from provisioner.transport import ConnectOptions
 
 inventory_argument = click.argument("inventory", type=click.Path(path_type=Path, dir_okay=False))
@@ -136,9 +137,10 @@ def plan_command(inventory: Path, limit: str | None, forks: int | None, known_ho
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch each download once into this directory on this machine and push it to the hosts "
               "(overrides the inventory's download_cache).")
+@lock_timeout_option
 def apply_command(inventory: Path, limit: str | None, forks: int | None, known_hosts: Path | None,
                   trust_new_hosts: bool, resume: bool, as_json: bool, verbose: bool,
-                  download_cache: Path | None) -> None:
+                  download_cache: Path | None, lock_timeout: float) -> None:
     """Roll the inventory's manifests out: canary, batches, max-fail, gates, rollback (exit 0 / 1)."""
     try:
         loaded = load_inventory(inventory)
@@ -146,7 +148,7 @@ def apply_command(inventory: Path, limit: str | None, forks: int | None, known_h
                                run=RunOptions(verbose=verbose, ledger=_ledger().path,
                                               connect=ConnectOptions(trust_new_hosts, known_hosts, verbose),
                                               download_cache=download_cache.expanduser() if download_cache
-                                              else None))
+                                              else None, lock_timeout=lock_timeout))
         progress = _Progress(enabled=not as_json, verbose=verbose)
         runner = FleetApply(loaded, loaded.select(limit), _ledger(), options, on_progress=progress)
         collect_from_here()  # every host is expanded; what follows is per-host work that makes garbage

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioner.agent_client import AgentClient
+from provisioner.controller_process import ControllerProcess
 from provisioner.engine import ApplyReport, RunOptions
 from provisioner.errors import ProvisionError, TransportError
 from provisioner.fleet.gates import HostCheck, RolloutChecks, run_gate
@@ -34,7 +35,7 @@ from provisioner.fleet.results import (
 from provisioner.fleet.rollout import Batch, plan_batches, should_abort
 from provisioner.fleet.sessions import PreparedHost, prepare_hosts
 from provisioner.fleet.state import RolloutState, state_path
-from provisioner.ledger import Ledger, LedgerEntry, new_run_id
+from provisioner.ledger import RUNNING, Ledger, LedgerEntry, new_run_id
 
 #: (phase, message) for one host: written to its log and shown as progress.
 NoteCallback = Callable[[str, str], None]
@@ -175,6 +176,8 @@ class FleetApply:
             self.progress(prepared.name, "done", "not started: the batch already failed")
             return HostResult(prepared.name, batch.number, NOT_RUN, batch.canary, manifest)
         started = time.time()
+        row = self.ledger.start(LedgerEntry(self.run_id, started, 0, "apply", manifest, prepared.name, RUNNING, -1),
+                                ControllerProcess.current())
         log = HostLog(self.log_dir / f"{prepared.name}.log")
         result = HostResult(prepared.name, batch.number, FAILED, batch.canary, manifest, log=str(log.path))
 
@@ -193,7 +196,7 @@ class FleetApply:
             result.seconds = round(time.time() - started, 3)
             note("done", _done_line(result))
             log.close()
-            self._record(prepared, result, started, state)
+            self._record(prepared, result, started, state, row)
         return result
 
     def _apply_and_check(self, prepared: PreparedHost, result: HostResult, note: NoteCallback) -> None:
@@ -279,15 +282,16 @@ class FleetApply:
         earlier = [g["generation"] for g in records if g["generation"] < newest and g.get("status") == "ok"]
         return earlier[-1] if earlier else 0
 
-    def _record(self, prepared: PreparedHost, result: HostResult, started: float, state: RolloutState) -> None:
+    def _record(self, prepared: PreparedHost, result: HostResult, started: float, state: RolloutState,
+                row: int) -> None:
         state.record_host(prepared.name, result.status, prepared.digest, result.generation, self.run_id)
         status = "rolled-back" if result.rollback and result.rollback.get("ok") else result.status
         summary = {"fleet": str(self.inventory.path), "batch": result.batch, "canary": result.canary,
                    "connection": prepared.target.connection, "error": result.error, "rollback": result.rollback,
                    "checks": [c.as_json() for c in result.checks]}
-        self.ledger.record(LedgerEntry(self.run_id, started, result.seconds, "apply", result.manifest, prepared.name,
-                                       status, 0 if result.status == OK else 1, result.changed, result.generation,
-                                       summary))
+        self.ledger.finish(row, LedgerEntry(self.run_id, started, result.seconds, "apply", result.manifest,
+                                            prepared.name, status, 0 if result.status == OK else 1, result.changed,
+                                            result.generation, summary))
 
 
 def _done_line(result: HostResult) -> str:

@@ -1,0 +1,128 @@
+"""Real `provision` processes started side by side on one root, and the root lock they fight over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.hosts import TargetHost
+
+PROVISION = [sys.executable, "-m", "provisioner"]
+RUN_TIMEOUT_S = 120.0
+LOCK_FILE = ".provision/root.lock"
+#: Touched when the slow step starts (left in place, outside what the manifests manage).
+SLOW_STEP = "slow-step-started"
+
+
+def two_state_manifest(directory: Path, host: TargetHost, letter: str, slow_seconds: float = 1.0,
+                       filename: str | None = None) -> Path:
+    """A manifest that puts `letter` in three places, the middle one after a slow step (a service's
+    config rendered by a program, say): two runs that interleave leave the root matching neither."""
+    document = {
+        "name": f"state-{letter.lower()}",
+        "target": host.target(),
+        "resources": [
+            {"kind": "file", "path": "one.txt", "content": f"{letter}\n"},
+            {"kind": "command", "name": "mark", "unless": ["grep", "-qx", letter, "mark.txt"],
+             "argv": ["sh", "-c", f"touch {SLOW_STEP}; sleep {slow_seconds}; echo {letter} > mark.txt"]},
+            {"kind": "file", "path": "two.txt", "content": f"{letter}\n"},
+        ],
+    }
+    path = directory / (filename or f"state-{letter.lower()}.yaml")
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@dataclass
+class Finished:
+    args: tuple[str, ...]
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.stdout)  # type: ignore[no-any-return]
+
+
+class Run:
+    """One `provision` process in its own process group (so a test can signal it as a terminal would)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.process = subprocess.Popen([*PROVISION, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env={**os.environ, **(env or {})}, start_new_session=True)
+        self.pid = self.process.pid
+
+    def finish(self, timeout: float = RUN_TIMEOUT_S) -> Finished:
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        finally:
+            self.kill()
+        return Finished(self.args, self.pid, self.process.returncode, out, err)
+
+    def signal_group(self, signum: int) -> None:
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL whatever is left of the process group (the agent and its children included)."""
+        self.signal_group(signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Finished:
+    return Run(*args, env=env).finish()
+
+
+def lock_holder(root: str) -> dict[str, Any] | None:
+    """What the lock file says about its holder (the holder writes it, and clears it on release)."""
+    try:
+        text = Path(root, LOCK_FILE).read_text()
+        return json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def wait_for_holder(root: str, run: Run, timeout: float = 60.0) -> dict[str, Any]:
+    """Block until `run` (its controller) holds the root's lock; fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holder = lock_holder(root)
+        if holder and holder.get("controller", {}).get("pid") == run.pid:
+            return holder
+        if run.process.poll() is not None:
+            raise AssertionError(f"{run.args} ended (exit {run.process.returncode}) before taking the lock: "
+                                 f"{run.process.stderr.read() if run.process.stderr else ''}")
+        time.sleep(0.05)
+    raise AssertionError(f"{run.args} did not take the lock on {root} within {timeout}s")
+
+
+def wait_for_slow_step(root: str, run: Run, timeout: float = 60.0) -> None:
+    """Block until `run` is inside its slow step (deleting an earlier run's marker first)."""
+    marker = Path(root, SLOW_STEP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker.exists():
+            marker.unlink()
+            return
+        if run.process.poll() is not None:
+            raise AssertionError(f"{run.args} ended (exit {run.process.returncode}) before its slow step")
+        time.sleep(0.05)
+    raise AssertionError(f"{run.args} did not reach its slow step within {timeout}s")
+
+
+def generation_files(root: str) -> dict[int, dict[str, Any]]:
+    folder = Path(root, ".provision", "generations")
+    return {int(p.stem): json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
