@@ -51,7 +51,7 @@ def _emit_json(data: Any, mask: Masker) -> None:
     click.echo(mask(json.dumps(data, indent=2, sort_keys=True)))
 
 
-manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+manifest_argument = click.argument("manifest", type=click.Path(path_type=Path))
 
 
 def connect_options(func: F) -> F:

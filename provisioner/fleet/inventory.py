@@ -18,6 +18,7 @@ key by key, `manifest` is replaced.
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,7 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 def load_inventory(path: Path | str) -> Inventory:
     """Read and validate fleet.yaml; every problem is reported with its file:line."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FleetError(f"inventory {path} not found; pass the path of a fleet.yaml "
                          "(see manifests/fleet.example.yaml)")
     try:
