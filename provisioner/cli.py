@@ -27,6 +27,7 @@ from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, open_transport
+from provisioner.usage import UsageErrorsExit1
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,7 +70,7 @@ def _connect(trust_new_hosts: bool, known_hosts: Path | None, verbose: bool = Fa
     return ConnectOptions(trust_new_hosts=trust_new_hosts, known_hosts=known_hosts, verbose=verbose)
 
 
-class LazyGroup(click.Group):
+class LazyGroup(UsageErrorsExit1):
     """Commands with heavy imports (catalog, fleet, checks, lock) load only when they are run, so a
     plain `plan`/`apply` starts fast."""
 
