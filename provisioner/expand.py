@@ -25,6 +25,7 @@ from provisioner.resources.specs import (
 )
 from provisioner.role_expansion import expand_roles, ordered_roles, role_search_path
 from provisioner.templating import TemplateRenderer, package_templates_dir
+from provisioner.values import check_env_value
 
 # The unit needs the root as an absolute path, which only the host knows when the root is relative.
 ROOT_PLACEHOLDER = "@PROVISION_ROOT@"
@@ -172,5 +173,14 @@ def _read_secret(rid: str, key: str, source: SecretFromEnv, environ: dict[str, s
             f"{rid}: secret {key} reads ${source.from_env}, which is not set on the controller; "
             f"export it (it is sent to the host on stdin, never in argv or logs) or mark it optional: true"
         )
+    if value is not None:
+        try:
+            check_env_value(value)
+        except ValueError:
+            # The value is a secret: the message says what is wrong with it, never what it is.
+            raise ProvisionError(
+                f"{rid}: secret {key} read from ${source.from_env} has a line break, a control character or a "
+                "trailing backslash, which would add lines to the env file or the request; export it without"
+            ) from None
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Any, Literal
 
@@ -11,8 +12,10 @@ from provisioner.resources.specs import ResourceSpec, SecretFromEnv
 from provisioner.values import (
     AbsolutePath,
     EnvKey,
+    EnvValue,
     GitRef,
     Name,
+    OwnedPath,
     RelativePath,
     Url,
     check_absolute_path,
@@ -69,6 +72,17 @@ class Target(Strict):
     def _paths(cls, value: str) -> str:
         return check_absolute_path(value)
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("target.root must not be empty: name the directory everything is installed under, "
+                             "such as /opt/comfy")
+        if posixpath.normpath(value) in ("/", "//"):
+            raise ValueError("target.root must not be '/': the venv, ComfyUI and .provision would land directly "
+                             "in the host's root directory; use a directory such as /opt/comfy")
+        return value
+
 
 class GpuSpec(Strict):
     arch: str = Field(default=AUTO, pattern=r"^(auto|none|sm_[0-9]{2,3}a?)$", description="e.g. sm_86, or auto.")
@@ -85,7 +99,7 @@ class CudaSpec(Strict):
 class PythonSpec(Strict):
     version: str = Field(default="3.12", pattern=r"^3\.[0-9]+$")
     interpreter: AbsolutePath | None = Field(default=None, description="Use this interpreter for the venv.")
-    venv: RelativePath = "venv"
+    venv: OwnedPath = "venv"
     adopt: AbsolutePath | None = Field(
         default=None, description="Adopt an existing venv (absolute path) instead of creating one."
     )
@@ -117,7 +131,7 @@ class PluginSpec(Strict):
 class ComfyUISpec(Strict):
     repo: Url = "https://github.com/comfyanonymous/ComfyUI"
     ref: GitRef = AUTO
-    path: RelativePath = "ComfyUI"
+    path: OwnedPath = "ComfyUI"
     plugins: list[PluginSpec] = Field(default_factory=list)
     models_root: RelativePath | None = Field(
         default=None, description="Shared models root, wired in through extra_model_paths.yaml."
@@ -193,7 +207,7 @@ class HandlerSpec(Strict):
     argv: list[str] | None = Field(default=None, min_length=1)
     restart: Name | None = Field(default=None, description="Name of a service resource to restart.")
     cwd: RelativePath | None = None
-    env: dict[EnvKey, str] = Field(default_factory=dict)
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_action(self) -> HandlerSpec:
@@ -218,7 +232,7 @@ class Manifest(Strict):
     nunchaku: NunchakuSpec = Field(default_factory=NunchakuSpec)
     comfyui: ComfyUISpec | None = None
     models: list[ModelSpec] = Field(default_factory=list)
-    env: dict[EnvKey, str] = Field(default_factory=dict)
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvKey, SecretFromEnv] = Field(default_factory=dict)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     checks: ChecksSpec = Field(default_factory=ChecksSpec)
