@@ -90,10 +90,12 @@ def read_input_bytes(path: Path | str, limit: int = MAX_INPUT_BYTES) -> bytes:
         raise _refuse(path, f"cannot read file: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+    data = b"".join(chunks)
     if size > limit:
-        raise _refuse(path, f"is larger than {limit // (1024 * 1024)} MiB, the limit for an input file; "
-                      "is this the right file?")
-    return b"".join(chunks)
+        line = data.count(b"\n", 0, limit) + 1
+        raise _refuse(path, f"the file is larger than {limit // (1024 * 1024)} MiB, the limit for an input file "
+                      f"(reached on this line); is this the right file?", line)
+    return data
 
 
 def read_input_text(path: Path | str, limit: int = MAX_INPUT_BYTES) -> str:

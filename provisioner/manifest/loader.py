@@ -105,6 +105,16 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], included_at: Issue |
     return merged, merged_source
 
 
+#: An error quotes the offending value; a 1 MB value is shown by its two ends.
+MAX_MESSAGE = 600
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit * 2 // 3]}…[{len(text)} characters]…{text[-(limit // 4):]}"
+
+
 def _replace_message(issue: Issue, message: str) -> Issue:
     return Issue(issue.file, issue.line, issue.column, issue.field, message)
 
@@ -194,8 +204,8 @@ def _issue_for(error: Any, data: Any, source: SourceMap, schema: dict[str, Any])
     elif kind.startswith("value_error"):
         message = message.removeprefix("Value error, ")
     elif "input" in error and not isinstance(error["input"], dict | list):
-        message = f"{message} (got {error['input']!r})"
-    return source.issue(path, message)
+        message = f"{message} (got {shorten(repr(error['input']))})"
+    return source.issue(path, shorten(message, MAX_MESSAGE))
 
 
 def _known_fields(schema: dict[str, Any], data: Any, path: PathKey) -> list[str]:

@@ -89,6 +89,7 @@ def load_yaml_text(text: str, display: str) -> LoadedYaml:
     except yaml.YAMLError as exc:
         raise ManifestError([Issue(display, None, None, "", f"invalid YAML: {exc}")]) from None
     if node is None:
+        source.positions[()] = (display, 1, 1)  # an empty document: what it lacks is reported at its start
         return LoadedYaml({}, source)
     issues: list[Issue] = []
     converter = _Converter(source, issues)
