@@ -52,9 +52,18 @@ def feeding_field(loaded: LoadedManifest, value: Any) -> PathKey | None:
     return exact or partial
 
 
+def feeding_field_of_any(loaded: LoadedManifest, value: Any) -> PathKey | None:
+    """feeding_field of `value`, else of the first item inside it that has one (a refused argv list)."""
+    for _, part in _walk(value, ()):
+        path = feeding_field(loaded, part)
+        if path is not None:
+            return path
+    return None
+
+
 def issue_at_feeding_field(loaded: LoadedManifest, value: Any, message: str, reaches: str) -> Issue | None:
     """An issue at the manifest field that fed `value`, saying where the value went; None if none did."""
-    path = feeding_field(loaded, value)
+    path = feeding_field_of_any(loaded, value)
     if path is None:
         return None
     file, line, column = loaded.source.locate(path)

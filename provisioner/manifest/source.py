@@ -73,8 +73,11 @@ def load_yaml_file(path: Path) -> LoadedYaml:
 def load_yaml_text(text: str, display: str) -> LoadedYaml:
     source = SourceMap(display)
     try:
-        _check_nesting(text, display)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooDeep as exc:
+        line, column = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (None, None)
+        raise ManifestError([Issue(display, line, column, "",
+                                   f"YAML nests deeper than {MAX_YAML_DEPTH} levels; flatten it")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
@@ -107,23 +110,26 @@ MAX_YAML_DEPTH = 64
 #: Values after aliases are expanded: `*a` copies of copies grow exponentially ("billion laughs").
 MAX_YAML_VALUES = 100_000
 
-_COLLECTION_START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
-_COLLECTION_END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark | None) -> None:
+        self.mark = mark
 
 
-def _check_nesting(text: str, display: str) -> None:
-    """Refuse nesting deeper than MAX_YAML_DEPTH from the event stream, before the recursive composer runs."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, _COLLECTION_START):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                mark = event.start_mark
-                line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-                raise ManifestError([Issue(display, line, column, "",
-                                           f"YAML nests deeper than {MAX_YAML_DEPTH} levels; flatten it")])
-        elif isinstance(event, _COLLECTION_END):
-            depth -= 1
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer, refusing nesting deeper than MAX_YAML_DEPTH before its recursion goes there."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH + 1:  # the document's root is depth 1, its keys' values 2, ...
+                raise _TooDeep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _line_column(text: str, position: int) -> tuple[int, int]:
