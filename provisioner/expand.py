@@ -25,7 +25,14 @@ from provisioner.resources.specs import (
     ServiceUnitSpec,
     resource_id,
 )
-from provisioner.role_expansion import Role, UnknownRoleError, expand_roles, ordered_roles, role_search_path
+from provisioner.role_expansion import (
+    Role,
+    RoleRenderError,
+    UnknownRoleError,
+    expand_roles,
+    ordered_roles,
+    role_search_path,
+)
 from provisioner.templating import TemplateRenderer, package_templates_dir
 from provisioner.values import check_env_value
 
@@ -95,7 +102,10 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
         if exc.name not in manifest.roles:
             raise
         raise RoleInputError([loaded.source.issue(("roles", manifest.roles.index(exc.name)), str(exc))]) from None
-    expanded = expand_roles(roles, manifest.vars, context)
+    try:
+        expanded = expand_roles(roles, manifest.vars, context)
+    except RoleRenderError as exc:
+        raise _at_roles_entry(loaded, exc) from None
     variables = {**expanded.defaults, **manifest.vars}
     template_context = {**context, **variables, "vars": variables}
     renderer = TemplateRenderer([loaded.directory / "templates", package_templates_dir()])
@@ -143,6 +153,16 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
             raise declared.error(loaded, ("secrets", exc.key), str(exc), ProvisionError) from None
         out.resources.append(resource)
     return out
+
+
+def _at_roles_entry(loaded: LoadedManifest, exc: RoleRenderError) -> RoleError:
+    """The error at the manifest's `roles:` entry that brought the failing role in (itself or as a dependency)."""
+    search_path = role_search_path(loaded)
+    for index, name in enumerate(loaded.manifest.roles):
+        if exc.role in {role.name for role in ordered_roles([name], search_path)}:
+            via = "" if name == exc.role else f" (role {name!r} depends on it)"
+            return RoleInputError([loaded.source.issue(("roles", index), f"role {exc.role!r}{via}: {exc}")])
+    return exc
 
 
 def _validate_role_resource(loaded: LoadedManifest, raw: dict[str, Any], role: Role, index: int) -> Any:

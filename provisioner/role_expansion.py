@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +43,22 @@ class Role:
         """`role.yaml:14: resources[2]`, for errors in what this role declares."""
         line = self.source.locate(path)[1] if self.source else None
         return f"{self.path}{f':{line}' if line else ''}: {format_path(path)}"
+
+
+class RoleRenderError(RoleError):
+    """A role's values cannot be rendered from the manifest's; `role` names the role."""
+
+    def __init__(self, role: str, message: str) -> None:
+        self.role = role
+        super().__init__(message)
+
+
+@contextmanager
+def _rendering(role: Role) -> Iterator[None]:
+    try:
+        yield
+    except RoleError as exc:
+        raise RoleRenderError(role.name, str(exc)) from None
 
 
 class UnknownRoleError(RoleError):
@@ -133,26 +151,29 @@ def expand_roles(roles: list[Role], manifest_vars: dict[str, Any], base_context:
     out = ExpandedRoles()
     for role in roles:
         # Defaults may themselves be templates over the manifest (e.g. "{{ stack.models_dir }}").
-        out.defaults.update(_render(role.body.defaults, base_context, role.where(("defaults",))))
+        with _rendering(role):
+            out.defaults.update(_render(role.body.defaults, base_context, role.where(("defaults",))))
     variables = {**out.defaults, **manifest_vars}
     context = {**base_context, **variables, "vars": variables}
     for role in roles:
-        for index, raw in enumerate(role.body.resources):
-            where = role.where(("resources", index))
-            for item_context in _loop_contexts(raw, context, where):
-                if "when" in raw and not _render(raw["when"], item_context, where):
-                    continue
-                body = {key: value for key, value in raw.items() if key not in ("loop", "when")}
-                out.resources.append((role.name, index, _render(body, item_context, where)))
-        for name, raw_handler in role.body.handlers.items():
-            try:
-                rendered_handler = render_value(raw_handler, context)
-            except jinja2.TemplateError as exc:
-                raise RoleError(f"{role.path}: handlers.{name}: template error: {exc}") from None
-            try:
-                out.handlers[name] = HandlerSpec.model_validate(rendered_handler)
-            except Exception as exc:
-                raise RoleError(f"{role.path}: handlers.{name}: {exc}") from None
+        with _rendering(role):
+            for index, raw in enumerate(role.body.resources):
+                where = role.where(("resources", index))
+                for item_context in _loop_contexts(raw, context, where):
+                    if "when" in raw and not _render(raw["when"], item_context, where):
+                        continue
+                    body = {key: value for key, value in raw.items() if key not in ("loop", "when")}
+                    out.resources.append((role.name, index, _render(body, item_context, where)))
+            for name, raw_handler in role.body.handlers.items():
+                try:
+                    rendered_handler = render_value(raw_handler, context)
+                except (jinja2.TemplateError, TypeError, ValueError, AttributeError, LookupError,
+                        ArithmeticError) as exc:
+                    raise RoleError(f"{role.path}: handlers.{name}: template error: {exc}") from None
+                try:
+                    out.handlers[name] = HandlerSpec.model_validate(rendered_handler)
+                except Exception as exc:
+                    raise RoleError(f"{role.path}: handlers.{name}: {exc}") from None
     return out
 
 

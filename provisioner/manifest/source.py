@@ -97,6 +97,7 @@ def load_yaml_text(text: str, display: str) -> LoadedYaml:
     issues: list[Issue] = []
     converter = _Converter(source, issues)
     try:
+        _check_expansion(node, source)
         data = converter.convert(node, ())
     except _TooLarge as exc:
         raise ManifestError([exc.issue]) from None
@@ -155,6 +156,39 @@ _BAD_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 class _TooLarge(Exception):
     def __init__(self, issue: Issue) -> None:
         self.issue = issue
+
+
+def _check_expansion(root: yaml.Node, source: SourceMap) -> None:
+    """Refuse a node graph whose aliases expand past MAX_YAML_VALUES values, or that holds itself.
+
+    Sizes are memoized per node, so this costs the size of the graph, not of its expansion.
+    """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise _TooLarge(Issue(source.file, *_mark(node), "",
+                                  "an alias ('*') refers to the anchor ('&') it is inside of; write the value out"))
+        visiting.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(child) for child in children)
+        visiting.discard(key)
+        if total > MAX_YAML_VALUES:
+            raise _TooLarge(Issue(source.file, *_mark(node), "",
+                                  f"the YAML expands to more than {MAX_YAML_VALUES} values through aliases ('*'); "
+                                  "write the values out"))
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _tag_name(tag: str) -> str:
