@@ -86,7 +86,8 @@ def load_yaml_text(text: str, display: str) -> LoadedYaml:
         raise ManifestError([Issue(display, line, column, "", f"invalid YAML: {problem}")]) from None
     except yaml.reader.ReaderError as exc:
         line, column = _line_column(text, exc.position)
-        message = (f"invalid YAML: character {exc.character!r} is not allowed in YAML; remove it "
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        message = (f"invalid YAML: character {character!r} is not allowed in YAML; remove it "
                    "(write control characters as escapes in a double-quoted string)")
         raise ManifestError([Issue(display, line, column, "", message)]) from None
     except yaml.YAMLError as exc:
