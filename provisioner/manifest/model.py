@@ -53,8 +53,9 @@ class Target(Strict):
     become_password_env: EnvKey | None = Field(
         default=None, description="Environment variable on the controller holding the sudo password."
     )
-    connect_timeout: float = Field(default=10.0, gt=0)
-    command_timeout: float = Field(default=3600.0, gt=0)
+    # Bounded: an infinite or 1e40 s timeout overflows the socket and select calls that receive it.
+    connect_timeout: float = Field(default=10.0, gt=0, le=3600)
+    command_timeout: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
     commit_tag: str | None = Field(default=None, description="Image tag committed after a docker-image:// apply.")
 
     @field_validator("connection")

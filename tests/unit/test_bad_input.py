@@ -274,3 +274,11 @@ def test_usage_errors_exit_1_never_2(args: list[str]) -> None:
 def test_help_still_exits_0() -> None:
     assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
     assert CliRunner().invoke(cli, ["fleet", "plan", "--help"]).exit_code == 0
+
+
+def test_infinite_or_huge_timeouts_are_refused(tmp_path: Path) -> None:
+    errors = _refused(tmp_path, "name: m\ntarget:\n  connect_timeout: .inf\n  command_timeout: 1.0e+40\n")
+    assert errors == [
+        f"{tmp_path}/m.yaml:3:3: target.connect_timeout: Input should be less than or equal to 3600 (got inf)",
+        f"{tmp_path}/m.yaml:4:3: target.command_timeout: Input should be less than or equal to 604800 (got 1e+40)",
+    ]
