@@ -53,8 +53,7 @@ def _figures(records: list[dict[str, Any]]) -> dict[str, list[str]]:
     failures: dict[str, list[str]] = {"tracebacks": [], "hangs": [], "bad exit codes": [],
                                       "rejections without file:line": [], "host refusals": []}
     for record in records:
-        for step in ("validate", "plan"):
-            outcome = record[step]
+        for step, outcome in record["steps"].items():
             label = f"{record['case']} {step} ({record['mutation'][:90]}): {outcome['output'][-600:]}"
             if outcome["exit"] == "traceback":
                 failures["tracebacks"].append(label)
@@ -76,17 +75,32 @@ def test_mutated_manifests_are_refused_clearly_and_quickly(tmp_path: Path) -> No
     assert not done.hung, f"the corpus stopped after {len(records)} cases; the next one hangs"
     assert done.returncode == 0 and len(records) == CASES, done.stderr[-3000:]
     failures = _figures(records)
-    rejected = sum(1 for r in records if r["validate"]["exit"] == 1)
+    rejected = sum(1 for r in records if r["steps"]["validate"]["exit"] == 1)
     print(f"\n{CASES} mutated manifests (seed {SEED}), validate + plan each: {len(failures['tracebacks'])} tracebacks, "
           f"{len(failures['hangs'])} hangs, {len(failures['bad exit codes'])} bad exit codes, "
           f"{len(failures['rejections without file:line'])} rejections without file:line; {rejected} rejected "
           f"by validate, {len(failures['host refusals'])} plans refused for the host's facts, "
-          f"slowest step {max(r[s]['seconds'] for r in records for s in ('validate', 'plan'))} s, "
+          f"slowest step {max(o['seconds'] for r in records for o in r['steps'].values())} s, "
           f"{done.seconds} s in all")
     for kind in ("tracebacks", "hangs", "bad exit codes", "rejections without file:line"):
         assert not failures[kind], f"{kind}:\n" + "\n\n".join(failures[kind][:5])
     # The corpus must exercise both outcomes, or it tests nothing.
     assert 0 < rejected < CASES
+
+
+def test_mutated_fleet_inventories_are_refused_clearly(tmp_path: Path) -> None:
+    count = 120
+    done = run_bounded([sys.executable, "-m", "tests.support.hostile_runner", str(SEED), str(count), str(tmp_path),
+                        "inventories"], CORPUS_SECONDS, cwd=REPO, env=_env())
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert not done.hung and done.returncode == 0 and len(records) == count, done.stderr[-3000:]
+    failures = _figures(records)
+    rejected = sum(1 for r in records if r["steps"]["inventory"]["exit"] == 1)
+    print(f"\n{count} mutated fleet inventories: {len(failures['tracebacks'])} tracebacks, {len(failures['hangs'])} "
+          f"hangs, {len(failures['rejections without file:line'])} rejections without file:line; {rejected} rejected")
+    for kind in ("tracebacks", "hangs", "bad exit codes", "rejections without file:line"):
+        assert not failures[kind], f"{kind}:\n" + "\n\n".join(failures[kind][:5])
+    assert 0 < rejected < count
 
 
 def test_real_cli_on_a_sample_of_the_corpus(tmp_path: Path) -> None:

@@ -266,6 +266,28 @@ TEXT_MUTATIONS: dict[str, Callable[[random.Random, bytes], tuple[bytes, str]]] =
 }
 
 
+INVENTORY = "fleet.example.yaml"
+
+
+def generate_inventories(seed: int, count: int) -> list[Case]:
+    """`count` mutated copies of the example fleet inventory, beside the manifests it names."""
+    rng = random.Random(seed)
+    originals = {**_seed_files(), INVENTORY: (MANIFESTS / INVENTORY).read_bytes()}
+    kinds = ["delete_key", "swap_type", "unknown_key", *TEXT_MUTATIONS]
+    cases = []
+    for number in range(count):
+        kind = kinds[number % len(kinds)]
+        files = dict(originals)
+        if kind in DATA_MUTATIONS:
+            data = yaml.safe_load(files[INVENTORY])
+            detail = DATA_MUTATIONS[kind](rng, data)
+            files[INVENTORY] = _dump(data)
+        else:
+            files[INVENTORY], detail = TEXT_MUTATIONS[kind](rng, files[INVENTORY])
+        cases.append(Case(f"inventory{number:04d}", f"{kind}: {detail}", files, INVENTORY, ""))
+    return cases
+
+
 def generate(seed: int, count: int) -> list[Case]:
     """`count` cases, the same for the same seed: each mutation kind in turn, on a random seed manifest."""
     rng = random.Random(seed)

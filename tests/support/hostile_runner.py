@@ -1,8 +1,9 @@
-"""Run the hostile-manifest corpus in one process: `python -m tests.support.hostile_runner SEED COUNT WORKDIR`.
+"""Run the hostile corpus in one process: `python -m tests.support.hostile_runner SEED COUNT WORKDIR [inventories]`.
 
-For every case it runs the real `provision validate` command in-process (click's test runner, so its exit
-code and output are the user's) and the controller half of `provision plan` against saved host facts:
+For every manifest case it runs the real `provision validate` command in-process (click's test runner, so its
+exit code and output are the user's) and the controller half of `provision plan` against saved host facts:
 load, resolve, expand the roles and templates, and encode the request exactly as it goes to the agent.
+For an inventory case it loads the inventory and selects its hosts, as `fleet plan` does before connecting.
 Each step runs under a timer; the caller runs this process under a memory cap and a wall-clock limit, so a
 hang or a blow-up is a reported failure, not a dead CI job. One JSON line per case on stdout.
 """
@@ -28,10 +29,11 @@ from provisioner.cli import cli
 from provisioner.engine import HostSession, expand_stack
 from provisioner.errors import ProvisionError
 from provisioner.facts import load_facts
+from provisioner.fleet.inventory import load_inventory, select_hosts
 from provisioner.manifest import load_manifest
 from provisioner.preflight import resolve_or_refuse
 from provisioner.stack import needs_resolution
-from tests.support.hostile_manifests import Case, generate
+from tests.support.hostile_manifests import Case, generate, generate_inventories
 
 FACTS = Path(__file__).resolve().parents[1] / "unit" / "facts"
 #: A step that takes longer than this is a hang (the slowest real ones take well under a second).
@@ -76,6 +78,14 @@ def offline_plan(case: Case, path: Path) -> tuple[int, str]:
     return 0, f"{len(expansion.resources)} resources"
 
 
+def inventory(case: Case, path: Path) -> tuple[int, str]:
+    try:
+        hosts = select_hosts(load_inventory(path), None)
+    except ProvisionError as exc:
+        return 1, f"error: {exc}"
+    return 0, f"{len(hosts)} hosts"
+
+
 def run_step(step: Callable[[Case, Path], tuple[int, str]], case: Case, path: Path) -> dict[str, Any]:
     started = time.monotonic()
     signal.setitimer(signal.ITIMER_REAL, STEP_SECONDS)
@@ -95,13 +105,16 @@ def run_step(step: Callable[[Case, Path], tuple[int, str]], case: Case, path: Pa
 
 def main(argv: list[str]) -> int:
     seed, count, workdir = int(argv[0]), int(argv[1]), Path(argv[2])
+    inventories = argv[3:] == ["inventories"]
+    steps: dict[str, Callable[[Case, Path], tuple[int, str]]] = (
+        {"inventory": inventory} if inventories else {"validate": validate, "plan": offline_plan})
     signal.signal(signal.SIGALRM, _on_alarm)
-    for case in generate(seed, count):
+    for case in (generate_inventories if inventories else generate)(seed, count):
         directory = workdir / case.name
         path = case.write(directory)
         record = {"case": case.name, "mutation": case.mutation, "entry": case.entry,
                   "files": [str(directory / name) for name in case.files],
-                  "validate": run_step(validate, case, path), "plan": run_step(offline_plan, case, path)}
+                  "steps": {name: run_step(step, case, path) for name, step in steps.items()}}
         print(json.dumps(record), flush=True)
         shutil.rmtree(directory)
     return 0
