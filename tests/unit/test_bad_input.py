@@ -282,3 +282,10 @@ def test_infinite_or_huge_timeouts_are_refused(tmp_path: Path) -> None:
         f"{tmp_path}/m.yaml:3:3: target.connect_timeout: Input should be less than or equal to 3600 (got inf)",
         f"{tmp_path}/m.yaml:4:3: target.command_timeout: Input should be less than or equal to 604800 (got 1e+40)",
     ]
+
+
+def test_an_alias_cannot_place_a_value_deeper_than_the_limit(tmp_path: Path) -> None:
+    text = ("name: m\nvars:\n  x: &deep " + "[" * 40 + "]" * 40 + "\n  y: " + "[" * 40 + "*deep" + "]" * 40 + "\n")
+    errors = _refused(tmp_path, text)
+    assert len(errors) == 1 and errors[0].startswith(f"{tmp_path}/m.yaml:3:")
+    assert f"through aliases ('*') the YAML nests deeper than {MAX_YAML_DEPTH} levels" in errors[0]
