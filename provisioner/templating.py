@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 from jinja2.loaders import split_template_path
 from jinja2.nativetypes import NativeEnvironment, NativeTemplate
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from provisioner.errors import TemplateError
 from provisioner.input_file import InputFileError, read_input_text
@@ -30,7 +31,9 @@ def _concat(values: Iterator[Any]) -> Any:
     return "".join(str(v) for v in chain(head, values))
 
 
-class _NativeEnvironment(NativeEnvironment):
+# Sandboxed: roles and templates can come with a manifest from someone else, and rendering them must not
+# reach Python's internals (`''.__class__.__mro__`) or build a range of a billion items.
+class _NativeEnvironment(ImmutableSandboxedEnvironment, NativeEnvironment):
     concat = staticmethod(_concat)  # type: ignore[assignment]
 
 
@@ -98,7 +101,7 @@ def _file_environment(search_path: tuple[Path, ...]) -> jinja2.Environment:
     """One environment per template search path, shared by every expansion that uses it, so that each
     template is compiled once per run rather than once per host (jinja2 still reloads a template whose
     file changed on disk)."""
-    return jinja2.Environment(
+    return ImmutableSandboxedEnvironment(
         loader=_BoundedFileLoader([str(p) for p in search_path]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -125,3 +128,5 @@ class TemplateRenderer:
             raise TemplateError(f"template {name!r}: {exc.message}; define it under vars:") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {name!r}: {exc}") from None
+        except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError) as exc:
+            raise TemplateError(f"template {name!r}: cannot render it from the manifest's values: {exc}") from None

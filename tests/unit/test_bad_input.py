@@ -289,3 +289,24 @@ def test_an_alias_cannot_place_a_value_deeper_than_the_limit(tmp_path: Path) -> 
     errors = _refused(tmp_path, text)
     assert len(errors) == 1 and errors[0].startswith(f"{tmp_path}/m.yaml:3:")
     assert f"through aliases ('*') the YAML nests deeper than {MAX_YAML_DEPTH} levels" in errors[0]
+
+
+@pytest.mark.parametrize(("expression", "fragment"), [
+    ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "access to attribute '__class__' of 'str' object is unsafe"),
+    ("{{ range(10 ** 9) | list | length }}", "The sandbox blocks ranges larger than MAX_RANGE"),
+    ("{{ vars.python_packages.append('evil==1') }}", "access to attribute 'append' of 'list' object is unsafe"),
+])
+def test_templates_and_roles_from_a_manifest_render_in_a_sandbox(tmp_path: Path, expression: str,
+                                                                  fragment: str) -> None:
+    """A role or template shipped with someone else's manifest cannot reach Python's internals."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "evil.j2").write_text(expression + "\n")
+    message = _expand_refused(tmp_path, {"vars": {"python_packages": ["a==1"]},
+                                         "resources": [{"kind": "file", "path": "f", "template": "evil.j2"}]})
+    assert f"{tmp_path}/m.yaml:8:3: resources[0].template: template 'evil.j2': " in message and fragment in message
+    roles = tmp_path / "roles"
+    roles.mkdir()
+    (roles / "evil.yaml").write_text(yaml.safe_dump({"resources": [{"kind": "directory", "path": expression}]}))
+    message = _expand_refused(tmp_path, {"roles": ["evil"], "role_paths": ["roles"],
+                                         "vars": {"python_packages": ["a==1"]}})
+    assert "evil.yaml:2: resources[0]: " in message and fragment in message
