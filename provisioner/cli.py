@@ -28,6 +28,7 @@ from provisioner.report import Masker, render_apply, render_plan
 from provisioner.rootlock import lock_timeout_option
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, open_transport
+from provisioner.usage import UsageErrorsExit1
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,7 +53,7 @@ def _emit_json(data: Any, mask: Masker) -> None:
     click.echo(mask(json.dumps(data, indent=2, sort_keys=True)))
 
 
-manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+manifest_argument = click.argument("manifest", type=click.Path(path_type=Path))
 
 
 def connect_options(func: F) -> F:
@@ -70,7 +71,7 @@ def _connect(trust_new_hosts: bool, known_hosts: Path | None, verbose: bool = Fa
     return ConnectOptions(trust_new_hosts=trust_new_hosts, known_hosts=known_hosts, verbose=verbose)
 
 
-class LazyGroup(click.Group):
+class LazyGroup(UsageErrorsExit1):
     """Commands with heavy imports (catalog, fleet, checks, lock) load only when they are run, so a
     plain `plan`/`apply` starts fast."""
 

@@ -184,8 +184,8 @@ class HostSession:
             from provisioner.preflight import gather_facts, resolve_or_refuse
 
             self.facts = gather_facts(client, self.loaded.manifest)
-            stack = expand_stack(self.loaded, self.facts, resolve_or_refuse(self.loaded.manifest, self.facts, host),
-                                 self.mirrors, self.environ)
+            resolution = resolve_or_refuse(self.loaded.manifest, self.facts, host, self.loaded.source)
+            stack = expand_stack(self.loaded, self.facts, resolution, self.mirrors, self.environ)
             self.resolution, self.lock_notes, self._expansion = stack.resolution, stack.lock_notes, stack.expansion
         return self._expansion
 

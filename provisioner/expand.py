@@ -11,10 +11,12 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from provisioner import redaction
-from provisioner.errors import ProvisionError, RoleError
+from provisioner.errors import Issue, ManifestError, ProvisionError, RoleError, TemplateError
 from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, mirror_spec
-from provisioner.manifest.loader import LoadedManifest
+from provisioner.manifest.loader import LoadedManifest, shorten
 from provisioner.manifest.model import HandlerSpec
+from provisioner.manifest.origin import issue_at_feeding_field
+from provisioner.manifest.source import PathKey, format_path
 from provisioner.resources.specs import (
     DownloadSpec,
     EnvFileSpec,
@@ -24,8 +26,16 @@ from provisioner.resources.specs import (
     ServiceUnitSpec,
     resource_id,
 )
-from provisioner.role_expansion import expand_roles, ordered_roles, role_search_path
+from provisioner.role_expansion import (
+    Role,
+    RoleRenderError,
+    UnknownRoleError,
+    expand_roles,
+    ordered_roles,
+    role_search_path,
+)
 from provisioner.templating import TemplateRenderer, package_templates_dir
+from provisioner.values import check_env_value
 
 # The unit needs the root as an absolute path, which only the host knows when the root is relative.
 ROOT_PLACEHOLDER = "@PROVISION_ROOT@"
@@ -87,48 +97,101 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
     manifest = loaded.manifest
     environ = dict(os.environ) if environ is None else environ
     context = base_context(loaded, extra_context)
-    roles = ordered_roles(list(manifest.roles), role_search_path(loaded))
-    expanded = expand_roles(roles, manifest.vars, context)
+    try:
+        roles = ordered_roles(list(manifest.roles), role_search_path(loaded))
+    except UnknownRoleError as exc:
+        if exc.name not in manifest.roles:
+            raise
+        raise RoleInputError([loaded.source.issue(("roles", manifest.roles.index(exc.name)), str(exc))]) from None
+    try:
+        expanded = expand_roles(roles, manifest.vars, context)
+    except RoleRenderError as exc:
+        raise _at_roles_entry(loaded, exc) from None
     variables = {**expanded.defaults, **manifest.vars}
     template_context = {**context, **variables, "vars": variables}
     renderer = TemplateRenderer([loaded.directory / "templates", package_templates_dir()])
 
-    specs: dict[str, tuple[str, Any]] = {}
-    for role_name, raw in expanded.resources:
-        spec = _validate_role_resource(raw, role_name, roles)
+    specs: dict[str, _Declared] = {}
+    for role_name, index, raw in expanded.resources:
+        role = next(r for r in roles if r.name == role_name)
+        spec = _validate_role_resource(loaded, raw, role, index)
         rid = resource_id(spec)
         if rid in specs:
-            raise RoleError(f"resource {rid} is declared by both role {specs[rid][0]!r} and role {role_name!r}")
-        specs[rid] = (f"role {role_name}", spec)
-    for spec in manifest.resources:
-        specs[resource_id(spec)] = ("manifest", spec)
+            raise RoleError(f"{role.where(('resources', index))}: resource {rid} is declared by both role "
+                            f"{specs[rid].origin.removeprefix('role ')!r} and role {role_name!r}")
+        specs[rid] = _Declared(f"role {role_name}", spec, role, index)
+    for index, spec in enumerate(manifest.resources):
+        rid = resource_id(spec)
+        first = specs.get(rid)
+        if first is not None and first.role is None:
+            line = loaded.source.locate(("resources", first.index))[1]
+            raise ManifestError([loaded.source.issue(
+                ("resources", index), f"resource {rid} is declared twice (first at resources[{first.index}], "
+                f"line {line}); keep one, or give it another path or name")])
+        specs[rid] = _Declared("manifest", spec, None, index)
 
     handlers = {**expanded.handlers, **manifest.handlers}
     out = Expansion(handlers=handlers)
-    for rid, (origin, spec) in specs.items():
+    for rid, declared in specs.items():
+        spec = declared.spec
         for handler in spec.notify:
             if handler not in handlers:
-                raise ProvisionError(
-                    f"{loaded.path}: resource {rid} notifies unknown handler {handler!r}; "
-                    f"define it under handlers: (known: {', '.join(sorted(handlers)) or 'none'})"
-                )
+                raise declared.error(loaded, ("notify",), (
+                    f"resource {rid} notifies unknown handler {handler!r}; "
+                    f"define it under handlers: (known: {', '.join(sorted(handlers)) or 'none'})"), ProvisionError)
         mirrored = mirror_spec(rid, spec, mirrors)
         if mirrored.note:
             out.notes.append(mirrored.note)
-        out.resources.append(_host_resource(rid, origin, mirrored.spec, renderer, template_context, environ,
-                                            out.secrets))
+        try:
+            resource = _host_resource(rid, declared.origin, mirrored.spec, renderer, template_context, environ,
+                                      out.secrets)
+        except TemplateError as exc:
+            raise declared.error(loaded, ("template",), str(exc), TemplateError) from None
+        except _SecretError as exc:
+            if exc.key in manifest.secrets and declared.role is not None:
+                # A role's env file takes the manifest's `secrets:`; that is where the fix goes.
+                raise ManifestError([loaded.source.issue(("secrets", exc.key), str(exc))]) from None
+            raise declared.error(loaded, ("secrets", exc.key), str(exc), ProvisionError) from None
+        out.resources.append(resource)
     return out
 
 
-def _validate_role_resource(raw: dict[str, Any], role_name: str, roles: list[Any]) -> Any:
+def _at_roles_entry(loaded: LoadedManifest, exc: RoleRenderError) -> RoleError:
+    """The error at the manifest's `roles:` entry that brought the failing role in (itself or as a dependency)."""
+    search_path = role_search_path(loaded)
+    for index, name in enumerate(loaded.manifest.roles):
+        if exc.role in {role.name for role in ordered_roles([name], search_path)}:
+            via = "" if name == exc.role else f" (role {name!r} depends on it)"
+            return RoleInputError([loaded.source.issue(("roles", index), f"role {exc.role!r}{via}: {exc}")])
+    return exc
+
+
+def _validate_role_resource(loaded: LoadedManifest, raw: dict[str, Any], role: Role, index: int) -> Any:
+    """The role's rendered resource as a spec; an invalid value is reported at the manifest field that fed it."""
     try:
         return _resource_adapter.validate_python(raw)
     except ValidationError as exc:
-        path = next(r.path for r in roles if r.name == role_name)
+        errors = exc.errors(include_url=False)
+        located: list[Issue] = []
+        for error in errors:
+            field = format_path(tuple(p for p in error["loc"] if not _is_branch_name(p)))
+            message = str(error["msg"]).removeprefix("Value error, ")
+            issue = issue_at_feeding_field(loaded, error.get("input"), message,
+                                           f"role {role.name} as {field}, {role.where(('resources', index))}")
+            if issue is not None and all(issue.field != seen.field for seen in located):
+                located.append(issue)
+        if located:
+            raise RoleInputError(located) from None
         details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+            f"{format_path(tuple(p for p in err['loc'] if not _is_branch_name(p)))}: "
+            f"{shorten(str(err['msg']).removeprefix('Value error, '), 300)}" for err in errors
         )
-        raise RoleError(f"{path}: a rendered resource is invalid: {details}") from None
+        raise RoleError(f"{role.where(('resources', index))}: a rendered resource is invalid: {details}") from None
+
+
+def _is_branch_name(part: str | int) -> bool:
+    """pydantic names union branches and validators in error locations: 'function-after[...]', 'PinnedPackage'."""
+    return isinstance(part, str) and (part.startswith("function-") or part[:1].isupper())
 
 
 def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer, context: dict[str, Any],
@@ -163,6 +226,40 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
     return HostResource(rid, data["kind"], origin, data, digest, list(spec.notify))
 
 
+class RoleInputError(ManifestError, RoleError):
+    """A manifest value that a role cannot use (an unknown role, a var of the wrong shape), located in the manifest."""
+
+
+class TemplateInputError(ManifestError, TemplateError):
+    """A manifest resource's template that cannot be rendered, located in the manifest."""
+
+
+@dataclass
+class _Declared:
+    """A resource and where it was written: the manifest's resources[index], or a role's."""
+
+    origin: str
+    spec: Any
+    role: Role | None
+    index: int
+
+    def error(self, loaded: LoadedManifest, field: PathKey, message: str,
+              kind: type[ProvisionError] = RoleError) -> ProvisionError:
+        """`kind` located where the resource was written: in the manifest, as a ManifestError too."""
+        if self.role is None:
+            located = {RoleError: RoleInputError, TemplateError: TemplateInputError}.get(kind, ManifestError)
+            return located([loaded.source.issue(("resources", self.index, *field), message)])
+        return kind(f"{self.role.where(('resources', self.index, *field))}: {message}")
+
+
+class _SecretError(ProvisionError):
+    """A secret cannot be read from the controller's environment."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
 def _read_secrets(rid: str, spec: EnvFileSpec, environ: dict[str, str]) -> dict[str, str]:
     values = {key: _read_secret(rid, key, source, environ) for key, source in spec.secrets.items()}
     return {key: value for key, value in values.items() if value is not None}
@@ -173,9 +270,20 @@ def _read_secret(rid: str, key: str, source: SecretFromEnv, environ: dict[str, s
     if value is not None:
         redaction.remember(value)
     if value is None and not source.optional:
-        raise ProvisionError(
+        raise _SecretError(
+            key,
             f"{rid}: secret {key} reads ${source.from_env}, which is not set on the controller; "
             f"export it (it is sent to the host on stdin, never in argv or logs) or mark it optional: true"
         )
+    if value is not None:
+        try:
+            check_env_value(value)
+        except ValueError:
+            # The value is a secret: the message says what is wrong with it, never what it is.
+            raise _SecretError(
+                key,
+                f"{rid}: secret {key} read from ${source.from_env} has a line break, a control character or a "
+                "trailing backslash, which would add lines to the env file or the request; export it without"
+            ) from None
     return value
 

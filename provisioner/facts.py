@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provisioner.errors import ProvisionError
+from provisioner.input_file import InputFileError, read_input_text
 
 
 class FactsError(ProvisionError):
@@ -116,15 +117,17 @@ def load_facts(path: Path | str) -> Facts:
     """Read facts saved as JSON (e.g. from `provision facts --json`) for offline resolution."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FactsError(f"{path}: facts file not found") from None
-    except OSError as exc:
-        raise FactsError(f"{path}: cannot read facts file: {exc.strerror or exc}") from None
+        text = read_input_text(path)
+    except InputFileError as exc:
+        reason = "facts file not found" if exc.issue.message == "file not found" else f"facts file {exc.issue.message}"
+        where = f"{path}:{exc.issue.line}:{exc.issue.column}" if exc.issue.line else str(path)
+        raise FactsError(f"{where}: {reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FactsError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise FactsError(f"{path}: the JSON nests too deeply to be the agent's facts") from None
     if not isinstance(data, dict):
         raise FactsError(f"{path}: facts must be a JSON object as returned by the agent's facts operation")
     try:

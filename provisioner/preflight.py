@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from provisioner.agent_client import AgentClient
@@ -9,6 +10,7 @@ from provisioner.catalog import load_catalog
 from provisioner.errors import ProvisionError
 from provisioner.facts import Facts
 from provisioner.manifest.model import Manifest
+from provisioner.manifest.source import SourceMap
 from provisioner.resolve import Resolution, render_resolution, resolve
 from provisioner.transport import open_transport
 
@@ -33,9 +35,25 @@ def live_facts(manifest: Manifest) -> Facts:
         return gather_facts(client, manifest)
 
 
-def resolve_or_refuse(manifest: Manifest, facts: Facts, host: str) -> Resolution:
+def resolve_or_refuse(manifest: Manifest, facts: Facts, host: str, source: SourceMap | None = None) -> Resolution:
+    """The resolution, or a PreflightError listing every violation (each located in the manifest by `source`)."""
     resolution = resolve(manifest, facts, load_catalog())
     if not resolution.ok:
+        located = [f"  at {where}" for where in _locations(resolution, source)]
         raise PreflightError(f"{host}: preflight refused the manifest; nothing was changed.\n"
-                             + render_resolution(resolution, manifest.name))
+                             + "\n".join([render_resolution(resolution, manifest.name), *located]))
     return resolution
+
+
+def _locations(resolution: Resolution, source: SourceMap | None) -> list[str]:
+    """`file:line:column: field` for each violation about a manifest field (not those about the host)."""
+    if source is None:
+        return []
+    out = []
+    for violation in resolution.violations:
+        if violation.field == "host":
+            continue
+        path = tuple(int(part) if part.isdigit() else part
+                     for part in re.split(r"\.|\[|\]\.?", violation.field) if part)
+        out.append(str(source.issue(path, f"[{violation.field}] is what to change")))
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from provisioner.errors import ManifestError, RoleError
 from provisioner.manifest.loader import LoadedManifest, validate_model
 from provisioner.manifest.model import HandlerSpec
-from provisioner.manifest.source import load_yaml_file
+from provisioner.manifest.source import PathKey, SourceMap, format_path, load_yaml_file
 from provisioner.templating import render_value
 from provisioner.values import Name
 
@@ -35,13 +37,42 @@ class Role:
     name: str
     path: Path
     body: RoleFile
+    source: SourceMap | None = None
+
+    def where(self, path: PathKey) -> str:
+        """`role.yaml:14: resources[2]`, for errors in what this role declares."""
+        line = self.source.locate(path)[1] if self.source else None
+        return f"{self.path}{f':{line}' if line else ''}: {format_path(path)}"
+
+
+class RoleRenderError(RoleError):
+    """A role's values cannot be rendered from the manifest's; `role` names the role."""
+
+    def __init__(self, role: str, message: str) -> None:
+        self.role = role
+        super().__init__(message)
+
+
+@contextmanager
+def _rendering(role: Role) -> Iterator[None]:
+    try:
+        yield
+    except RoleError as exc:
+        raise RoleRenderError(role.name, str(exc)) from None
+
+
+class UnknownRoleError(RoleError):
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(message)
 
 
 @dataclass
 class ExpandedRoles:
     """Resources and handlers contributed by roles, each tagged with the role it came from."""
 
-    resources: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: (role name, index in the role's resources, rendered resource)
+    resources: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     handlers: dict[str, HandlerSpec] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -61,9 +92,10 @@ def find_role(name: str, search_path: list[Path]) -> Role:
         if candidate.is_file():
             loaded = load_yaml_file(candidate)
             body = validate_model(RoleFile, loaded.data or {}, loaded.source)
-            return Role(name, candidate, body)
+            return Role(name, candidate, body, loaded.source)
     available = sorted({p.stem for d in search_path if d.is_dir() for p in d.glob("*.yaml")})
-    raise RoleError(
+    raise UnknownRoleError(
+        name,
         f"unknown role {name!r}; looked in {', '.join(str(d) for d in search_path)}. "
         f"Available roles: {', '.join(available) or 'none'}"
     )
@@ -97,6 +129,10 @@ def _render(value: Any, context: dict[str, Any], where: str) -> Any:
         raise RoleError(f"{where}: {exc.message}; set it under vars:") from None
     except jinja2.TemplateError as exc:
         raise RoleError(f"{where}: template error: {exc}") from None
+    except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError) as exc:
+        # A manifest value of the wrong shape, e.g. `python_packages: 5` under `| length`.
+        raise RoleError(f"{where}: cannot render it from the manifest's values: {exc}; "
+                        "check the type of the vars it uses") from None
 
 
 def _loop_contexts(raw: dict[str, Any], context: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -115,26 +151,29 @@ def expand_roles(roles: list[Role], manifest_vars: dict[str, Any], base_context:
     out = ExpandedRoles()
     for role in roles:
         # Defaults may themselves be templates over the manifest (e.g. "{{ stack.models_dir }}").
-        out.defaults.update(_render(role.body.defaults, base_context, f"{role.path}: defaults"))
+        with _rendering(role):
+            out.defaults.update(_render(role.body.defaults, base_context, role.where(("defaults",))))
     variables = {**out.defaults, **manifest_vars}
     context = {**base_context, **variables, "vars": variables}
     for role in roles:
-        for index, raw in enumerate(role.body.resources):
-            where = f"{role.path}: resources[{index}]"
-            for item_context in _loop_contexts(raw, context, where):
-                if "when" in raw and not _render(raw["when"], item_context, where):
-                    continue
-                body = {key: value for key, value in raw.items() if key not in ("loop", "when")}
-                out.resources.append((role.name, _render(body, item_context, where)))
-        for name, raw_handler in role.body.handlers.items():
-            try:
-                rendered_handler = render_value(raw_handler, context)
-            except jinja2.TemplateError as exc:
-                raise RoleError(f"{role.path}: handlers.{name}: template error: {exc}") from None
-            try:
-                out.handlers[name] = HandlerSpec.model_validate(rendered_handler)
-            except Exception as exc:
-                raise RoleError(f"{role.path}: handlers.{name}: {exc}") from None
+        with _rendering(role):
+            for index, raw in enumerate(role.body.resources):
+                where = role.where(("resources", index))
+                for item_context in _loop_contexts(raw, context, where):
+                    if "when" in raw and not _render(raw["when"], item_context, where):
+                        continue
+                    body = {key: value for key, value in raw.items() if key not in ("loop", "when")}
+                    out.resources.append((role.name, index, _render(body, item_context, where)))
+            for name, raw_handler in role.body.handlers.items():
+                try:
+                    rendered_handler = render_value(raw_handler, context)
+                except (jinja2.TemplateError, TypeError, ValueError, AttributeError, LookupError,
+                        ArithmeticError) as exc:
+                    raise RoleError(f"{role.path}: handlers.{name}: template error: {exc}") from None
+                try:
+                    out.handlers[name] = HandlerSpec.model_validate(rendered_handler)
+                except Exception as exc:
+                    raise RoleError(f"{role.path}: handlers.{name}: {exc}") from None
     return out
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from itertools import chain, islice
@@ -10,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.loaders import split_template_path
 from jinja2.nativetypes import NativeEnvironment, NativeTemplate
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from provisioner.errors import TemplateError
+from provisioner.input_file import InputFileError, read_input_text
 
 
 def _concat(values: Iterator[Any]) -> Any:
@@ -27,7 +31,9 @@ def _concat(values: Iterator[Any]) -> Any:
     return "".join(str(v) for v in chain(head, values))
 
 
-class _NativeEnvironment(NativeEnvironment):
+# Sandboxed: roles and templates can come with a manifest from someone else, and rendering them must not
+# reach Python's internals (`''.__class__.__mro__`) or build a range of a billion items.
+class _NativeEnvironment(ImmutableSandboxedEnvironment, NativeEnvironment):
     concat = staticmethod(_concat)  # type: ignore[assignment]
 
 
@@ -64,13 +70,39 @@ def _native_template(source: str) -> jinja2.Template:
     return _native.from_string(source)
 
 
+class _BoundedFileLoader(jinja2.FileSystemLoader):
+    """jinja2's file loader, reading through the input-file checks: a template that is a FIFO, a device or
+    larger than the input limit is an error, not a hang."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        pieces = split_template_path(template)  # refuses '..'
+        for directory in self.searchpath:
+            path = os.path.join(directory, *pieces)
+            if not os.path.lexists(path):
+                continue
+            try:
+                text = read_input_text(path)
+            except InputFileError as exc:
+                raise TemplateError(f"template {template!r}: {exc}") from None
+            mtime = os.path.getmtime(path)
+
+            def unchanged(path: str = path, mtime: float = mtime) -> bool:
+                try:
+                    return os.path.getmtime(path) == mtime
+                except OSError:
+                    return False
+
+            return text, os.path.normpath(path), unchanged
+        raise jinja2.TemplateNotFound(template)
+
+
 @lru_cache(maxsize=64)
 def _file_environment(search_path: tuple[Path, ...]) -> jinja2.Environment:
     """One environment per template search path, shared by every expansion that uses it, so that each
     template is compiled once per run rather than once per host (jinja2 still reloads a template whose
     file changed on disk)."""
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+    return ImmutableSandboxedEnvironment(
+        loader=_BoundedFileLoader([str(p) for p in search_path]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -96,3 +128,5 @@ class TemplateRenderer:
             raise TemplateError(f"template {name!r}: {exc.message}; define it under vars:") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {name!r}: {exc}") from None
+        except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError) as exc:
+            raise TemplateError(f"template {name!r}: cannot render it from the manifest's values: {exc}") from None

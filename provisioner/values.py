@@ -7,6 +7,7 @@ error surfaces at validation time with the field's location instead of on the ho
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -23,11 +24,40 @@ def _no_metacharacters(value: str, what: str) -> None:
         raise ValueError(f"{what} must not contain shell metacharacters ({shown}); got {value!r}")
 
 
+#: Control characters (tab aside) and the Unicode line separators: each ends a line for systemd, for
+#: Python's splitlines() (which reads env files back) or for a terminal.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_control_characters(value: str, what: str) -> None:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"{what} must be one line without control characters; it contains {found.group()!r} "
+                         f"at position {found.start()}")
+
+
+def check_single_line(value: str) -> str:
+    """Free text that lands in a line-based file (a systemd unit's Description=)."""
+    _no_control_characters(value, "text written into a unit file (a line break would add lines such as "
+                                  "[Service] to it)")
+    return value
+
+
+def check_env_value(value: str) -> str:
+    """A value written as KEY=value into an env file that systemd and the process manager both read."""
+    _no_control_characters(value, "an environment value")
+    if value.endswith("\\"):
+        raise ValueError("an environment value must not end with a backslash: systemd would join the next "
+                         "line of the env file onto it")
+    return value
+
+
 def check_relative_path(value: str) -> str:
     """A path relative to the host's target root that cannot escape it."""
     if not value:
         raise ValueError("path must not be empty")
     _no_metacharacters(value, "path")
+    _no_control_characters(value, "path")
     if value.startswith("/") or value.startswith("~"):
         raise ValueError(
             f"path {value!r} must be relative to the target root (drop the leading '/' or '~'); "
@@ -38,9 +68,20 @@ def check_relative_path(value: str) -> str:
     return value
 
 
+def check_owned_path(value: str) -> str:
+    """A path a resource owns under the root: never the root itself, which a venv rebuild would wipe and a
+    forced git checkout would clean."""
+    check_relative_path(value)
+    if posixpath.normpath(value) == ".":
+        raise ValueError(f"path {value!r} is the target root itself; a resource needs a folder or file of its "
+                         "own under the root, such as 'venv' or 'ComfyUI'")
+    return value
+
+
 def check_absolute_path(value: str) -> str:
     """An absolute path on the host (target root, interpreter), without '..' segments."""
     _no_metacharacters(value, "path")
+    _no_control_characters(value, "path")
     if ".." in value.split("/"):
         raise ValueError(f"path {value!r} must not contain '..' segments")
     return value
@@ -107,6 +148,9 @@ def check_env_key(value: str) -> str:
 
 
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]
+OwnedPath = Annotated[str, AfterValidator(check_owned_path)]
+SingleLine = Annotated[str, AfterValidator(check_single_line)]
+EnvValue = Annotated[str, AfterValidator(check_env_value)]
 AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]
 Name = Annotated[str, AfterValidator(check_name)]
 GitRef = Annotated[str, AfterValidator(check_git_ref)]

@@ -79,6 +79,15 @@ class Context:
             raise ResourceFailure("path %r resolves to %s, outside the target root %s" % (relative, real, self.root))
         return full
 
+    def owned_path(self, relative: str) -> str:
+        """path() for a resource that replaces or cleans what is there (a venv rebuild, git clean):
+        never the root itself, whatever the controller sent."""
+        full = self.path(relative)
+        if full == os.path.normpath(self.root):
+            raise ResourceFailure("path %r is the target root itself; a venv or git checkout needs a folder "
+                                  "of its own under %s" % (relative, self.root))
+        return full
+
     def program_path(self, relative: str) -> str:
         """Absolute path of a program under the root, for running it: a venv's bin/python is a symlink
         to an interpreter elsewhere, which is fine to execute (nothing is written through it)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -66,8 +66,11 @@ class CatalogError(ProvisionError):
     """A catalog file is missing or does not match its schema (a packaging bug, not a user error)."""
 
 
+@lru_cache(maxsize=4096)
 def parse_version(text: str) -> Version | None:
-    """A PEP 440 version, accepting a leading 'v' (git tags); None when it is not a version."""
+    """A PEP 440 version, accepting a leading 'v' (git tags); None when it is not a version.
+
+    Cached: resolving one manifest sorts and compares the catalog's few hundred versions millions of times."""
     try:
         return Version(text[1:] if text[:1] in ("v", "V") else text)
     except InvalidVersion:

@@ -12,6 +12,7 @@ from provisioner.catalog import Build, Catalog, load_catalog, parse_version
 from provisioner.checks.criteria import Criteria, WantedModel
 from provisioner.checks.judge import GROUPS
 from provisioner.errors import ProvisionError
+from provisioner.input_file import InputFileError, read_input_text
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.result import Resolution
 from provisioner.stack import service_argv
@@ -121,9 +122,11 @@ def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_runn
     if manifest.checks.workflow:
         path = manifest_dir / manifest.checks.workflow
         try:
-            workflow = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ProvisionError(f"checks.workflow: cannot read {path}: {exc}") from None
+            workflow = json.loads(read_input_text(path))
+        except InputFileError as exc:
+            raise ProvisionError(f"checks.workflow: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise ProvisionError(f"checks.workflow: {path} is not valid JSON: {exc}") from None
         if not isinstance(workflow, dict) or "nodes" in workflow:
             raise ProvisionError(f"checks.workflow: {path} is not in ComfyUI's API format "
                                  "(a mapping of node id -> {class_type, inputs}; use 'Export (API)')")

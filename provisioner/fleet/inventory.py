@@ -18,6 +18,7 @@ key by key, `manifest` is replaced.
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from provisioner.errors import Issue, ManifestError, ProvisionError
 from provisioner.fleet.rollout import SerialItem, check_serial_item
-from provisioner.manifest.loader import validate_model
+from provisioner.manifest.loader import shorten, validate_model
 from provisioner.manifest.model import Target
 from provisioner.manifest.source import SourceMap, load_yaml_file
 from provisioner.values import Name, check_name
@@ -242,7 +243,7 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 def load_inventory(path: Path | str) -> Inventory:
     """Read and validate fleet.yaml; every problem is reported with its file:line."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FleetError(f"inventory {path} not found; pass the path of a fleet.yaml "
                          "(see manifests/fleet.example.yaml)")
     try:
@@ -294,15 +295,23 @@ def _resolve_host(name: str, spec: InventorySpec, path: Path, source: SourceMap)
         raise InventoryError([source.issue(("hosts", name), f"host {name} has no manifest: set manifest: on the host, "
                                           "one of its groups, or defaults")])
     manifest_path = (path.parent / manifest) if not Path(manifest).is_absolute() else Path(manifest)
-    if not manifest_path.is_file():
-        raise InventoryError([source.issue(("hosts", name), f"host {name}: manifest {manifest} not found "
-                                          f"(looked for {manifest_path})")])
+    if not _exists(manifest_path):
+        raise InventoryError([source.issue(("hosts", name), f"host {name}: manifest {shorten(manifest)} not found "
+                                          f"(looked for {shorten(str(manifest_path), 300)})")])
     try:
         Target.model_validate(target)
     except ValueError as exc:
         raise InventoryError([Issue(*source.locate(("hosts", name)), "target",
                                    f"host {name}: its layered target is invalid: {exc}")]) from None
     return FleetHost(name, manifest_path, group_names, merged_vars, target, overrides)
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` names something; the manifest reader then says what is wrong with it, if anything."""
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):  # a name too long for the OS, a NUL in it
+        return False
 
 
 def select_hosts(inventory: Inventory, limit: str | None) -> list[FleetHost]:

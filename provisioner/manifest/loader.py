@@ -14,6 +14,8 @@ from provisioner.manifest.model import Manifest
 from provisioner.manifest.source import PathKey, SourceMap, load_yaml_file
 
 MAX_EXTENDS_DEPTH = 16
+#: A base manifest's name; longer than any real path, short enough that no OS call chokes on it.
+MAX_EXTENDS_NAME = 1024
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -53,14 +55,31 @@ def validate_model(model: type[M], data: Any, source: SourceMap) -> M:
         raise ManifestError(_dedupe(issues)) from None
 
 
-def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[Any, SourceMap]:
+def _load_with_extends(path: Path, chain: tuple[Path, ...], included_at: Issue | None = None
+                       ) -> tuple[Any, SourceMap]:
+    """`path` merged over its bases; `included_at` is the `extends` entry that named it, for errors."""
+    try:
+        # Read first: the reader refuses a link loop, a FIFO or a directory with a clear message.
+        loaded = load_yaml_file(path)
+    except ManifestError as exc:
+        if included_at is None:
+            raise
+        reasons = "; ".join(issue.message for issue in exc.issues if issue.line is None)
+        if not reasons:
+            raise
+        shown = f"{str(path)[:300]}"
+        message = (f"{included_at.message} not found (looked for {shown})" if reasons == "file not found"
+                   else f"{included_at.message} ({shown}) {reasons}")
+        raise ManifestError([_replace_message(included_at, message),
+                             *(issue for issue in exc.issues if issue.line is not None)]) from None
     resolved = path.resolve()
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
-        raise ManifestError([Issue(str(path), None, None, "extends", f"extends cycle: {cycle}")])
+        raise ManifestError([_replace_message(included_at or Issue(str(path), None, None, "extends", ""),
+                                              f"extends cycle: {cycle}; remove one of the links")])
     if len(chain) >= MAX_EXTENDS_DEPTH:
-        raise ManifestError([Issue(str(path), None, None, "extends", "extends nests deeper than 16 files")])
-    loaded = load_yaml_file(path)
+        raise ManifestError([_replace_message(included_at or Issue(str(path), None, None, "extends", ""),
+                                              f"extends nests deeper than {MAX_EXTENDS_DEPTH} files")])
     data, source = loaded.data, loaded.source
     if not isinstance(data, dict) or "extends" not in data:
         return data, source
@@ -71,17 +90,33 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> tuple[Any, Source
     merged: dict[str, Any] = {}
     merged_source = SourceMap(str(path))
     for index, base in enumerate(base_list):
+        where = ("extends",) if isinstance(bases, str) else ("extends", index)
+        if not base or len(base) > MAX_EXTENDS_NAME or "\0" in base:
+            raise ManifestError([source.issue(where, f"extends names a file by a relative path of 1 to "
+                                              f"{MAX_EXTENDS_NAME} characters; got {len(base)} characters")])
         base_path = path.parent / base
-        if not base_path.is_file():
-            where = ("extends",) if isinstance(bases, str) else ("extends", index)
-            raise ManifestError([source.issue(where, f"base manifest {base!r} not found (looked for {base_path})")])
-        base_data, base_source = _load_with_extends(base_path, (*chain, resolved))
+        named_at = source.issue(where, f"base manifest {base[:200]!r}")
+        base_data, base_source = _load_with_extends(base_path, (*chain, resolved), named_at)
         if not isinstance(base_data, dict):
             raise ManifestError([base_source.issue((), "a base manifest must be a mapping")])
         base_data.pop("extends", None)
         merged = _merge(merged, merged_source, base_data, base_source, ())
     merged = _merge(merged, merged_source, data, source, ())
     return merged, merged_source
+
+
+#: An error quotes the offending value; a 1 MB value is shown by its two ends.
+MAX_MESSAGE = 600
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit * 2 // 3]}…[{len(text)} characters]…{text[-(limit // 4):]}"
+
+
+def _replace_message(issue: Issue, message: str) -> Issue:
+    return Issue(issue.file, issue.line, issue.column, issue.field, message)
 
 
 def _merge(
@@ -169,8 +204,8 @@ def _issue_for(error: Any, data: Any, source: SourceMap, schema: dict[str, Any])
     elif kind.startswith("value_error"):
         message = message.removeprefix("Value error, ")
     elif "input" in error and not isinstance(error["input"], dict | list):
-        message = f"{message} (got {error['input']!r})"
-    return source.issue(path, message)
+        message = f"{message} (got {shorten(repr(error['input']))})"
+    return source.issue(path, shorten(message, MAX_MESSAGE))
 
 
 def _known_fields(schema: dict[str, Any], data: Any, path: PathKey) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Any, Literal
 
@@ -11,8 +12,10 @@ from provisioner.resources.specs import ResourceSpec, SecretFromEnv
 from provisioner.values import (
     AbsolutePath,
     EnvKey,
+    EnvValue,
     GitRef,
     Name,
+    OwnedPath,
     RelativePath,
     Url,
     check_absolute_path,
@@ -50,8 +53,9 @@ class Target(Strict):
     become_password_env: EnvKey | None = Field(
         default=None, description="Environment variable on the controller holding the sudo password."
     )
-    connect_timeout: float = Field(default=10.0, gt=0)
-    command_timeout: float = Field(default=3600.0, gt=0)
+    # Bounded: an infinite or 1e40 s timeout overflows the socket and select calls that receive it.
+    connect_timeout: float = Field(default=10.0, gt=0, le=3600)
+    command_timeout: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
     inactivity_timeout: float = Field(
         default=120.0, ge=1, le=86400,
         description="Fail a host whose agent sends nothing (not even its heartbeat) for this many seconds.",
@@ -73,6 +77,17 @@ class Target(Strict):
     def _paths(cls, value: str) -> str:
         return check_absolute_path(value)
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("target.root must not be empty: name the directory everything is installed under, "
+                             "such as /opt/comfy")
+        if posixpath.normpath(value) in ("/", "//"):
+            raise ValueError("target.root must not be '/': the venv, ComfyUI and .provision would land directly "
+                             "in the host's root directory; use a directory such as /opt/comfy")
+        return value
+
 
 class GpuSpec(Strict):
     arch: str = Field(default=AUTO, pattern=r"^(auto|none|sm_[0-9]{2,3}a?)$", description="e.g. sm_86, or auto.")
@@ -89,7 +104,7 @@ class CudaSpec(Strict):
 class PythonSpec(Strict):
     version: str = Field(default="3.12", pattern=r"^3\.[0-9]+$")
     interpreter: AbsolutePath | None = Field(default=None, description="Use this interpreter for the venv.")
-    venv: RelativePath = "venv"
+    venv: OwnedPath = "venv"
     adopt: AbsolutePath | None = Field(
         default=None, description="Adopt an existing venv (absolute path) instead of creating one."
     )
@@ -121,7 +136,7 @@ class PluginSpec(Strict):
 class ComfyUISpec(Strict):
     repo: Url = "https://github.com/comfyanonymous/ComfyUI"
     ref: GitRef = AUTO
-    path: RelativePath = "ComfyUI"
+    path: OwnedPath = "ComfyUI"
     plugins: list[PluginSpec] = Field(default_factory=list)
     models_root: RelativePath | None = Field(
         default=None, description="Shared models root, wired in through extra_model_paths.yaml."
@@ -197,7 +212,7 @@ class HandlerSpec(Strict):
     argv: list[str] | None = Field(default=None, min_length=1)
     restart: Name | None = Field(default=None, description="Name of a service resource to restart.")
     cwd: RelativePath | None = None
-    env: dict[EnvKey, str] = Field(default_factory=dict)
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_action(self) -> HandlerSpec:
@@ -222,7 +237,7 @@ class Manifest(Strict):
     nunchaku: NunchakuSpec = Field(default_factory=NunchakuSpec)
     comfyui: ComfyUISpec | None = None
     models: list[ModelSpec] = Field(default_factory=list)
-    env: dict[EnvKey, str] = Field(default_factory=dict)
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvKey, SecretFromEnv] = Field(default_factory=dict)
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     checks: ChecksSpec = Field(default_factory=ChecksSpec)

@@ -10,10 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from provisioner.agent.distributions import normalize
 from provisioner.values import (
     EnvKey,
+    EnvValue,
     GitRef,
     Name,
+    OwnedPath,
     PinnedRequirement,
     RelativePath,
+    SingleLine,
     Url,
     check_relative_path,
     check_url,
@@ -48,7 +51,7 @@ class ResourceBase(BaseModel):
 
 class DirectorySpec(ResourceBase):
     kind: Literal["directory"] = "directory"
-    path: RelativePath
+    path: OwnedPath
     mode: str | None = Field(default=None, description="Octal mode, e.g. '0755'.")
     owner: Name | None = None
     group: Name | None = None
@@ -61,7 +64,7 @@ class DirectorySpec(ResourceBase):
 
 class FileSpec(ResourceBase):
     kind: Literal["file"] = "file"
-    path: RelativePath
+    path: OwnedPath
     content: str | None = Field(default=None, description="Literal content.")
     template: str | None = Field(default=None, description="A jinja2 template under templates/ (or a role path).")
     vars: dict[str, Any] = Field(default_factory=dict, description="Extra variables for the template.")
@@ -92,8 +95,8 @@ class SecretFromEnv(BaseModel):
 
 class EnvFileSpec(ResourceBase):
     kind: Literal["envfile"] = "envfile"
-    path: RelativePath
-    values: dict[EnvKey, str] = Field(default_factory=dict)
+    path: OwnedPath
+    values: dict[EnvKey, EnvValue] = Field(default_factory=dict)
     secrets: dict[EnvKey, SecretFromEnv] = Field(default_factory=dict)
     mode: str | None = "0600"
 
@@ -120,7 +123,7 @@ def _env_value(value: Any) -> Any:
 
 class VenvSpec(ResourceBase):
     kind: Literal["venv"] = "venv"
-    path: RelativePath
+    path: OwnedPath
     python: str = Field(
         default="python3",
         description="Interpreter: a version ('3.11'), a command on PATH ('python3.11') or an absolute path.",
@@ -158,7 +161,7 @@ class UnrelatedPackage(BaseModel):
 
 class PipSpec(ResourceBase):
     kind: Literal["pip"] = "pip"
-    venv: RelativePath
+    venv: OwnedPath
     packages: list[PinnedRequirement | PinnedPackage] = Field(default_factory=list)
     remove_unrelated: list[UnrelatedPackage] = Field(
         default_factory=list, description="Same-named packages of another project to uninstall (PyPI's nunchaku)."
@@ -198,8 +201,8 @@ class RequirementsSpec(ResourceBase):
     """A requirements.txt (ComfyUI's or a plugin's) installed into a venv under constraints."""
 
     kind: Literal["requirements"] = "requirements"
-    venv: RelativePath
-    file: RelativePath
+    venv: OwnedPath
+    file: OwnedPath
     constraints: list[PinnedRequirement] = Field(default_factory=list)
     index_url: Url | None = None
     extra_index_urls: list[Url] = Field(default_factory=list)
@@ -213,7 +216,7 @@ class RequirementsSpec(ResourceBase):
 
 class GitSpec(ResourceBase):
     kind: Literal["git"] = "git"
-    path: RelativePath
+    path: OwnedPath
     repo: Url
     ref: GitRef = "HEAD"
     force: bool = Field(default=False, description="Discard local modifications and untracked files.")
@@ -226,7 +229,7 @@ class DownloadSpec(ResourceBase):
     """A large file over HTTP(S): resumable, verified by sha256, checked through a stat cache."""
 
     kind: Literal["download"] = "download"
-    path: RelativePath
+    path: OwnedPath
     url: Url
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0, description="Bytes; lets the disk check run before downloading.")
@@ -255,11 +258,11 @@ class ServiceUnitSpec(ResourceBase):
     name: Name
     argv: list[str] = Field(min_length=1, description="argv[0] may be relative to the root, e.g. venv/bin/python.")
     cwd: RelativePath | None = None
-    env_file: RelativePath | None = None
-    log: RelativePath | None = Field(default=None, description="Log file of the process manager (logs/NAME.log).")
+    env_file: OwnedPath | None = None
+    log: OwnedPath | None = Field(default=None, description="Log file of the process manager (logs/NAME.log).")
     manager: Literal["auto", "systemd", "process"] = "auto"
     state: Literal["running", "stopped"] = "running"
-    description: str = ""
+    description: SingleLine = Field(default="", description="The unit's Description= line.")
     settle_seconds: float = Field(default=1.0, ge=0, le=60,
                                   description="Without `ready`: how long it must survive after start.")
     ready: HttpReadiness | None = Field(default=None, description="Health probe that defines 'started'.")
@@ -289,7 +292,7 @@ class CommandSpec(ResourceBase):
     creates: RelativePath | None = Field(default=None, description="Skip when this path exists.")
     unless: list[str] | None = Field(default=None, description="Skip when this argv exits 0.")
     cwd: RelativePath | None = None
-    env: dict[EnvKey, str] = Field(default_factory=dict)
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _guarded(self) -> CommandSpec:

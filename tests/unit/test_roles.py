@@ -66,7 +66,7 @@ def test_role_cycle_and_undefined_variable(tmp_path: Path) -> None:
     _role(roles, "c", {"resources": [{"kind": "directory", "path": "{{ missing_var }}"}]})
     with pytest.raises(RoleError, match="role dependency cycle: a -> b -> a"):
         expand(load_manifest(_manifest(tmp_path, {"roles": ["a"], "role_paths": ["r"]})), environ={})
-    with pytest.raises(RoleError, match=r"c.yaml: resources\[0\]: 'missing_var' is undefined"):
+    with pytest.raises(RoleError, match=r"c.yaml:\d+: resources\[0\]: 'missing_var' is undefined"):
         expand(load_manifest(_manifest(tmp_path, {"roles": ["c"], "role_paths": ["r"]})), environ={})
 
 
@@ -74,7 +74,14 @@ def test_role_rendering_to_an_unsafe_value_is_refused(tmp_path: Path) -> None:
     roles = tmp_path / "r"
     _role(roles, "evil", {"resources": [{"kind": "directory", "path": "{{ target_dir }}"}]})
     path = _manifest(tmp_path, {"roles": ["evil"], "role_paths": ["r"], "vars": {"target_dir": "../../etc"}})
-    with pytest.raises(RoleError, match=r"evil.yaml: a rendered resource is invalid: .*'\.\.' segments"):
+    # The fix belongs in the manifest field the value came from, so that is where the error points.
+    with pytest.raises(RoleError, match=r"m.yaml:\d+:\d+: vars.target_dir: path '../../etc' must not contain '\.\.' "
+                       r"segments.*reaches role evil as directory.path, .*evil.yaml:\d+: resources\[0\]"):
+        expand(load_manifest(path), environ={})
+    _role(roles, "evil", {"resources": [{"kind": "directory", "path": "{{ target_dir }}/x", "mode": "{{ 1 }}"}]})
+    path = _manifest(tmp_path, {"roles": ["evil"], "role_paths": ["r"], "vars": {"target_dir": "ok"}})
+    with pytest.raises(RoleError, match=r"evil.yaml:\d+: resources\[0\]: a rendered resource is invalid: "
+                       r"directory.mode: mode '1' must be an octal string"):
         expand(load_manifest(path), environ={})
 
 

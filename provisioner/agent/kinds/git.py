@@ -150,7 +150,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    path = ctx.path(spec["path"])
+    path = ctx.owned_path(spec["path"])
     resolved = observed["resolved"]
     target = resolved["commit"] or resolved["short"]
     if not observed["exists"] or not observed["is_repo"]:

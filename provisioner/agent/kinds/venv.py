@@ -111,7 +111,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    path = ctx.path(spec["path"])
+    path = ctx.owned_path(spec["path"])
     interpreter = resolve_interpreter(spec.get("python") or "python3", ctx)["path"]
     aside = None
     if observed["exists"]:
