@@ -19,9 +19,11 @@ def atomic_write(path: str, data: bytes, mode: Optional[int] = None) -> None:
     """Write via a temp file in the same directory, fsync, then rename over the target."""
     import tempfile
 
+    from .leftovers import temp_prefix  # named for its writer, so a killed run's temp file is swept
+
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

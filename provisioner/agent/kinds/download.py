@@ -126,7 +126,9 @@ def _move_into_place(staged: str, path: str, spec: Dict[str, Any]) -> None:
     import shutil
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=os.path.dirname(path))
+    from ..leftovers import temp_prefix
+
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as target, open(staged, "rb") as source:
             shutil.copyfileobj(source, target, CHUNK)

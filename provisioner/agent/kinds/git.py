@@ -1,15 +1,19 @@
 """A git checkout at a ref, resolved to a commit; moved HEAD, edits, deletions and untracked files are drift.
 
 Deleted tracked files are restored from HEAD without --force: their content is in the commit, so
-nothing of anyone's is lost. Edits and untracked files are someone's work and need --force.
+nothing of anyone's is lost. Edits and untracked files are someone's work and need --force, except
+where every one of them already holds the target commit's content: that is what a checkout killed
+half-way leaves (git writes the files first, the index and HEAD last), and finishing it loses nothing.
+The lock files of a killed git command (.git/index.lock) are removed once no git process works there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
-from .. import procs
+from .. import leftovers, procs
 from ..fsutil import remove_tree
 from ..protocol import Change, Context, ResourceFailure
 
@@ -100,13 +104,76 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
             deleted.append(entry)
         else:
             modified.append(entry)
+    head = _out(_git(path, "rev-parse", "HEAD"))
+    resolved = resolve_ref(spec, path, True)
     return {
-        "exists": True, "is_repo": True,
-        "head": _out(_git(path, "rev-parse", "HEAD")),
+        "exists": True, "is_repo": True, "head": head,
         "origin": _out(_git(path, "remote", "get-url", "origin")),
         "modified": modified, "deleted": deleted, "untracked": untracked,
-        "resolved": resolve_ref(spec, path, True),
+        "resolved": resolved, "stale_locks": _stale_locks(path),
+        "half_checked_out": bool(modified or untracked) and _half_checked_out(path, head, resolved["commit"]),
     }
+
+
+def _stale_locks(path: str) -> List[str]:
+    """Lock files of git commands that are no longer running (relative to .git): a killed checkout's
+    index.lock makes every later git command in the checkout fail."""
+    git_dir = os.path.join(path, ".git")
+    locks = []
+    for folder, _, names in os.walk(git_dir):
+        if folder != git_dir and not folder.startswith(os.path.join(git_dir, "refs")):
+            continue
+        locks += [os.path.relpath(os.path.join(folder, n), git_dir) for n in names if n.endswith(".lock")]
+    return sorted(locks) if locks and not _git_running_in(path) else []
+
+
+def _git_running_in(path: str) -> bool:
+    """Whether a git process works in the checkout (git -C sets its working directory there). Without
+    /proc nothing can be told, and a lock is never taken for stale."""
+    if not os.path.isdir("/proc/self"):
+        return True
+    real = os.path.realpath(path)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % pid, encoding="utf-8", errors="replace") as handle:
+                if not handle.read().startswith("git"):
+                    continue
+            cwd = os.readlink("/proc/%s/cwd" % pid)
+        except OSError:
+            continue
+        if cwd == real or cwd.startswith(real + os.sep):
+            return True
+    return False
+
+
+def _half_checked_out(path: str, head: Optional[str], commit: Optional[str]) -> bool:
+    """Whether every edit and untracked file in the work tree holds `commit`'s content while HEAD and the
+    index are still the old commit: a checkout of `commit` killed before it wrote the index."""
+    if not head or not commit or head == commit or not _has_commit(path, commit):
+        return False
+    staged = procs.run(_git(path, "diff-index", "--cached", "--name-only", "-z", "HEAD", "--"))
+    edited = procs.run(_git(path, "diff-files", "--name-only", "-z", "--"))
+    new = procs.run(_git(path, "ls-files", "--others", "--exclude-standard", "-z"))
+    tree = procs.run(_git(path, "ls-tree", "-r", "-z", "--full-tree", commit))
+    if not (staged.ok and edited.ok and new.ok and tree.ok) or staged.output.strip("\0"):
+        return False  # something is staged: someone's work, not a checkout's
+    blobs = {}
+    for entry in tree.output.split("\0"):
+        meta, _, name = entry.partition("\t")
+        if meta:
+            blobs[name] = meta.split()[2]
+    paths = [p for p in (edited.output + "\0" + new.output).split("\0") if p]
+    present = [p for p in paths if os.path.lexists(os.path.join(path, p))]
+    if any(p not in blobs or os.path.islink(os.path.join(path, p)) for p in present):
+        return False
+    for start in range(0, len(present), 500):
+        chunk = present[start:start + 500]
+        hashed = procs.run(_git(path, "hash-object", "--", *chunk))
+        if not hashed.ok or hashed.output.split() != [blobs[p] for p in chunk]:
+            return False
+    return True
 
 
 def _is_bytecode_cache(entry: str) -> bool:
@@ -136,6 +203,14 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if (resolved["commit"] and head != resolved["commit"]) or (not resolved["commit"] and not (
             head or "").startswith(resolved.get("short", ""))):
         changes.append(Change("HEAD", _short(head), label, "HEAD is at %s, want %s" % (_short(head), label)))
+    if observed.get("stale_locks"):
+        listing = _listing([".git/" + lock for lock in observed["stale_locks"]])
+        changes.append(Change("locks", listing, None, "left by a git command that was killed: %s (removed)" % listing))
+    if observed.get("half_checked_out"):
+        count = len(observed["modified"]) + len(observed["untracked"])
+        changes.append(Change("checkout", "interrupted", label, "a checkout of %s was interrupted (%d entries already "
+                              "hold its content); it is finished" % (label, count)))
+        return changes
     if observed["modified"]:
         changes.append(Change("modified", _listing(observed["modified"]), None,
                               "local modifications: %s" % _listing(observed["modified"]), "discard"))
@@ -156,6 +231,9 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if not observed["exists"] or not observed["is_repo"]:
         _clone(spec["repo"], target, path, ctx)
         return
+    for lock in observed.get("stale_locks") or []:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, ".git", lock))
     dirty = [c for c in changes if c["field"] in ("modified", "untracked")]
     if dirty and not (ctx.force or spec.get("force")):
         raise ResourceFailure(
@@ -175,7 +253,9 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         procs.check(_git(path, "reset", "--hard", "-q"), "git reset in %s" % path)
         # -d but not -x: ignored files (models, caches, outputs) are the user's data, not drift.
         procs.check(_git(path, "clean", "-fdq"), "git clean in %s" % path)
-    procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", target, "--"),
+    # -f only over what the interrupted checkout of this very commit wrote (see _half_checked_out).
+    force = ["-f"] if observed.get("half_checked_out") else []
+    procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", *force, "--detach", target, "--"),
                 "git checkout of %s in %s" % (target, path))
 
 
@@ -185,7 +265,7 @@ def _has_commit(path: str, commit: str) -> bool:
 
 def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
     """Clone into a staging folder beside the target and rename it in place once checked out."""
-    staging = path + ".provision-tmp"
+    staging = leftovers.staging_path(path)
     remove_tree(staging)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:

@@ -7,7 +7,8 @@ file. A changed argv or config digest means a restart; a dead process means a st
 "Started" means healthy: with a `ready` probe, a start or restart waits (bounded by `ready_timeout`)
 until the service answers it over HTTP; without one, the process must survive `settle_seconds`. A
 service that dies or never answers fails the resource with its exit status and log tail, is stopped,
-and leaves no PID record behind.
+and leaves no PID record behind. The record is written as soon as the process exists (`ready: false`)
+and marked ready after the wait, so a run killed in between leaves a process the next run restarts.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if not observed["running"]:
         reason = "not started yet" if record is None else "process %s is not running" % record["pid"]
         return [Change("state", "stopped", "running", reason, "create" if record is None else "start")]
+    if record.get("ready") is False:
+        return [Change("state", "starting", "running", "the start of process %s was interrupted before it was "
+                       "ready; it is restarted" % record["pid"], "restart")]
     changes = []
     if record["argv"] != _argv(spec, ctx):
         changes.append(Change("argv", " ".join(record["argv"]), " ".join(_argv(spec, ctx)),
@@ -153,13 +157,18 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
                                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         except OSError as exc:
             raise ResourceFailure("cannot start %s: %s" % (argv[0], exc)) from None
+    # Recorded before the wait, as not ready yet: a run killed while the service starts leaves a record of
+    # the process, so the next run restarts that one instead of starting a second beside it.
+    record = {"pid": child.pid, "argv": argv, "started": time.time(), "log": log_path, "ready": False}
+    atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
     try:
         _await_process(spec, child, log_path, offset)
     except ResourceFailure:
         if child.poll() is None:
             _stop(child.pid)
+        _remove(record_path)
         raise
-    record = {"pid": child.pid, "argv": argv, "started": time.time(), "log": log_path}
+    record["ready"] = True
     atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
 
 
