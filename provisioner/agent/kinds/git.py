@@ -111,7 +111,8 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         "origin": _out(_git(path, "remote", "get-url", "origin")),
         "modified": modified, "deleted": deleted, "untracked": untracked,
         "resolved": resolved, "stale_locks": _stale_locks(path),
-        "half_checked_out": bool(modified or untracked) and _half_checked_out(path, head, resolved["commit"]),
+        "half_checked_out": bool(modified or untracked or deleted) and _half_checked_out(path, head,
+                                                                                         resolved["commit"]),
     }
 
 
@@ -149,16 +150,17 @@ def _git_running_in(path: str) -> bool:
 
 
 def _half_checked_out(path: str, head: Optional[str], commit: Optional[str]) -> bool:
-    """Whether every edit and untracked file in the work tree holds `commit`'s content while HEAD and the
-    index are still the old commit: a checkout of `commit` killed before it wrote the index."""
+    """Whether HEAD is still the old commit while every difference holds `commit`'s content: a checkout
+    of `commit` killed after it wrote some files (the index is still HEAD's) or after it wrote the index
+    too (the index is `commit`'s), before it moved HEAD."""
     if not head or not commit or head == commit or not _has_commit(path, commit):
         return False
-    staged = procs.run(_git(path, "diff-index", "--cached", "--name-only", "-z", "HEAD", "--"))
+    index_is = [procs.run(_git(path, "diff-index", "--cached", "--quiet", rev, "--")).ok for rev in (head, commit)]
     edited = procs.run(_git(path, "diff-files", "--name-only", "-z", "--"))
     new = procs.run(_git(path, "ls-files", "--others", "--exclude-standard", "-z"))
     tree = procs.run(_git(path, "ls-tree", "-r", "-z", "--full-tree", commit))
-    if not (staged.ok and edited.ok and new.ok and tree.ok) or staged.output.strip("\0"):
-        return False  # something is staged: someone's work, not a checkout's
+    if not (any(index_is) and edited.ok and new.ok and tree.ok):
+        return False  # something else is staged: someone's work, not a checkout's
     blobs = {}
     for entry in tree.output.split("\0"):
         meta, _, name = entry.partition("\t")
@@ -207,7 +209,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
         listing = _listing([".git/" + lock for lock in observed["stale_locks"]])
         changes.append(Change("locks", listing, None, "left by a git command that was killed: %s (removed)" % listing))
     if observed.get("half_checked_out"):
-        count = len(observed["modified"]) + len(observed["untracked"])
+        count = len(observed["modified"]) + len(observed["untracked"]) + len(observed["deleted"])
         changes.append(Change("checkout", "interrupted", label, "a checkout of %s was interrupted (%d entries already "
                               "hold its content); it is finished" % (label, count)))
         return changes
@@ -234,6 +236,11 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     for lock in observed.get("stale_locks") or []:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(path, ".git", lock))
+    if observed.get("half_checked_out"):
+        # -f only over what the interrupted checkout of this very commit wrote (see _half_checked_out).
+        procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "-f", "--detach", target, "--"),
+                    "git checkout of %s in %s" % (target, path))
+        return
     dirty = [c for c in changes if c["field"] in ("modified", "untracked")]
     if dirty and not (ctx.force or spec.get("force")):
         raise ResourceFailure(
@@ -253,9 +260,7 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         procs.check(_git(path, "reset", "--hard", "-q"), "git reset in %s" % path)
         # -d but not -x: ignored files (models, caches, outputs) are the user's data, not drift.
         procs.check(_git(path, "clean", "-fdq"), "git clean in %s" % path)
-    # -f only over what the interrupted checkout of this very commit wrote (see _half_checked_out).
-    force = ["-f"] if observed.get("half_checked_out") else []
-    procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", *force, "--detach", target, "--"),
+    procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", target, "--"),
                 "git checkout of %s in %s" % (target, path))
 
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 
-from .. import procs
+from .. import launch, procs
 from ..fsutil import atomic_write
 from ..protocol import Change, Context, ResourceFailure
 
@@ -150,17 +150,17 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
     log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    record: Dict[str, Any] = {"argv": argv, "log": log_path, "ready": False}
+
+    def recorded(pid: int) -> None:
+        # Before the program runs and before the wait, as not ready yet: a run killed while the service
+        # starts leaves a record of it, and the next run restarts that one rather than start a second.
+        record.update(pid=pid, started=time.time())
+        atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
+
     with open(log_path, "ab") as log:
         offset = log.tell()
-        try:
-            child = subprocess.Popen(argv, cwd=cwd, env=_env(spec, ctx), stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise ResourceFailure("cannot start %s: %s" % (argv[0], exc)) from None
-    # Recorded before the wait, as not ready yet: a run killed while the service starts leaves a record of
-    # the process, so the next run restarts that one instead of starting a second beside it.
-    record = {"pid": child.pid, "argv": argv, "started": time.time(), "log": log_path, "ready": False}
-    atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
+        child = launch.start(argv, cwd, _env(spec, ctx), log, recorded)
     try:
         _await_process(spec, child, log_path, offset)
     except ResourceFailure:
