@@ -1,15 +1,15 @@
 """SIGKILL of the whole `provision` process group at chosen points of an apply or a rollback; the next
 apply converges.
 
-One host root is moved back and forth between two versions of a manifest that has every long step: a
-git checkout (1,200 files), a download (from the Hub stand-in), a venv, pip packages (one of 800
-modules, so that pip is caught mid-install), an env file, a file and a service behind an HTTP readiness
-probe, restarted by a handler. Each kill point is one move: `provision apply` (or `rollback`) runs in a
-process group of its own and the group is SIGKILLed when the point comes, seen from outside (streamed
-lines, files, /proc). Then one apply must converge: exit 0, a plan with no changes, the service
-answering with exactly the desired state (so a restart lost with the killed run is caught), one
+One host root holds a manifest with every long step: a git checkout (600 files), a download (from the
+Hub stand-in), a venv, pip packages (one of 300 modules, so that pip is caught mid-install), an env
+file, a file and a service behind an HTTP readiness probe, restarted by a handler. Each kill point
+moves some of these parts to their other version: `provision apply` (or `rollback`) runs in a process
+group of its own, and the group is SIGKILLed when the point comes, seen from outside (streamed lines,
+files, /proc). Then one apply must converge: exit 0, a plan with no changes, the service answering
+with exactly the desired state of every part (so a restart lost with the killed run is caught), one
 service process, and nothing left of the killed run: no staging folder, temp file, `.part`, pip stash
-or git lock in the root, no temp files where the killed run's TMPDIR pointed.
+or git lock in the root, and no temp files where the killed run's TMPDIR pointed.
 
 The points and their jitter come from a seeded generator: the same kills every run.
 """
@@ -21,11 +21,12 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,10 @@ from tests.support.wheels import build_wheel, write_simple_index
 
 SEED = 20261202
 VERSIONS = ("1.0.0", "2.0.0")
-BULK_MODULES = 800
-CHECKOUT_FILES = 1200
+BULK_MODULES = 300
+CHECKOUT_FILES = 600
 WEIGHTS_BYTES = 3 * 1024 * 1024 // 2
-SERVICE_STARTUP_SECONDS = 0.6
+SERVICE_STARTUP_SECONDS = 0.3
 
 SERVER = """\
 import hashlib, http.server, json, os, sys, time
@@ -73,7 +74,7 @@ def _weights(version: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def crash_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A package index with provdemo (needs provdep) and provbulk (800 modules) in both versions."""
+    """A package index with provdemo (needs provdep) and provbulk (300 modules) in both versions."""
     house = tmp_path_factory.mktemp("crash-wheels")
     build_wheel(house, "provdep", "1.0.0")
     for version in VERSIONS:
@@ -106,20 +107,61 @@ def hub() -> Iterator[tuple[HubState, str]]:
         yield state, endpoint
 
 
+PARTS = ("file", "env", "git", "pip", "download")
+Want = dict[str, str]  # part -> the version of it the manifest asks for
+
+
+def _flip(want: Want, *parts: str) -> Want:
+    other = {VERSIONS[0]: VERSIONS[1], VERSIONS[1]: VERSIONS[0]}
+    return {part: other[v] if part in parts else v for part, v in want.items()}
+
+
 @dataclass
 class Scene:
-    """The host, its two manifests and what each makes the service answer."""
+    """The host, the manifests written for it, and what each makes the service answer."""
 
+    tmp_path: Path
     host: TargetHost
     root: Path
     port: int
-    manifests: dict[str, Path]
+    index: str
+    upstream: UpstreamRepo
+    endpoint: str
     hub: HubState
     killed_tmp: Path
+    written: int = 0
+    target: Want = field(default_factory=dict)  # what the run under way asks for
 
-    def expected(self, version: str) -> dict[str, str]:
-        return {"server": version, "greeting": f"hello {version}", "src": version, "provdemo": version,
-                "provbulk": version, "weights": hashlib.sha256(_weights(version)).hexdigest()}
+    def manifest(self, want: Want) -> Path:
+        self.written += 1
+        restart = ["restart-app"]
+        server = SERVER.replace("@VERSION@", want["file"]).replace("@STARTUP@", str(SERVICE_STARTUP_SECONDS))
+        weights = want["download"]
+        return write_manifest(self.tmp_path, self.host, name=f"m{self.written:02d}.yaml", body={
+            "resources": [
+                {"kind": "file", "path": "app/server.py", "content": server, "notify": restart},
+                {"kind": "envfile", "path": "app.env", "values": {"GREETING": f"hello {want['env']}"},
+                 "notify": restart},
+                {"kind": "git", "path": "src", "repo": self.upstream.url, "ref": f"v{want['git']}", "notify": restart},
+                {"kind": "venv", "path": "venv"},
+                {"kind": "pip", "venv": "venv", "index_url": self.index, "notify": restart,
+                 "packages": [f"provdemo=={want['pip']}", f"provbulk=={want['pip']}"]},
+                # Read by the service on each request: no restart, so a kill here finds the restart pending.
+                {"kind": "download", "path": "models/weights.bin",
+                 "url": f"{self.endpoint}/org/weights/resolve/main/weights-{weights}.bin",
+                 "sha256": hashlib.sha256(_weights(weights)).hexdigest(), "size": WEIGHTS_BYTES},
+                {"kind": "service", "name": "app", "manager": "process", "env_file": "app.env",
+                 "argv": ["venv/bin/python", "app/server.py", str(self.port)],
+                 "ready": {"port": self.port, "path": "/"}, "ready_timeout": 30},
+            ],
+            "handlers": {"restart-app": {"restart": "app"}},
+        })
+
+    @staticmethod
+    def expected(want: Want) -> dict[str, str]:
+        return {"server": want["file"], "greeting": f"hello {want['env']}", "src": want["git"],
+                "provdemo": want["pip"], "provbulk": want["pip"],
+                "weights": hashlib.sha256(_weights(want["download"])).hexdigest()}
 
     def site_packages(self) -> Path:
         found = sorted((self.root / "venv" / "lib").glob("python3*/site-packages"))
@@ -161,53 +203,28 @@ class Scene:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _manifest(tmp_path: Path, host: TargetHost, version: str, port: int, index: str, upstream: UpstreamRepo,
-              endpoint: str) -> Path:
-    restart = ["restart-app"]
-    return write_manifest(tmp_path, host, name=f"v{version}.yaml", body={
-        "resources": [
-            {"kind": "file", "path": "app/server.py", "notify": restart,
-             "content": SERVER.replace("@VERSION@", version).replace("@STARTUP@", str(SERVICE_STARTUP_SECONDS))},
-            {"kind": "envfile", "path": "app.env", "values": {"GREETING": f"hello {version}"}, "notify": restart},
-            {"kind": "git", "path": "src", "repo": upstream.url, "ref": f"v{version}", "notify": restart},
-            {"kind": "venv", "path": "venv"},
-            {"kind": "pip", "venv": "venv", "index_url": index, "notify": restart,
-             "packages": [f"provdemo=={version}", f"provbulk=={version}"]},
-            # Read by the service on each request: no restart, so a kill here finds the restart pending.
-            {"kind": "download", "path": "models/weights.bin",
-             "url": f"{endpoint}/org/weights/resolve/main/weights-{version}.bin",
-             "sha256": hashlib.sha256(_weights(version)).hexdigest(), "size": WEIGHTS_BYTES},
-            {"kind": "service", "name": "app", "manager": "process", "env_file": "app.env",
-             "argv": ["venv/bin/python", "app/server.py", str(port)],
-             "ready": {"port": port, "path": "/"}, "ready_timeout": 30},
-        ],
-        "handlers": {"restart-app": {"restart": "app"}},
-    })
-
-
 Moment = Callable[[GroupRun], bool]
 
 
 @dataclass(frozen=True)
 class KillPoint:
     name: str
-    version: str  # the manifest the killed run moves the host to
+    flip: tuple[str, ...]  # the parts the killed run moves to their other version
     moment: Moment
     delay: float = 0.0
-    command: str = "apply"  # or "rollback": back to the last generation of `version`
+    rollback: bool = False  # the killed run rolls back to the last generation that differs in `flip`
+    recover_to_rollback: bool = False  # then the next apply asks for that generation's state
     prepare: Callable[[], None] | None = None
     verify: Callable[[], list[str]] | None = None  # checks of its own after the next apply
-    recover_to: str | None = None  # after a rollback: the manifest applied next (default: the one before)
 
 
 def _kill_points(scene: Scene, rng: random.Random) -> list[KillPoint]:
-    one, two = VERSIONS
     site = scene.site_packages
     weights_part = scene.root / "models" / "weights.bin.part"
 
-    def dist_info_cut_off(version: str) -> Moment:
-        info = f"provbulk-{version}.dist-info"
-        return lambda run: (site() / info / "METADATA").exists() and not (site() / info / "INSTALLER").exists()
+    def dist_info_cut_off(run: GroupRun) -> bool:
+        return any((info / "METADATA").exists() and not (info / "INSTALLER").exists()
+                   for info in site().glob("provbulk-*.dist-info"))
 
     def service_replaced() -> Moment:
         """A service process other than the one that ran when the command started is up."""
@@ -220,50 +237,49 @@ def _kill_points(scene: Scene, rng: random.Random) -> list[KillPoint]:
 
         return moment
 
-    def resumed() -> list[str]:
-        ranges = [c.range for c in scene.hub.served("org/weights", f"weights-{two}.bin")]
-        resumed_at = [int(r[6:].split("-")[0]) for r in ranges if r and r.startswith("bytes=")]
-        return [] if any(resumed_at) else [f"the download was not resumed (requests' Range: {ranges})"]
+    def file_written(run: GroupRun) -> bool:
+        return f'SERVER_VERSION = "{scene.target["file"]}"' in _read(scene.root / "app" / "server.py")
 
     def throttle_download() -> None:
         scene.hub.bytes_per_second = 2 * 1024 * 1024
 
-    def remove_venv() -> None:
-        import shutil
+    def remove_checkout() -> None:
+        shutil.rmtree(scene.root / "src")
 
-        shutil.rmtree(scene.root / "venv")
+    def resumed() -> list[str]:
+        ranges = [c.range for c in scene.hub.calls if "/org/weights/" in c.path]
+        offsets = [int(r[6:].split("-")[0]) for r in ranges if r and r.startswith("bytes=")]
+        return [] if any(offsets) else [f"the download was not resumed (requests' Range: {ranges})"]
+
+    def any_pip_child(run: GroupRun) -> bool:
+        return any(m.runs("-m", "pip", "install") for m in run.members())
 
     part_bytes = rng.randrange(WEIGHTS_BYTES // 8, WEIGHTS_BYTES * 3 // 4)
     return [
-        KillPoint("git clone running (fresh root)", one,
-                  lambda run: any(m.runs("clone") for m in run.members()), rng.uniform(0, 0.1)),
-        KillPoint("env file written, restart handler still pending", two,
-                  lambda run: f"hello {two}" in _read(scene.root / "app.env")),
-        KillPoint("git checkout holding .git/index.lock", one,
-                  lambda run: (scene.root / "src" / ".git" / "index.lock").exists()),
-        KillPoint("pip upgrade: old version stashed by pip, new one half extracted", two,
-                  lambda run: any(p.name.startswith("~") for p in _listing(site())), rng.uniform(0, 0.15)),
-        KillPoint("pip: new metadata extracted, pip still compiling (no INSTALLER yet)", one,
-                  dist_info_cut_off(one)),
-        KillPoint(f"download at {part_bytes} bytes of .part, restart handler pending", two,
+        KillPoint("venv creation: ensurepip running (fresh root)", PARTS,
+                  lambda run: any(m.runs("ensurepip") for m in run.members()), rng.uniform(0.2, 1.5)),
+        KillPoint(f"download at {part_bytes} bytes of .part, restart handler pending", ("env", "download"),
                   lambda run: weights_part.exists() and weights_part.stat().st_size >= part_bytes,
                   prepare=throttle_download, verify=resumed),
-        KillPoint("restart handler announced (service being stopped)", one,
+        KillPoint("git checkout holding .git/index.lock, files half written", ("git",),
+                  lambda run: (scene.root / "src" / ".git" / "index.lock").exists(), rng.uniform(0.005, 0.03)),
+        KillPoint("git clone running", ("git",), lambda run: any(m.runs("clone") for m in run.members()),
+                  rng.uniform(0, 0.1), prepare=remove_checkout),
+        KillPoint("pip upgrade: old version in pip's stash, new one half extracted", ("pip",),
+                  lambda run: any(p.name.startswith("~") for p in _listing(site())), rng.uniform(0, 0.1)),
+        KillPoint("pip: new metadata extracted, pip still compiling (no INSTALLER yet)", ("pip",),
+                  dist_info_cut_off),
+        KillPoint("file written, restart handler pending", ("file",), file_written),
+        KillPoint("restart handler announced (service being stopped)", ("env",),
                   lambda run: run.said("handler:restart-app"), rng.uniform(0, 0.05)),
-        KillPoint("service started, waiting for readiness", two, service_replaced()),
-        KillPoint("pip install child running", one,
-                  lambda run: any(m.runs("-m", "pip", "install") for m in run.members()), rng.uniform(0.05, 0.5)),
-        KillPoint("venv creation: ensurepip running", two,
-                  lambda run: any(m.runs("ensurepip") for m in run.members()), rng.uniform(0.2, 1.5),
-                  prepare=remove_venv),
-        KillPoint("rollback: pip install child running", one,
-                  lambda run: any(m.runs("-m", "pip", "install") for m in run.members()), rng.uniform(0.05, 0.4),
-                  command="rollback"),
-        KillPoint("rollback: service restarted by its handler, not ready yet", one, service_replaced(),
-                  rng.uniform(0, 0.3), command="rollback", recover_to=one),
-        KillPoint("seeded random moment", two, _after(rng.uniform(1.2, 2.5))),
-        KillPoint("seeded random moment", one, _after(rng.uniform(1.2, 2.5))),
-        KillPoint("new generation written, result not yet sent", two, _new_generation(scene.root)),
+        KillPoint("service started, waiting for readiness", ("env",), service_replaced()),
+        KillPoint("rollback: pip install child running", ("pip",), any_pip_child, rng.uniform(0.05, 0.3),
+                  rollback=True),
+        KillPoint("rollback: service restarted by its handler, not ready yet", ("env",), service_replaced(),
+                  rng.uniform(0, 0.2), rollback=True, recover_to_rollback=True),
+        KillPoint("seeded random moment", PARTS, _after(rng.uniform(1.2, 2.5))),
+        KillPoint("seeded random moment", ("git", "pip"), _after(rng.uniform(1.2, 2.5))),
+        KillPoint("new generation written, result not yet sent", ("env",), _new_generation(scene.root)),
     ]
 
 
@@ -310,33 +326,38 @@ def test_sigkill_at_chosen_points_then_the_next_apply_converges(
         tmp_path: Path, crash_index: str, checkout_upstream: UpstreamRepo, hub: tuple[HubState, str]) -> None:
     state, endpoint = hub
     root = tmp_path / "root"
-    host = TargetHost("local", "local", str(root))
-    port = free_port()
     killed_tmp = tmp_path / "killed-tmp"
     killed_tmp.mkdir()
-    manifests = {v: _manifest(tmp_path, host, v, port, crash_index, checkout_upstream, endpoint) for v in VERSIONS}
-    scene = Scene(host, root, port, manifests, state, killed_tmp)
-    generations: dict[str, int] = {}
+    scene = Scene(tmp_path, TargetHost("local", "local", str(root)), root, free_port(), crash_index,
+                  checkout_upstream, endpoint, state, killed_tmp)
+    generations: dict[int, Want] = {}
     outcomes: list[Outcome] = []
     rng = random.Random(SEED)
+    current: Want = dict.fromkeys(PARTS, VERSIONS[1])
     try:
-        current = None
         for point in _kill_points(scene, rng):
             if point.prepare:
                 point.prepare()
-            if point.command == "rollback":
-                args = ["rollback", "--to", str(generations[point.version]), str(manifests[current or point.version])]
+            if point.rollback:
+                # The newest generation that differs in the parts named, and in as few others as can be.
+                number, back_to = min(((n, w) for n, w in generations.items()
+                                       if all(w[p] != current[p] for p in point.flip)),
+                                      key=lambda g: (sum(g[1][p] != current[p] for p in PARTS), -g[0]))
+                args = ["rollback", "--to", str(number), str(scene.manifest(current))]
+                target = dict(back_to, download=current["download"]) if point.recover_to_rollback else current
             else:
-                args = ["apply", str(manifests[point.version])]
+                target = _flip(current, *point.flip)
+                args = ["apply", str(scene.manifest(target))]
+            scene.target = target
             run = GroupRun(args, env={"TMPDIR": str(killed_tmp)})
             killed = run.kill_when(point.moment, point.name, point.delay)
             state.bytes_per_second = 0
-            target = point.version if point.command == "apply" else point.recover_to or current
-            assert target is not None
+            recovery_started = time.monotonic()
             problems = _recover(scene, target, generations)
+            print(f"{point.name}: killed after {killed.seconds:.2f} s, recovered in "
+                  f"{time.monotonic() - recovery_started:.2f} s")
             problems += point.verify() if point.verify else []
             outcomes.append(Outcome(point.name, killed.seconds, not problems, problems))
-            print(f"{'ok  ' if not problems else 'FAIL'} {point.name}: killed at {killed.seconds:.3f} s", problems)
             if problems:
                 _reset(scene, target, generations)
             current = target
@@ -348,9 +369,9 @@ def test_sigkill_at_chosen_points_then_the_next_apply_converges(
     assert all(o.converged for o in outcomes), report
 
 
-def _recover(scene: Scene, version: str, generations: dict[str, int]) -> list[str]:
+def _recover(scene: Scene, want: Want, generations: dict[int, Want]) -> list[str]:
     """The next apply after the kill; what is not as it must be."""
-    manifest = scene.manifests[version]
+    manifest = scene.manifest(want)
     problems: list[str] = []
     try:
         report = apply(manifest)
@@ -359,7 +380,7 @@ def _recover(scene: Scene, version: str, generations: dict[str, int]) -> list[st
     if not report.ok:
         problems.append(f"next apply exit {report.exit_code()}: {report.failures}")
     elif report.generation is not None:
-        generations[version] = report.generation
+        generations[report.generation] = want
     try:
         pending = plan(manifest)
         if pending.exit_code() != 0:
@@ -368,8 +389,8 @@ def _recover(scene: Scene, version: str, generations: dict[str, int]) -> list[st
     except Exception as exc:
         problems.append(f"plan raised {type(exc).__name__}: {exc}")
     answer = scene.answer()
-    if answer != scene.expected(version):
-        problems.append(f"service answers {answer}, want {scene.expected(version)}")
+    if answer != scene.expected(want):
+        problems.append(f"service answers {answer}, want {scene.expected(want)}")
     servers = scene.servers()
     if len(servers) != 1:
         problems.append(f"{len(servers)} service processes run: {servers}")
@@ -377,17 +398,15 @@ def _recover(scene: Scene, version: str, generations: dict[str, int]) -> list[st
     return problems
 
 
-def _reset(scene: Scene, version: str, generations: dict[str, int]) -> None:
-    """After a point that did not converge: a clean root at `version`, so the next point is measured alone."""
-    import shutil
-
+def _reset(scene: Scene, want: Want, generations: dict[int, Want]) -> None:
+    """After a point that did not converge: a clean root at `want`, so the next point is measured alone."""
     scene.stop_services()
     shutil.rmtree(scene.root, ignore_errors=True)
     for leftover in scene.killed_tmp.iterdir():
         shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
     generations.clear()
-    for each in sorted(VERSIONS, key=lambda v: v == version):  # `version` last: the host ends there
-        report = apply(scene.manifests[each])
+    for each in (_flip(want, *PARTS), want):  # two generations to roll back between; `want` last
+        report = apply(scene.manifest(each))
         assert report.ok, report.failures
         assert report.generation is not None
-        generations[each] = report.generation
+        generations[report.generation] = each

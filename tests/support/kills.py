@@ -144,7 +144,7 @@ class GroupRun:
 
 def names_under(root: Path) -> list[Path]:
     """Every path under `root` (not following links)."""
-    found = []
+    found: list[Path] = []
     for folder, dirs, files in os.walk(root):
         found.extend(Path(folder) / name for name in [*dirs, *files])
     return found

@@ -21,6 +21,8 @@ TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
+HALF_WRITTEN_LIMIT = 16  # files git writes at once (checkout.workers), cut off by the kill
+HALF_WRITTEN_BYTES = 64 << 20
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
 
@@ -170,12 +172,32 @@ def _half_checked_out(path: str, head: Optional[str], commit: Optional[str]) -> 
     present = [p for p in paths if os.path.lexists(os.path.join(path, p))]
     if any(p not in blobs or os.path.islink(os.path.join(path, p)) for p in present):
         return False
+    unequal = []
     for start in range(0, len(present), 500):
         chunk = present[start:start + 500]
         hashed = procs.run(_git(path, "hash-object", "--", *chunk))
-        if not hashed.ok or hashed.output.split() != [blobs[p] for p in chunk]:
+        if not hashed.ok or len(hashed.output.split()) != len(chunk):
             return False
-    return True
+        shas = hashed.output.split()
+        unequal += [name for i, name in enumerate(chunk) if shas[i] != blobs[name]]
+    # The files git was writing when it was killed hold the start of their new content.
+    return len(unequal) <= HALF_WRITTEN_LIMIT and all(_starts(path, p, blobs[p]) for p in unequal)
+
+
+def _starts(path: str, name: str, blob: str) -> bool:
+    """Whether the work tree's `name` is a beginning of the blob's content (a file cut off while written)."""
+    import subprocess
+
+    try:
+        with open(os.path.join(path, name), "rb") as handle:
+            have = handle.read(HALF_WRITTEN_BYTES + 1)
+    except OSError:
+        return False
+    if len(have) > HALF_WRITTEN_BYTES:
+        return False
+    done = subprocess.run(_git(path, "cat-file", "blob", blob), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode == 0 and len(have) < len(done.stdout) and done.stdout.startswith(have)
 
 
 def _is_bytecode_cache(entry: str) -> bool:
