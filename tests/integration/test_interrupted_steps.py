@@ -1,5 +1,6 @@
 """What an interrupted step leaves is seen and repaired: a venv without a working pip is rebuilt, with its
-packages, in one apply; the leftovers of a dead run are swept, those of a live one are kept."""
+packages, in one apply; the leftovers of a dead run are swept, those of a live one are kept; a `.part`
+left by the download of another file is fetched again from the start."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.fake_hub import HubState, serve_hub
 from tests.support.hosts import TargetHost, installed_version, write_manifest
 from tests.support.runs import apply, changed, pending, plan
 
@@ -92,3 +94,24 @@ def test_leftovers_of_a_dead_run_are_swept_and_those_of_a_live_one_kept(tmp_path
     assert [what for what, path in planted.items() if os.path.lexists(path)] == []
     assert [what for what, path in live.items() if not os.path.lexists(path)] == []
     assert host.read("app/config.txt") == "two\n"
+
+
+def test_a_part_file_of_another_download_is_fetched_again_in_the_same_apply(tmp_path: Path) -> None:
+    host = _local(tmp_path)
+    state = HubState()
+    old, new = os.urandom(300_000), os.urandom(300_000)
+    state.add("org/m", "old.bin", old)
+    sha = state.add("org/m", "new.bin", new)
+    with serve_hub(state) as endpoint:
+        manifest = write_manifest(tmp_path, host, {"resources": [
+            {"kind": "download", "path": "models/m.bin", "url": f"{endpoint}/org/m/resolve/main/new.bin",
+             "sha256": sha, "size": len(new)}]})
+        # What a run killed while it fetched the file the manifest named before leaves behind.
+        part = Path(host.path("models/m.bin.part"))
+        part.parent.mkdir(parents=True)
+        part.write_bytes(old[:100_000])
+        report = apply(manifest)
+        assert report.ok, report.failures
+        assert Path(host.path("models/m.bin")).read_bytes() == new
+        assert [c.range for c in state.calls] == ["bytes=100000-", None], "resumed first, then from the start"
+        assert not part.exists() and plan(manifest).exit_code() == 0

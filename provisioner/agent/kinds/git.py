@@ -122,10 +122,11 @@ def _stale_locks(path: str) -> List[str]:
     """Lock files of git commands that are no longer running (relative to .git): a killed checkout's
     index.lock makes every later git command in the checkout fail."""
     git_dir = os.path.join(path, ".git")
-    locks = []
-    for folder, _, names in os.walk(git_dir):
-        if folder != git_dir and not folder.startswith(os.path.join(git_dir, "refs")):
-            continue
+    try:
+        locks = [name for name in os.listdir(git_dir) if name.endswith(".lock")]
+    except OSError:
+        return []
+    for folder, _, names in os.walk(os.path.join(git_dir, "refs")):  # not objects/: it is large
         locks += [os.path.relpath(os.path.join(folder, n), git_dir) for n in names if n.endswith(".lock")]
     return sorted(locks) if locks and not _git_running_in(path) else []
 
