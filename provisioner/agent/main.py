@@ -102,7 +102,8 @@ def _public(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def _probe(request: Dict[str, Any]) -> Dict[str, Any]:
     ctx = _context(request)
-    return {"resources": _public(_probe_all(request, ctx)), "root": ctx.root}
+    owed = notifications.plan_rows(ctx, request.get("handlers") or {})  # restarts a killed apply left owed
+    return {"resources": _public(_probe_all(request, ctx)) + owed, "root": ctx.root}
 
 
 def _apply(request: Dict[str, Any]) -> Dict[str, Any]:

@@ -4,7 +4,8 @@ A handler runs at the end of the apply in which a resource that notifies it chan
 is killed (or a failure keeps a command handler from running) after the change, the next apply finds
 the resource in place and nothing notifies the handler again: ComfyUI would keep running the old
 plugin for good. So the names are written down before the change is made, and struck off only once
-the handler has run; the next apply runs whatever is still written down.
+the handler has run; the next apply runs whatever is still written down, and a plan shows it as a
+change (`handler:NAME`), so that "no changes" is never said while a restart is owed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 
 from .fsutil import atomic_write
-from .protocol import Context
+from .protocol import Change, Context
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
@@ -59,3 +60,10 @@ def settle(ctx: Context, ran: List[Dict[str, Any]], handlers: Dict[str, Any]) ->
     left = [n for n in written if n not in done and n in handlers]
     if left != written:
         _write(ctx, left)
+
+
+def plan_rows(ctx: Context, handlers: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Plan rows for the handlers still owed (those the request still has)."""
+    return [{"id": "handler:" + name, "status": "change", "changes": [dict(Change(
+        "handler", None, name, "notified by an apply that did not get to run it; the next apply runs it", "run"))]}
+        for name in pending(ctx) if name in handlers]
