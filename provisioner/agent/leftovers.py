@@ -104,7 +104,7 @@ def sweep(ctx: Context, resources: List[Dict[str, Any]]) -> List[str]:
             continue
         for name in names:
             if MARK in name and is_stale(name):
-                removed.append(_remove(os.path.join(folder, name)))
+                removed.append(discard(os.path.join(folder, name)))
     removed += _sweep_run_temps(ctx)
     for resource in resources:
         if resource["kind"] == "venv":
@@ -118,7 +118,7 @@ def sweep_pip_stash(venv: Optional[str]) -> List[str]:
 
     if not venv:
         return []
-    return [_remove(path) for site in glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
+    return [discard(path) for site in glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
             for path in glob.glob(os.path.join(site, "~*"))]
 
 
@@ -132,7 +132,7 @@ def _sweep_run_temps(ctx: Context) -> List[str]:
     for name in names:
         match = _RUN_TEMP.match(name)
         if match and not _alive(match.group(1), match.group(2)):
-            removed.append(_remove(os.path.join(root, name)))
+            removed.append(discard(os.path.join(root, name)))
     return removed
 
 
@@ -149,7 +149,7 @@ def begin(ctx: Context, resources: List[Dict[str, Any]]) -> None:
 
 
 def _finish(ctx: Context) -> None:
-    _remove(os.path.join(_temp_root(ctx), owner()))
+    discard(os.path.join(_temp_root(ctx), owner()))
     with contextlib.suppress(OSError):
         os.rmdir(_temp_root(ctx))  # only when no other run has one
 
@@ -180,7 +180,8 @@ def _safe_path(ctx: Context, relative: Any) -> Optional[str]:
         return None  # the resource's own probe reports the bad path
 
 
-def _remove(path: str) -> str:
+def discard(path: str) -> str:
+    """Remove a file, link or folder (a link itself, never what it points to); the path."""
     if os.path.isdir(path) and not os.path.islink(path):
         import shutil
 

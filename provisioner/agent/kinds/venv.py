@@ -168,7 +168,7 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         os.rename(path, aside)
     os.rename(staging, path)
     if aside:
-        remove_tree(aside)
+        leftovers.discard(aside)  # a folder, or whatever else stood in the venv's place
 
 
 def _relocate(staging: str, path: str) -> None:
