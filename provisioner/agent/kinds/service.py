@@ -146,7 +146,7 @@ def _env(spec: Dict[str, Any], ctx: Context) -> Dict[str, str]:
 def _start(spec: Dict[str, Any], ctx: Context) -> None:
     argv = _argv(spec, ctx)
     record_path = _record_path(spec, ctx)
-    _remove(record_path)  # whatever it described was stopped; only a ready service gets a record
+    _remove(record_path)  # whatever it described was stopped; the new process gets a record of its own
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
     log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
