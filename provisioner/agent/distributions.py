@@ -9,7 +9,7 @@ import re
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
+    from typing import Any, Dict, List, Optional
 
 
 def normalize(name: str) -> str:
@@ -22,17 +22,48 @@ def site_packages(venv: str) -> list:  # type: ignore[type-arg]
 
 
 def installed(venv: str) -> Dict[str, Dict[str, Any]]:
-    """Normalized name -> {name, version, url, sha256, files_prefix} for every distribution in the venv."""
+    """Normalized name -> {name, version, url, sha256, files_prefix} for every distribution in the venv
+    that was installed completely (see `interrupted_installs` for the others)."""
     found: Dict[str, Dict[str, Any]] = {}
+    for entry in _dist_infos(venv):
+        if _complete(entry["dist_info"]):
+            entry.update(_direct_url(os.path.join(entry["dist_info"], "direct_url.json")))
+            found[normalize(entry["name"])] = entry
+    return found
+
+
+def interrupted_installs(venv: str) -> List[Dict[str, Any]]:
+    """Distributions whose install was cut off (pip killed): metadata in place, the install not finished.
+
+    pip extracts a wheel's files in archive order (the .dist-info comes last), then compiles bytecode and
+    writes the console scripts, and only then INSTALLER and the final RECORD. Metadata without both is
+    what a killed pip leaves: pip itself would call it installed and skip it, and uninstalling it fails
+    for want of a RECORD, so its .dist-info is removed before pip runs again (`forget`).
+    """
+    return [entry for entry in _dist_infos(venv) if not _complete(entry["dist_info"])]
+
+
+def forget(dists: List[Dict[str, Any]]) -> None:
+    """Remove the .dist-info of interrupted installs, so that pip installs them again over their files."""
+    import shutil
+
+    for dist in dists:
+        shutil.rmtree(dist["dist_info"], ignore_errors=True)
+
+
+def _complete(info: str) -> bool:
+    return os.path.isfile(os.path.join(info, "RECORD")) and os.path.isfile(os.path.join(info, "INSTALLER"))
+
+
+def _dist_infos(venv: str) -> List[Dict[str, Any]]:
+    found = []
     for site in site_packages(venv):
         for info in glob.glob(os.path.join(site, "*.dist-info")):
+            if os.path.basename(info).startswith("~"):
+                continue  # pip's stash of an uninstall in progress (or killed): not installed
             meta = _metadata(os.path.join(info, "METADATA"))
-            if not meta:
-                continue
-            name, version = meta
-            entry: Dict[str, Any] = {"name": name, "version": version, "dist_info": info}
-            entry.update(_direct_url(os.path.join(info, "direct_url.json")))
-            found[normalize(name)] = entry
+            if meta:
+                found.append({"name": meta[0], "version": meta[1], "dist_info": info})
     return found
 
 

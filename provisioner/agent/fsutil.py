@@ -54,8 +54,10 @@ def _regular_mode(path: str, default: int) -> int:
 
 
 def _create_temp(directory: str) -> Tuple[int, str]:
+    from .leftovers import temp_prefix  # named for its writer, so a killed run's temp file is swept
+
     for _ in range(100):
-        tmp = os.path.join(directory, ".provision-%s.tmp" % os.urandom(6).hex())
+        tmp = os.path.join(directory, "%s%s" % (temp_prefix(), os.urandom(6).hex()))
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o600), tmp
         except FileExistsError:

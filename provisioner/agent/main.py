@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import dependencies, masking, procs, records, state
+from . import dependencies, leftovers, masking, notifications, procs, records, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 from .rootlock import RootLock
@@ -117,20 +117,25 @@ def _public(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def _probe(request: Dict[str, Any]) -> Dict[str, Any]:
     ctx = _context(request)
-    return {"resources": _public(_probe_all(request, ctx)), "root": ctx.root}
+    owed = notifications.plan_rows(ctx, request.get("handlers") or {})  # restarts a killed apply left owed
+    return {"resources": _public(_probe_all(request, ctx)) + owed, "root": ctx.root}
 
 
 def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     ctx = _context(request)
     started = time.time()
     os.makedirs(ctx.root, exist_ok=True)
+    leftovers.begin(ctx, request["resources"])  # what killed runs left is gone before anything is probed
     probed = _probe_all(request, ctx)
     by_id = {r["id"]: r for r in request["resources"]}
     outcomes: List[Dict[str, Any]] = []
-    notified: List[str] = []
+    notified = notifications.pending(ctx)  # handlers a killed or failed apply did not get to run
     broken: List[Dict[str, Any]] = []  # failed or skipped: what later resources may need
+    remade: List[Dict[str, Any]] = []  # changed by this apply: what later resources saw before it
     for result in probed:
         resource = by_id[result["id"]]
+        if result["status"] != "error" and any(dependencies.needs(resource, r) for r in remade):
+            result = _probe_one(resource, ctx, state.converged_digests(ctx.state_dir()))  # e.g. a rebuilt venv
         blocked_by = dependencies.blocker(resource, broken)
         if blocked_by is not None:
             broken.append(resource)
@@ -145,6 +150,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
             outcomes.append(dict(_strip(result), outcome="ok"))
             continue
         emit("progress", id=result["id"], phase="applying", changes=result["changes"])
+        notifications.expect(ctx, resource.get("notify") or [])
         step_started = time.time()
         try:
             kind(resource["kind"]).apply(resource["spec"], result["observed"], result["changes"], ctx)
@@ -155,6 +161,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
             continue
         seconds = round(time.time() - step_started, 3)
         outcomes.append(dict(_strip(result), outcome="changed", seconds=seconds))
+        remade.append(resource)
         emit("progress", id=result["id"], phase="changed", seconds=seconds)
         for handler in resource.get("notify") or []:
             if handler not in notified:
@@ -166,6 +173,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     failed = bool(broken)
     started_now = {o["id"] for o in outcomes if o["outcome"] == "changed"}
     handlers_run = _run_handlers(request, notified, ctx, started_now, broken)
+    notifications.settle(ctx, handlers_run, request.get("handlers") or {})
     changed = any(o["outcome"] == "changed" for o in outcomes)
     if any(h.get("error") for h in handlers_run):
         failed = True

@@ -13,6 +13,17 @@ if TYPE_CHECKING:
 OUTPUT_TAIL_LINES = 30
 #: How long a stopped step's processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 3.0
+_temp_dir: List[str] = []
+
+
+def use_temp_dir(path: str) -> None:
+    """TMPDIR for every program run from now on (an apply's own folder: see leftovers)."""
+    _temp_dir[:] = [path]
+
+
+def temp_dir() -> Optional[str]:
+    """The folder set by use_temp_dir, None for the system's."""
+    return _temp_dir[0] if _temp_dir else None
 
 
 class Completed:
@@ -40,6 +51,8 @@ def run(
     import subprocess
 
     full_env = dict(os.environ)
+    if _temp_dir:
+        full_env["TMPDIR"] = _temp_dir[0]
     full_env.update(env or {})
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
     try:

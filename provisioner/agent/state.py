@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import masking
+from . import leftovers, masking
 from .protocol import ResourceFailure
 from .statedir import read_text, state_path
 
@@ -66,7 +66,7 @@ def write(state_dir: str, record: Dict[str, Any]) -> int:
     os.makedirs(folder, exist_ok=True)
     numbers = list_generations(state_dir)
     first = (numbers[-1] + 1) if numbers else 1
-    fd, tmp = tempfile.mkstemp(prefix=".generation-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=leftovers.temp_prefix(), dir=folder)  # a killed run's is swept
     try:
         os.fchmod(fd, 0o600)
         for number in range(first, first + MAX_TAKEN_NUMBERS):

@@ -1,8 +1,9 @@
 """An HTTP server with the Hugging Face Hub's file URL layout (/{repo}/resolve/{revision}/{path}).
 
-It honours Range requests (for resumed downloads), can require a bearer token, and can drop the
-first response for a file half-way, the way a flaky link does. Every request is recorded with the
-headers that say who asked and how (`calls`), so tests can count how often each file was served.
+It honours Range requests (for resumed downloads), can require a bearer token, can drop the
+first response for a file half-way, the way a flaky link does, and can send at a bounded rate.
+Every request is recorded with the headers that say who asked and how (`calls`), so tests can count
+how often each file was served.
 It also answers the API call `/api/models/{repo}/revision/{revision}[?blobs=true]` the way the Hub
 does: the revision's commit sha and its files (with `?blobs=true`: size, blobId, and
 `lfs: {sha256, size, pointerSize}` for the file types the Hub keeps in LFS). A branch's commit sha is
@@ -43,6 +44,8 @@ class HubState:
     calls: list[HubCall] = field(default_factory=list)
     #: Seconds each file response waits before its first byte (so concurrent requests really overlap).
     response_delay: float = 0.0
+    #: Send file bodies at this rate (0: as fast as the socket takes them), like a slow link to the CDN.
+    bytes_per_second: float = 0.0
 
     def url_path(self, repo: str, path: str, revision: str = "main") -> str:
         return f"/{repo}/resolve/{revision}/{path}"
@@ -134,7 +137,21 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.wfile.write(body)
+            self._send_body(body)
+
+        def _send_body(self, body: bytes) -> None:
+            rate = state.bytes_per_second  # as it was when the response began
+            if not rate:
+                self.wfile.write(body)
+                return
+            piece = 64 * 1024
+            try:
+                for start in range(0, len(body), piece):
+                    self.wfile.write(body[start:start + piece])
+                    self.wfile.flush()
+                    time.sleep(piece / rate)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away mid-body (it was killed)
 
         def _api(self) -> None:
             url = urlsplit(self.path)

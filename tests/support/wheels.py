@@ -39,13 +39,15 @@ def build_wheel(
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     metadata += f"Summary: {summary}\n" if summary else ""
     metadata += "".join(f"Requires-Dist: {req}\n" for req in requires or [])
+    # The .dist-info files come last, as bdist_wheel writes them (PEP 427 recommends it): an install
+    # cut off half-way has some package files and no metadata, and pip extracts in archive order.
     files: dict[str, bytes] = {
         f"{dist}/__init__.py": (module_body or f"__version__ = {version!r}\n").encode(),
+        **(extra_files or {}),
         f"{info}/METADATA": metadata.encode(),
         f"{info}/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: provision-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
         ).encode(),
-        **(extra_files or {}),
     }
     record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]
     record_lines.append(f"{info}/RECORD,,")

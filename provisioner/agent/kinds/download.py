@@ -68,8 +68,17 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if _place_staged(spec, path, ctx):
         return
     _check_space(spec, partial, ctx)
+    resumed = os.path.isfile(partial) and os.path.getsize(partial) > 0
     _fetch(spec, partial, ctx)
     digest = sha256_file(partial)
+    if resumed and spec.get("sha256") and digest != spec["sha256"]:
+        # The .part a killed run left was of another file (the manifest or the upstream moved since): once
+        # more from the first byte, so that the next apply after a kill converges whatever it asks for.
+        log("%s: the resumed download does not match the pinned sha256; fetching it again from the start"
+            % spec["path"])
+        os.unlink(partial)
+        _fetch(spec, partial, ctx)
+        digest = sha256_file(partial)
     if spec.get("sha256") and digest != spec["sha256"]:
         os.unlink(partial)
         raise ResourceFailure("%s: downloaded sha256 %s does not match the pinned %s; the partial file was removed"
@@ -126,7 +135,9 @@ def _move_into_place(staged: str, path: str, spec: Dict[str, Any]) -> None:
     import shutil
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(prefix=".provision-", dir=os.path.dirname(path))
+    from ..leftovers import temp_prefix
+
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as target, open(staged, "rb") as source:
             shutil.copyfileobj(source, target, CHUNK)

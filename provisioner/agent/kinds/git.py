@@ -1,15 +1,19 @@
 """A git checkout at a ref, resolved to a commit; moved HEAD, edits, deletions and untracked files are drift.
 
 Deleted tracked files are restored from HEAD without --force: their content is in the commit, so
-nothing of anyone's is lost. Edits and untracked files are someone's work and need --force.
+nothing of anyone's is lost. Edits and untracked files are someone's work and need --force, except
+where every one of them already holds the target commit's content: that is what a checkout killed
+half-way leaves (git writes the files first, the index and HEAD last), and finishing it loses nothing.
+The lock files of a killed git command (.git/index.lock) are removed once no git process works there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
-from .. import procs
+from .. import leftovers, procs
 from ..fsutil import remove_tree
 from ..protocol import Change, Context, ResourceFailure
 
@@ -17,6 +21,8 @@ TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
+HALF_WRITTEN_LIMIT = 16  # files git writes at once (checkout.workers), cut off by the kill
+HALF_WRITTEN_BYTES = 64 << 20
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{7,39}$")
 
@@ -100,13 +106,99 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
             deleted.append(entry)
         else:
             modified.append(entry)
+    head = _out(_git(path, "rev-parse", "HEAD"))
+    resolved = resolve_ref(spec, path, True)
     return {
-        "exists": True, "is_repo": True,
-        "head": _out(_git(path, "rev-parse", "HEAD")),
+        "exists": True, "is_repo": True, "head": head,
         "origin": _out(_git(path, "remote", "get-url", "origin")),
         "modified": modified, "deleted": deleted, "untracked": untracked,
-        "resolved": resolve_ref(spec, path, True),
+        "resolved": resolved, "stale_locks": _stale_locks(path),
+        "half_checked_out": bool(modified or untracked or deleted) and _half_checked_out(path, head,
+                                                                                         resolved["commit"]),
     }
+
+
+def _stale_locks(path: str) -> List[str]:
+    """Lock files of git commands that are no longer running (relative to .git): a killed checkout's
+    index.lock makes every later git command in the checkout fail."""
+    git_dir = os.path.join(path, ".git")
+    try:
+        locks = [name for name in os.listdir(git_dir) if name.endswith(".lock")]
+    except OSError:
+        return []
+    for folder, _, names in os.walk(os.path.join(git_dir, "refs")):  # not objects/: it is large
+        locks += [os.path.relpath(os.path.join(folder, n), git_dir) for n in names if n.endswith(".lock")]
+    return sorted(locks) if locks and not _git_running_in(path) else []
+
+
+def _git_running_in(path: str) -> bool:
+    """Whether a git process works in the checkout (git -C sets its working directory there). Without
+    /proc nothing can be told, and a lock is never taken for stale."""
+    if not os.path.isdir("/proc/self"):
+        return True
+    real = os.path.realpath(path)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % pid, encoding="utf-8", errors="replace") as handle:
+                if not handle.read().startswith("git"):
+                    continue
+            cwd = os.readlink("/proc/%s/cwd" % pid)
+        except OSError:
+            continue
+        if cwd == real or cwd.startswith(real + os.sep):
+            return True
+    return False
+
+
+def _half_checked_out(path: str, head: Optional[str], commit: Optional[str]) -> bool:
+    """Whether HEAD is still the old commit while every difference holds `commit`'s content: a checkout
+    of `commit` killed after it wrote some files (the index is still HEAD's) or after it wrote the index
+    too (the index is `commit`'s), before it moved HEAD."""
+    if not head or not commit or head == commit or not _has_commit(path, commit):
+        return False
+    index_is = [procs.run(_git(path, "diff-index", "--cached", "--quiet", rev, "--")).ok for rev in (head, commit)]
+    edited = procs.run(_git(path, "diff-files", "--name-only", "-z", "--"))
+    new = procs.run(_git(path, "ls-files", "--others", "--exclude-standard", "-z"))
+    tree = procs.run(_git(path, "ls-tree", "-r", "-z", "--full-tree", commit))
+    if not (any(index_is) and edited.ok and new.ok and tree.ok):
+        return False  # something else is staged: someone's work, not a checkout's
+    blobs = {}
+    for entry in tree.output.split("\0"):
+        meta, _, name = entry.partition("\t")
+        if meta:
+            blobs[name] = meta.split()[2]
+    paths = [p for p in (edited.output + "\0" + new.output).split("\0") if p]
+    present = [p for p in paths if os.path.lexists(os.path.join(path, p))]
+    if any(p not in blobs or os.path.islink(os.path.join(path, p)) for p in present):
+        return False
+    unequal = []
+    for start in range(0, len(present), 500):
+        chunk = present[start:start + 500]
+        hashed = procs.run(_git(path, "hash-object", "--", *chunk))
+        if not hashed.ok or len(hashed.output.split()) != len(chunk):
+            return False
+        shas = hashed.output.split()
+        unequal += [name for i, name in enumerate(chunk) if shas[i] != blobs[name]]
+    # The files git was writing when it was killed hold the start of their new content.
+    return len(unequal) <= HALF_WRITTEN_LIMIT and all(_starts(path, p, blobs[p]) for p in unequal)
+
+
+def _starts(path: str, name: str, blob: str) -> bool:
+    """Whether the work tree's `name` is a beginning of the blob's content (a file cut off while written)."""
+    import subprocess
+
+    try:
+        with open(os.path.join(path, name), "rb") as handle:
+            have = handle.read(HALF_WRITTEN_BYTES + 1)
+    except OSError:
+        return False
+    if len(have) > HALF_WRITTEN_BYTES:
+        return False
+    done = subprocess.run(_git(path, "cat-file", "blob", blob), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode == 0 and len(have) < len(done.stdout) and done.stdout.startswith(have)
 
 
 def _is_bytecode_cache(entry: str) -> bool:
@@ -136,6 +228,14 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if (resolved["commit"] and head != resolved["commit"]) or (not resolved["commit"] and not (
             head or "").startswith(resolved.get("short", ""))):
         changes.append(Change("HEAD", _short(head), label, "HEAD is at %s, want %s" % (_short(head), label)))
+    if observed.get("stale_locks"):
+        listing = _listing([".git/" + lock for lock in observed["stale_locks"]])
+        changes.append(Change("locks", listing, None, "left by a git command that was killed: %s (removed)" % listing))
+    if observed.get("half_checked_out"):
+        count = len(observed["modified"]) + len(observed["untracked"]) + len(observed["deleted"])
+        changes.append(Change("checkout", "interrupted", label, "a checkout of %s was interrupted (%d entries already "
+                              "hold its content); it is finished" % (label, count)))
+        return changes
     if observed["modified"]:
         changes.append(Change("modified", _listing(observed["modified"]), None,
                               "local modifications: %s" % _listing(observed["modified"]), "discard"))
@@ -155,6 +255,14 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     target = resolved["commit"] or resolved["short"]
     if not observed["exists"] or not observed["is_repo"]:
         _clone(spec["repo"], target, path, ctx)
+        return
+    for lock in observed.get("stale_locks") or []:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, ".git", lock))
+    if observed.get("half_checked_out"):
+        # -f only over what the interrupted checkout of this very commit wrote (see _half_checked_out).
+        procs.check(_git(path, "-c", "advice.detachedHead=false", "checkout", "-q", "-f", "--detach", target, "--"),
+                    "git checkout of %s in %s" % (target, path))
         return
     dirty = [c for c in changes if c["field"] in ("modified", "untracked")]
     if dirty and not (ctx.force or spec.get("force")):
@@ -185,7 +293,7 @@ def _has_commit(path: str, commit: str) -> bool:
 
 def _clone(repo: str, commit: str, path: str, ctx: Context) -> None:
     """Clone into a staging folder beside the target and rename it in place once checked out."""
-    staging = path + ".provision-tmp"
+    staging = leftovers.staging_path(path)
     if os.path.islink(staging):
         os.unlink(staging)  # a planted link: git would clone through it, wherever it points
     remove_tree(staging)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 from .. import procs
-from ..distributions import installed, normalize, ships_module
+from ..distributions import forget, installed, interrupted_installs, normalize, ships_module
+from ..leftovers import sweep_pip_stash
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import same_pin
 
@@ -43,7 +44,7 @@ def _python(spec: Dict[str, Any], ctx: Context) -> Tuple[str, str]:
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     venv, python = _python(spec, ctx)
     if not os.path.exists(python):
-        return {"venv": False, "installed": {}}
+        return {"venv": False, "installed": {}, "interrupted": []}
     wanted = {normalize(p["name"]) for p in _packages(spec)} | {normalize(u["name"]) for u in _unrelated(spec)}
     dists = installed(venv)
     found = {k: v for k, v in dists.items() if k in wanted}
@@ -51,7 +52,23 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         dist = found.get(normalize(entry["name"]))
         if dist is not None:
             dist["real"] = _is_real(dist, entry)
-    return {"venv": True, "installed": found}
+    return {"venv": True, "installed": found, "interrupted": interrupted_installs(venv)}
+
+
+def interrupted_changes(observed: Dict[str, Any]) -> List[Change]:
+    """A change for the installs a killed pip cut off in the venv (shared with requirements)."""
+    cut_off = observed.get("interrupted") or []
+    if not cut_off:
+        return []
+    listing = ", ".join("%s %s" % (d["name"], d["version"]) for d in cut_off)
+    return [Change("interrupted", listing, None, "installed only in part (pip was killed during the install): %s; "
+                   "installed again" % listing)]
+
+
+def prepare_venv(venv: str, observed: Dict[str, Any]) -> None:
+    """Before pip runs: clear what a killed pip left (its stash, the metadata of installs it cut off)."""
+    sweep_pip_stash(venv)
+    forget(observed.get("interrupted") or [])
 
 
 def _unrelated(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -90,6 +107,7 @@ def notes(spec: Dict[str, Any], observed: Dict[str, Any]) -> List[str]:
 
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
     changes: List[Change] = _unrelated_changes(spec, observed) if observed["venv"] else []
+    changes += interrupted_changes(observed)
     for pkg in _packages(spec):
         key = normalize(pkg["name"])
         have = observed["installed"].get(key)
@@ -146,16 +164,20 @@ def index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    _, python = _python(spec, ctx)
+    venv, python = _python(spec, ctx)
     if not os.path.exists(python):
         raise ResourceFailure("venv %s does not exist; declare a venv resource before this pip resource" % spec["venv"])
+    prepare_venv(venv, observed)
     base = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     unrelated = [c["field"][len("package."):] for c in changes if c["action"] == "remove"]
     if unrelated:
         procs.check([*base, "uninstall", "-y", *unrelated], "pip uninstall of %s" % ", ".join(unrelated),
                     env={"PYTHONNOUSERSITE": "1"})
     changed = {c["field"][len("package."):] for c in changes if c["action"] != "remove"}
-    todo = [p for p in _packages(spec) if p["name"] in changed]
+    # After an interrupted install every pin goes to pip: it reinstalls what was cut off among them and
+    # the dependencies they miss.
+    repair = any(c["field"] == "interrupted" for c in changes)
+    todo = [p for p in _packages(spec) if p["name"] in changed or repair]
     if not todo:
         return
     # Bare names were matched by pip to the pins beside them (torchvision to torch): when a pin moves,

@@ -14,11 +14,11 @@ import os
 import tempfile
 
 from .. import procs
-from ..distributions import installed, normalize
+from ..distributions import installed, interrupted_installs, normalize
 from ..fsutil import atomic_write
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import parse_line, satisfies
-from .pip import index_args
+from .pip import index_args, interrupted_changes, prepare_venv
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
@@ -56,13 +56,14 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
         elif judgeable and clauses and not satisfies(dist["version"], clauses):
             unmet.append("%s %s (have %s)" % (name, ",".join(op + v for op, v in clauses), dist["version"]))
     return {"file": True, "venv": os.path.exists(os.path.join(venv, "bin", "python")),
-            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "recorded": recorded, "unmet": unmet}
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "recorded": recorded, "unmet": unmet,
+            "interrupted": interrupted_installs(venv)}
 
 
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
     if not observed["file"]:
         return [Change("file", None, spec["file"], "%s does not exist yet" % spec["file"], "create")]
-    changes = []
+    changes = interrupted_changes(observed)
     if observed["unmet"]:
         shown = ", ".join(observed["unmet"][:6]) + (" …" if len(observed["unmet"]) > 6 else "")
         changes.append(Change("packages", None, None, "unmet: " + shown,
@@ -82,6 +83,7 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         raise ResourceFailure("venv %s does not exist; declare it before %s" % (spec["venv"], spec["file"]))
     if not os.path.isfile(path):
         raise ResourceFailure("%s does not exist; the checkout that provides it must come first" % spec["file"])
+    prepare_venv(venv, observed)
     with constraints_file(spec.get("constraints") or []) as constraints:
         argv = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "-r", path,
                 *index_args(spec, ctx)]
@@ -99,7 +101,7 @@ def constraints_file(pins: List[str]) -> Iterator[str]:
     if not pins:
         yield ""
         return
-    fd, path = tempfile.mkstemp(prefix="provision-constraints-", suffix=".txt")
+    fd, path = tempfile.mkstemp(prefix="provision-constraints-", suffix=".txt", dir=procs.temp_dir())
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write("\n".join(pins) + "\n")

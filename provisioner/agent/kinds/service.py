@@ -12,7 +12,8 @@ and left alone.
 "Started" means healthy: with a `ready` probe, a start or restart waits (bounded by `ready_timeout`)
 until the service answers it over HTTP; without one, the process must survive `settle_seconds`. A
 service that dies or never answers fails the resource with its exit status and log tail, is stopped,
-and leaves no PID record behind.
+and leaves no PID record behind. The record is written as soon as the process exists (`ready: false`)
+and marked ready after the wait, so a run killed in between leaves a process the next run restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import signal
 import subprocess
 import time
 
-from .. import procs
+from .. import launch, procs
 from ..fsutil import atomic_write
 from ..protocol import Change, Context, ResourceFailure
 
@@ -94,7 +95,14 @@ def _ours(record: Dict[str, Any]) -> Optional[str]:
     now = _identity(pid)
     if now is None:
         return "process %d is not running" % pid
-    if record.get("start_ticks") != now["start_ticks"] or record.get("cmdline") != now["cmdline"]:
+    if record.get("ready") is False:
+        # Killed while it started: only the start time is recorded, and the program (or the launcher that
+        # execs it) has the recorded argv as the end of its command line (a script's interpreter may precede).
+        argv = record["argv"]
+        same_command = bool(argv) and now["cmdline"][-len(argv):] == argv
+    else:
+        same_command = record.get("cmdline") == now["cmdline"]
+    if record.get("start_ticks") != now["start_ticks"] or not same_command:
         return ("PID %d is another process (its start time or command line differ from the service record): "
                 "left alone" % pid)
     return None
@@ -122,6 +130,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if not observed["running"]:
         reason = observed.get("why") or "not running"
         return [Change("state", "stopped", "running", reason, "create" if record is None else "start")]
+    if record.get("ready") is False:
+        return [Change("state", "starting", "running", "the start of process %s was interrupted before it was "
+                       "ready; it is restarted" % record["pid"], "restart")]
     changes = []
     if record["argv"] != _argv(spec, ctx):
         changes.append(Change("argv", " ".join(record["argv"]), " ".join(_argv(spec, ctx)),
@@ -169,10 +180,20 @@ def _env(spec: Dict[str, Any], ctx: Context) -> Dict[str, str]:
 def _start(spec: Dict[str, Any], ctx: Context) -> None:
     argv = _argv(spec, ctx)
     record_path = _record_path(spec, ctx)
-    _remove(record_path)  # whatever it described was stopped; only a ready service gets a record
+    _remove(record_path)  # whatever it described was stopped; the new process gets a record of its own
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
     log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    record: Dict[str, Any] = {"argv": argv, "log": log_path, "ready": False}
+
+    def recorded(pid: int) -> None:
+        # Before the program runs and before the wait, as not ready yet: a run killed while the service
+        # starts leaves a record of it, and the next run restarts that one rather than start a second.
+        # The start time is the process's own (exec keeps it); its command line is known once it is ready.
+        identity = _identity(pid)
+        record.update(pid=pid, started=time.time(), start_ticks=identity["start_ticks"] if identity else None)
+        atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
+
     try:  # appended to, never through a link
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
@@ -180,22 +201,19 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
                               % (log_path, exc.strerror)) from None
     with os.fdopen(log_fd, "ab") as log:
         offset = log.tell()
-        try:
-            child = subprocess.Popen(argv, cwd=cwd, env=_env(spec, ctx), stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        except OSError as exc:
-            raise ResourceFailure("cannot start %s: %s" % (argv[0], exc)) from None
+        child = launch.start(argv, cwd, _env(spec, ctx), log, recorded)
     try:
         _await_process(spec, child, log_path, offset)
     except ResourceFailure:
         if child.poll() is None:
             _stop(child.pid)
+        _remove(record_path)
         raise
     identity = _identity(child.pid)
     if identity is None:
         raise ResourceFailure("%s exited right after becoming ready; see %s:\n%s" % (
             spec["name"], log_path, _tail(log_path, offset)))
-    record = dict(identity, pid=child.pid, argv=argv, started=time.time(), log=log_path)
+    record.update(identity, ready=True)
     atomic_write(record_path, json.dumps(record).encode("utf-8"), 0o644)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 
-from .. import procs
-from ..fsutil import remove_tree, which
+from .. import leftovers, procs
+from ..fsutil import atomic_write, remove_tree, which
 from ..protocol import Change, Context, ResourceFailure
 
 TYPE_CHECKING = False  # see the package docstring
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
 _VERSION_ONLY = re.compile(r"^3\.[0-9]+$")
+RELOCATE_LIMIT = 1 << 20  # launchers and activate scripts are small; nothing larger names the venv's path
 
 
 def _pyvenv_version(path: str) -> Optional[str]:
@@ -65,12 +65,38 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     path = ctx.path(spec["path"])
     python = os.path.join(path, "bin", "python")
     version = _pyvenv_version(path)
+    runs = version is not None and os.access(python, os.X_OK)
     return {
         "exists": os.path.lexists(path),
-        "is_venv": version is not None and os.path.exists(python),
+        "is_venv": runs,
+        "pip": _pip_problem(path, python) if runs else None,
         "version": version,
         "system_site_packages": _system_site(path),
     }
+
+
+def _pip_problem(path: str, python: str) -> Optional[str]:
+    """Why the venv's pip does not work (None when it does): every pip and requirements resource needs it.
+
+    pip's own install of itself (what `python -m venv` runs) writes INSTALLER and RECORD after every
+    file: with both, pip is whole, and that costs no process. Metadata without them is an install that
+    was cut off. No pip of its own (an older venv made --without-pip, pip from the system site) is
+    decided by running it.
+    """
+    from ..distributions import interrupted_installs, site_packages
+
+    for site in site_packages(path):
+        if os.path.isfile(os.path.join(site, "pip", "__main__.py")):
+            whole = [d for d in os.listdir(site) if d.startswith("pip-") and d.endswith(".dist-info")
+                     and os.path.isfile(os.path.join(site, d, "INSTALLER"))
+                     and os.path.isfile(os.path.join(site, d, "RECORD"))]
+            if whole:
+                return None
+    cut_off = [d for d in interrupted_installs(path) if d["name"].lower() == "pip"]
+    if cut_off:
+        return "its pip %s was not installed completely (the install was interrupted)" % cut_off[0]["version"]
+    done = procs.run([python, "-m", "pip", "--version"], env={"PYTHONNOUSERSITE": "1"}, timeout=60)
+    return None if done.ok else "`python -m pip --version` fails: %s" % (done.tail().splitlines() or ["?"])[-1]
 
 
 def _system_site(path: str) -> Optional[bool]:
@@ -98,6 +124,9 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
         return [Change("python", None, want, "venv does not exist", "create")]
     if not observed["is_venv"]:
         return [Change("venv", "not a venv", want, "%s exists but is not a working venv" % spec["path"])]
+    if observed.get("pip"):
+        reason = "%s is broken: %s; it will be rebuilt" % (spec["path"], observed["pip"])
+        return [Change("venv", "broken", want, reason)]
     changes = []
     have = _major_minor(observed["version"])
     if have != want:
@@ -111,24 +140,48 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    """Build the venv in a staging folder beside it and rename it into place: a run killed half-way leaves
+    the old venv (or none) at the path, never a venv without a whole pip."""
     path = ctx.owned_path(spec["path"])
     interpreter = resolve_interpreter(spec.get("python") or "python3", ctx)["path"]
-    aside = None
-    if observed["exists"]:
-        # Keep the old venv until the new one is built, so a failed rebuild can be undone.
-        aside = "%s.provision-old-%d" % (path, int(time.time() * 1000))
-        os.rename(path, aside)
+    staging = leftovers.staging_path(path)
+    remove_tree(staging)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     argv = [interpreter, "-m", "venv"]
     if spec.get("system_site_packages"):
         argv.append("--system-site-packages")
-    done = procs.run([*argv, path], stream=ctx.verbose)
+    done = procs.run([*argv, staging], stream=ctx.verbose)
     if not done.ok:
-        remove_tree(path)
-        if aside:
-            os.rename(aside, path)
+        remove_tree(staging)
         hint = ""
         if "ensurepip" in done.output or "venv" in done.output:
             hint = "\nhint: install the venv module for that interpreter (Debian/Ubuntu: apt-get install python3-venv)"
         raise ResourceFailure("creating venv %s failed (exit %d):\n%s%s" % (path, done.returncode, done.tail(), hint))
+    try:
+        _relocate(staging, path)
+    except OSError as exc:
+        remove_tree(staging)
+        raise ResourceFailure("cannot move the new venv into %s: %s" % (path, exc)) from None
+    aside = None
+    if observed["exists"]:
+        aside = leftovers.aside_path(path)
+        os.rename(path, aside)
+    os.rename(staging, path)
     if aside:
-        remove_tree(aside)
+        leftovers.discard(aside)  # a folder, or whatever else stood in the venv's place
+
+
+def _relocate(staging: str, path: str) -> None:
+    """Point what a venv writes its own location into (activate scripts, pip's launchers, pyvenv.cfg) at
+    `path`, before the rename makes it true. The interpreter links and site-packages name no location."""
+    old, new = staging.encode(), path.encode()
+    bin_dir = os.path.join(staging, "bin")
+    names = [os.path.join(bin_dir, name) for name in os.listdir(bin_dir)] + [os.path.join(staging, "pyvenv.cfg")]
+    for name in names:
+        if os.path.islink(name) or not os.path.isfile(name) or os.path.getsize(name) > RELOCATE_LIMIT:
+            continue
+        with open(name, "rb") as handle:
+            data = handle.read()
+        if old in data:
+            mode = os.stat(name).st_mode & 0o7777
+            atomic_write(name, data.replace(old, new), mode)
