@@ -59,9 +59,7 @@ def run(
         proc = subprocess.Popen(
             list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            # Its own process group, so that stopping the agent stops everything the step started.
-            start_new_session=True,
-        )
+        )  # in the agent's process group: a signal to the run's group (Ctrl-C, kill -9 -PGID) reaches it
     except FileNotFoundError:
         if cwd and not os.path.isdir(cwd):
             return Completed(argv, 127, "working directory %s does not exist" % cwd)
@@ -82,22 +80,54 @@ def run(
         proc.wait()
         raise ResourceFailure("%s timed out after %ss" % (argv[0], timeout)) from None
     except BaseException:  # the agent is stopping (heartbeat.py): so does the step it was running
-        _stop_group(proc)
+        _stop_tree(proc)
         raise
     return Completed(argv, proc.returncode, "\n".join(lines))
 
 
-def _stop_group(proc: Any) -> None:
-    """SIGTERM the step's process group, then SIGKILL whatever of it is left after a short grace."""
+def _stop_tree(proc: Any) -> None:
+    """SIGTERM the step and every process it started, then SIGKILL what is left after a short grace.
+
+    The tree is found through /proc rather than a process group of its own, so that a signal to the whole
+    run's group still reaches the step."""
     import contextlib
     import signal
     import subprocess
 
+    tree: List[int] = []  # kept from the first look: a child whose parent died is no longer below the step
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(OSError):  # the group is gone already
-            os.killpg(proc.pid, signum)
+        tree.extend(pid for pid in [proc.pid, *descendants(proc.pid)] if pid not in tree)
+        for pid in tree:
+            with contextlib.suppress(OSError):  # it ended already
+                os.kill(pid, signum)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=STOP_GRACE_SECONDS)
+
+
+def descendants(pid: int) -> List[int]:
+    """The live descendants of `pid` (children first), from /proc; empty where there is no /proc."""
+    children: Dict[int, List[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, encoding="utf-8") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+        children.setdefault(parent, []).append(int(entry))
+    found: List[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        if child not in found:
+            found.append(child)
+            todo.extend(children.get(child, []))
+    return found
 
 
 def check(argv: Sequence[str], what: str, **kwargs) -> Completed:  # type: ignore[no-untyped-def]

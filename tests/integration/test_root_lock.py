@@ -144,7 +144,7 @@ def test_a_held_root_refuses_at_once_naming_the_holder_and_waits_with_a_timeout(
     assert sorted(generation_files(host.root)) == [1, 2]
 
     bad = run("apply", "--lock-timeout", "soon", str(other))
-    assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr  # click's usage error
+    assert bad.returncode == 1 and "'soon' is not a duration" in bad.stderr  # a usage error: 2 means drift
 
 
 def test_rollback_and_apply_on_one_root_do_not_interleave(tmp_path: Path) -> None:
