@@ -220,6 +220,10 @@ class KillPoint:
     restart_owed: bool = False  # the kill came after a change that notified the restart, before the restart
 
 
+#: PROVISION_CRASH_RANDOM_KILLS=6 adds that many seeded random moments by hand (20 kills in all); CI keeps 14.
+EXTRA_RANDOM_KILLS = int(os.environ.get("PROVISION_CRASH_RANDOM_KILLS", "0"))
+
+
 def _kill_points(scene: Scene, rng: random.Random) -> list[KillPoint]:
     site = scene.site_packages
     weights_part = scene.root / "models" / "weights.bin.part"
@@ -282,7 +286,7 @@ def _kill_points(scene: Scene, rng: random.Random) -> list[KillPoint]:
         KillPoint("seeded random moment", PARTS, _after(rng.uniform(1.2, 2.5))),
         KillPoint("seeded random moment", ("git", "pip"), _after(rng.uniform(1.2, 2.5))),
         KillPoint("new generation written, result not yet sent", ("env",), _new_generation(scene.root)),
-    ]
+    ] + [KillPoint("seeded random moment", PARTS, _after(rng.uniform(0.3, 3.0))) for _ in range(EXTRA_RANDOM_KILLS)]
 
 
 def _after(seconds: float) -> Moment:
