@@ -126,3 +126,18 @@ def test_unreadable_input_goes_through_the_bounded_loader(tmp_path: Path) -> Non
         load_snapshot(tmp_path / "latin1.json")
     done = CliRunner().invoke(cli, ["snapshot", "export", str(REPO / "manifests" / "local.yaml"), "-o", "s.txt"])
     assert done.exit_code == 1 and "restores only .json and .yaml" in done.output
+
+
+@pytest.mark.parametrize("args", [["snapshot"], ["snapshot", "nosuch"], ["snapshot", "import"],
+                                  ["snapshot", "export"], ["snapshot", "import", "a.json", "--bogus"]])
+def test_snapshot_usage_errors_exit_1(args: list[str]) -> None:
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1, (args, done.output)
+
+
+def test_export_of_a_host_without_comfyui_says_so(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"name: m\ntarget: {{connection: local, root: {tmp_path / 'root'}}}\n")
+    (tmp_path / "root").mkdir()
+    done = CliRunner().invoke(cli, ["snapshot", "export", str(manifest)])
+    assert done.exit_code == 1 and "there is no ComfyUI folder to snapshot" in done.output, done.output
