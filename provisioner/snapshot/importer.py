@@ -49,6 +49,9 @@ def import_snapshot(snapshot: Snapshot, catalog: Catalog, base: Manifest | None 
         notes.append("the snapshot records no ComfyUI commit (a custom-nodes-only snapshot): comfyui.ref is unchanged")
     if base is not None:
         plugins = _merged(base, plugins, catalog, notes)
+        if base.python.adopt and packages:
+            notes.append(f"the pip pins go to the venv {base.python.venv} under the root, not the adopted "
+                         f"{base.python.adopt}: a pip resource installs only into a venv provision owns")
     return ImportResult(snapshot.comfyui, plugins, packages, notes)
 
 

@@ -133,6 +133,7 @@ def test_unreadable_input_goes_through_the_bounded_loader(tmp_path: Path) -> Non
 def test_snapshot_usage_errors_exit_1(args: list[str]) -> None:
     done = CliRunner().invoke(cli, args)
     assert done.exit_code == 1, (args, done.output)
+    assert "No such command 'snapshot'" not in done.output and "snapshot" in done.output
 
 
 def test_export_of_a_host_without_comfyui_says_so(tmp_path: Path) -> None:
