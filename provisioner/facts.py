@@ -87,13 +87,16 @@ class Venv(_Facts):
 
 
 class CustomNode(_Facts):
-    """An entry of ComfyUI's custom_nodes folder: a git checkout, another folder, or a single .py file."""
+    """An entry of ComfyUI's custom_nodes folder: a git checkout, a registry install, another folder, or a
+    single .py file."""
 
     name: str
-    kind: Literal["git", "dir", "file"]
+    kind: Literal["git", "cnr", "dir", "file"]
     disabled: bool = False
     head: str | None = None
     origin: str | None = None
+    cnr_id: str | None = Field(default=None, description="Registry id of a registry (CNR) install.")
+    version: str | None = None
 
 
 class ComfyCheckout(_Facts):

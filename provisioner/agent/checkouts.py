@@ -9,6 +9,7 @@ Only git's own answers are reported (HEAD, origin), never guessed from the folde
 from __future__ import annotations
 
 import os
+import re
 
 from . import procs
 
@@ -27,11 +28,40 @@ def _git(path: str, *args: str) -> Optional[str]:
 def _checkout(path: str) -> Dict[str, Any]:
     if not os.path.isdir(os.path.join(path, ".git")):
         return {"head": None, "origin": None}
+    # ComfyUI-Manager takes the first remote in .git/config: origin in any checkout git clone made.
     origin = _git(path, "remote", "get-url", "origin")
-    if origin is None:  # ComfyUI-Manager takes the first remote's URL when there is no origin
+    if origin is None:
         remotes = (_git(path, "remote") or "").split()
         origin = _git(path, "remote", "get-url", remotes[0]) if remotes else None
     return {"head": _git(path, "rev-parse", "--verify", "-q", "HEAD^{commit}"), "origin": origin}
+
+
+_SECTION = re.compile(r"^\s*\[(?P<name>[^\]]+)\]\s*$")
+_STRING = re.compile(r"""^\s*(?P<key>name|version)\s*=\s*(?P<quote>["'])(?P<value>[^"']*)(?P=quote)\s*(#.*)?$""")
+
+
+def _registry_install(path: str) -> Optional[Dict[str, str]]:
+    """{id, version} of a node pack installed from the registry: ComfyUI-Manager's cnr_utils.read_cnr_info
+    takes a folder with .tracking and a pyproject.toml, the id from [project] name (lower-cased)."""
+    if not os.path.isfile(os.path.join(path, ".tracking")):
+        return None
+    found: Dict[str, str] = {}
+    section = None
+    try:
+        with open(os.path.join(path, "pyproject.toml"), encoding="utf-8") as handle:
+            for line in handle:
+                header = _SECTION.match(line)
+                if header:
+                    section = header.group("name").strip()
+                    continue
+                pair = _STRING.match(line) if section == "project" else None
+                if pair:
+                    found.setdefault(pair.group("key"), pair.group("value").strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not found.get("name") or not found.get("version"):
+        return None
+    return {"id": found["name"].lower(), "version": found["version"]}
 
 
 def _entries(custom_nodes: str) -> List[Dict[str, Any]]:
@@ -50,8 +80,11 @@ def _entries(custom_nodes: str) -> List[Dict[str, Any]]:
                 disabled = in_disabled or name.endswith(".disabled")
                 entry = {"name": name, "kind": "dir", "disabled": disabled}
                 entry.update(_checkout(path))
+                registry = None if entry["head"] else _registry_install(path)
                 if entry["head"]:
                     entry["kind"] = "git"
+                elif registry:
+                    entry.update(kind="cnr", cnr_id=registry["id"], version=registry["version"])
                 found.append(entry)
             elif name.endswith(".py") or name.endswith(".py.disabled"):
                 found.append({"name": name, "kind": "file", "disabled": in_disabled or name.endswith(".disabled"),

@@ -42,9 +42,19 @@ def snapshot_of(facts: Facts, manifest: Manifest) -> Export:
         warnings.append(f"{comfy.path} is not a git checkout: the snapshot records no ComfyUI commit")
     git_nodes: list[GitNode] = []
     file_nodes: list[FileNode] = []
+    cnr_nodes: dict[str, str] = {}
     for node in comfy.custom_nodes:
         if node.kind == "file":
             file_nodes.append(FileNode(node.name, node.disabled))
+        elif node.kind == "cnr" and node.cnr_id and node.version:
+            version = _strict_version(node.version)
+            if node.disabled:  # as ComfyUI-Manager: the disabled state of a registry install is not restored
+                warnings.append(f"custom_nodes/{node.name} is a disabled registry install: left out")
+            elif version is None:
+                warnings.append(f"custom_nodes/{node.name}: registry version {node.version!r} is not "
+                                "MAJOR.MINOR.PATCH: left out")
+            else:
+                cnr_nodes[node.cnr_id] = version
         elif node.kind == "git" and node.head and node.origin:
             git_nodes.append(GitNode(node.origin, node.head, node.disabled))
         else:
@@ -52,8 +62,18 @@ def snapshot_of(facts: Facts, manifest: Manifest) -> Export:
             warnings.append(f"custom_nodes/{node.name} {why}: left out of the snapshot")
     if facts.venv is None:
         warnings.append("no venv found: the snapshot records no pip packages")
-    return Export(Snapshot(comfyui=comfy.head, git_nodes=git_nodes, file_nodes=file_nodes,
+    return Export(Snapshot(comfyui=comfy.head, git_nodes=git_nodes, cnr_nodes=cnr_nodes, file_nodes=file_nodes,
                            pips=_pips(facts) if facts.venv else None), warnings)
+
+
+def _strict_version(version: str) -> str | None:
+    """ComfyUI-Manager's StrictVersion (manager_util.py): '2.5' -> '2.5.0', a fourth part after '-'."""
+    parts = version.split(".")
+    if not all(part.isdigit() for part in parts[:3]):
+        return None
+    numbers = [int(part) for part in parts[:3]] + [0] * (3 - len(parts[:3]))
+    text = ".".join(str(n) for n in numbers)
+    return f"{text}-{parts[3]}" if len(parts) > 3 else text
 
 
 #: What `pip freeze` leaves out unless given --all (pip's freeze command, its `_dev_pkgs`).

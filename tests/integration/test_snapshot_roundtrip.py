@@ -42,10 +42,18 @@ def test_export_then_import_keeps_every_pin(tmp_path: Path, package_index: str) 
     # What a ComfyUI-Manager user leaves beside them: a single-file node and a disabled node pack.
     host.run(["git", "clone", "-q", old.url, host.path("ComfyUI/custom_nodes/ComfyUI-Old.disabled")])
     Path(host.path("ComfyUI/custom_nodes/websocket_image_save.py")).write_text("NODE_CLASS_MAPPINGS = {}\n")
+    # A registry install as ComfyUI-Manager leaves it (cnr_utils.read_cnr_info): .tracking, no .git.
+    registry = Path(host.path("ComfyUI/custom_nodes/comfyui-custom-scripts"))
+    registry.mkdir()
+    (registry / ".tracking").write_text("__init__.py\n")
+    (registry / "pyproject.toml").write_text('[project]\nname = "ComfyUI-Custom-Scripts"\nversion = "1.2"\n'
+                                             '[project.urls]\nRepository = "https://github.com/pysssss/x"\n')
+    Path(host.path("ComfyUI/custom_nodes/scratch")).mkdir()
 
     snapshot = tmp_path / "snapshot.json"
     done = CliRunner().invoke(cli, ["snapshot", "export", str(manifest), "-o", str(snapshot)])
     assert done.exit_code == 0, done.output
+    assert "custom_nodes/scratch is not a git checkout: left out" in done.output
     data = json.loads(snapshot.read_text())
     assert data == {
         "comfyui": comfy_commit,
@@ -54,7 +62,7 @@ def test_export_then_import_keeps_every_pin(tmp_path: Path, package_index: str) 
             nunchaku_plugin.url: {"hash": nunchaku_plugin.tags["v1.2.1"], "disabled": False},
             old.url: {"hash": old_commit, "disabled": True},
         },
-        "cnr_custom_nodes": {},
+        "cnr_custom_nodes": {"comfyui-custom-scripts": "1.2.0"},
         "file_custom_nodes": [{"filename": "websocket_image_save.py", "disabled": False}],
         "pips": {"provdemo==1.0.0": "", "provdep==1.0.0": ""},
     }
@@ -65,7 +73,9 @@ def test_export_then_import_keeps_every_pin(tmp_path: Path, package_index: str) 
     imported = tmp_path / "imported.yaml"
     done = CliRunner().invoke(cli, ["snapshot", "import", str(snapshot), "-o", str(imported)])
     assert done.exit_code == 0, done.output
-    assert "ComfyUI-Old.git is disabled" in done.output and "websocket_image_save.py left out" in done.output
+    for left_out in ("ComfyUI-Old.git is disabled", "websocket_image_save.py left out",
+                     "registry node comfyui-custom-scripts 1.2.0 left out"):
+        assert left_out in done.output
     pinned = load_manifest(imported).manifest
     assert pinned.comfyui is not None and pinned.comfyui.ref == comfy_commit
     plugins = {p.name: (p.repo, p.ref) for p in pinned.comfyui.plugins}
