@@ -19,7 +19,10 @@ def _name_from(path: Path) -> str:
 
 
 def _pip_resource(result: ImportResult, venv: str) -> dict[str, Any]:
-    return {"kind": "pip", "name": SNAPSHOT_PIP_NAME, "venv": venv, "packages": result.packages}
+    # no_deps: a snapshot is a whole `pip freeze`, so every dependency is pinned beside its dependent, except
+    # the torch family left to the resolution; resolving dependencies again could only pull another torch
+    # (an exact `torch==` requirement of some package). ComfyUI-Manager's restore falls back to --no-deps too.
+    return {"kind": "pip", "name": SNAPSHOT_PIP_NAME, "venv": venv, "packages": result.packages, "no_deps": True}
 
 
 def _header(snapshot_path: Path, notes: list[str]) -> str:

@@ -82,7 +82,7 @@ def test_export_then_import_keeps_every_pin(tmp_path: Path, package_index: str) 
     assert plugins == {"ComfyUI-nunchaku": (nunchaku_plugin.url, nunchaku_plugin.tags["v1.2.1"]),
                        "ComfyUI-KJNodes": (nodes.url, nodes_commit)}
     [pip] = [r.model_dump(mode="json") for r in pinned.resources]
-    assert pip["packages"] == ["provdemo==1.0.0", "provdep==1.0.0"]
+    assert pip["packages"] == ["provdemo==1.0.0", "provdep==1.0.0"] and pip["no_deps"] is True
 
     # The host already is what the imported pins say: as resources, they plan with no change at all.
     check = write_manifest(tmp_path, host, {"resources": [
