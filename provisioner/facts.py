@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,6 +86,26 @@ class Venv(_Facts):
     packages: dict[str, str] = Field(default_factory=dict)
 
 
+class CustomNode(_Facts):
+    """An entry of ComfyUI's custom_nodes folder: a git checkout, a registry install, another folder, or a
+    single .py file."""
+
+    name: str
+    kind: Literal["git", "cnr", "dir", "file"]
+    disabled: bool = False
+    head: str | None = None
+    origin: str | None = None
+    cnr_id: str | None = Field(default=None, description="Registry id of a registry (CNR) install.")
+    version: str | None = None
+
+
+class ComfyCheckout(_Facts):
+    path: str
+    head: str | None = Field(default=None, description="ComfyUI's git HEAD commit; None when not a checkout.")
+    origin: str | None = None
+    custom_nodes: list[CustomNode] = Field(default_factory=list)
+
+
 class Facts(_Facts):
     """Everything the agent reports about a host in one call."""
 
@@ -104,6 +125,7 @@ class Facts(_Facts):
     user: User | None = None
     nvidia: Nvidia = Field(default_factory=Nvidia)
     venv: Venv | None = None
+    comfyui: ComfyCheckout | None = Field(default=None, description="Only when the request names comfy_dir.")
 
     def gpu(self, index: int) -> Gpu | None:
         """The GPU with CUDA index `index` (falling back to list position when indexes are missing)."""

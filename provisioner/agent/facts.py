@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def gather(request: Dict[str, Any]) -> Dict[str, Any]:
     root = os.path.abspath(os.path.expanduser(request["root"]))
     venv = request.get("venv")
-    return {
+    facts = {
         "system": platform.system(),
         "os": _os_release(),
         "kernel": platform.release(),
@@ -37,6 +37,12 @@ def gather(request: Dict[str, Any]) -> Dict[str, Any]:
         "nvidia": _nvidia(),
         "venv": _venv_facts(os.path.join(root, venv) if venv and not os.path.isabs(venv) else venv),
     }
+    comfy_dir = request.get("comfy_dir")
+    if comfy_dir:  # asked for by `provision snapshot export` only: it runs git in every custom node
+        from . import checkouts
+
+        facts["comfyui"] = checkouts.gather(os.path.join(root, comfy_dir))
+    return facts
 
 
 def _os_release() -> Dict[str, Optional[str]]:

@@ -1,0 +1,1 @@
+"""ComfyUI-Manager snapshots: read them into manifest plugins and pip pins, write a host's as one."""
