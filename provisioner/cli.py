@@ -80,6 +80,7 @@ class LazyGroup(UsageErrorsExit1):
         "fleet": "provisioner.commands.fleet:fleet",
         "lock": "provisioner.commands.lock:lock_command",
         "resolve": "provisioner.commands.resolve:resolve_command",
+        "workflow": "provisioner.commands.workflow:workflow",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
