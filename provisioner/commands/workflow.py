@@ -131,6 +131,8 @@ def render(result: Analysis) -> str:
                   f"  {r.node} ({r.plugin} {', '.join(r.plugin_versions[:1])} or newer) loading "
                   f"{r.folder}/{r.file}", f"  from {r.repo} ({r.model}); cpu_offload: {r.cpu_offload} "
                   f"({r.why_offload})", f"  expected memory: {r.expected_memory}"]
+        if r.merged_loras:
+            lines.append(f"  has {', '.join(r.merged_loras)} merged in: bypass that LoRA loader")
         if r.note:
             lines.append(f"  note: {r.note}")
     if result.manifest:

@@ -129,9 +129,9 @@ def _lacks(analysis: Analysis, manifest: Manifest, catalog: Catalog) -> list[Lac
             fix += ", or load the Nunchaku replacement suggested above"
         lacks.append(Lack("model", f"{model.folder}/{model.name} (node {model.node}, {model.class_type})", fix))
     ref = comfyui.ref.removeprefix("v") if comfyui else None
-    if analysis.comfyui_min and ref and parse_version(ref):
-        if version_key(ref) not in specifier(f">={analysis.comfyui_min}"):
-            lacks.append(Lack("comfyui", f"ComfyUI {comfyui.ref if comfyui else ''} is older than "
-                              f"{analysis.comfyui_min}: {analysis.comfyui_min_why}",
-                              f"set comfyui.ref to v{analysis.comfyui_min} or newer"))
+    if (analysis.comfyui_min and ref and parse_version(ref)
+            and version_key(ref) not in specifier(f">={analysis.comfyui_min}")):
+        lacks.append(Lack("comfyui", f"ComfyUI {comfyui.ref if comfyui else ''} is older than "
+                          f"{analysis.comfyui_min}: {analysis.comfyui_min_why}",
+                          f"set comfyui.ref to v{analysis.comfyui_min} or newer"))
     return lacks

@@ -45,12 +45,13 @@ def sections(analysis: Analysis, catalog: Catalog, nunchaku: bool = False) -> Se
     replaced = {r.replaces_file: r for r in analysis.replacements} if nunchaku else {}
     if analysis.plugins or replaced:
         out.plugins.append({"name": catalog.plugin.name, "repo": catalog.plugin.repo})
+    merged = {lora for r in replaced.values() for lora in r.merged_loras}
     seen: set[tuple[str, str, str]] = set()
     for replacement in replaced.values():
         entry = {"repo": replacement.repo, "file": replacement.file_template, "folder": replacement.folder}
         _add(out, seen, entry)
     for model in analysis.models:
-        if model.name in replaced:
+        if model.name in replaced or (model.folder == "loras" and model.name in merged):
             continue
         where = f"{model.folder}/{model.name} (node {model.node})"
         if not model.active:

@@ -58,9 +58,12 @@ def model_files(nodes: list[WorkflowNode]) -> list[ModelFile]:
             found[(node.path, value, slot.folder)] = ModelFile(
                 value, slot.folder, node.path, node.class_type, "widget", node.active,
                 urls.get((value, slot.folder)) or _url_by_name(node, value))
+        # Where the loader's widget names a file, metadata for another file in the same folder is stale
+        # (the template was edited): ComfyUI loads what the widget says.
+        named = {folder for path, _, folder in found if path == node.path}
         for meta in node.models:
             key = (node.path, meta.name, meta.directory)
-            if key not in found:
+            if key not in found and meta.directory not in named:
                 found[key] = ModelFile(meta.name, meta.directory, node.path, node.class_type, "metadata",
                                        node.active, meta.url)
     return list(found.values())

@@ -46,6 +46,11 @@ class Replacement:
     plugin_versions: tuple[str, ...]
     expected_memory: str
     note: str = ""
+    #: LoRA files the svdq file already has merged in (Lightning), so the workflow drops their loaders.
+    merged_loras: tuple[str, ...] = ()
+
+
+_LIGHTNING = re.compile(r"lightning.*?(\d+)[-_]?steps", re.IGNORECASE)
 
 
 def _entry_for(name: str, catalog: Catalog) -> ModelEntry | None:
@@ -63,19 +68,33 @@ def suggest(files: list[ModelFile], catalog: Catalog, host: Host) -> list[Replac
             continue
         entry = _entry_for(model.name, catalog)
         if entry is not None:
-            out.append(_replacement(model, entry, catalog, host))
+            loras = [f.name for f in files if f.folder == "loras" and f.active and _LIGHTNING.search(f.name)]
+            out.append(_replacement(model, entry, catalog, host, loras))
     return out
 
 
-def _replacement(model: ModelFile, entry: ModelEntry, catalog: Catalog, host: Host) -> Replacement:
+def _template(entry: ModelEntry, loras: list[str]) -> tuple[str, tuple[str, ...]]:
+    """The svdq file name: the Lightning-merged one with the same step count when the workflow loads a
+    Lightning LoRA and the catalog has such a file, else the base model (the first file)."""
+    for lora in loras:
+        steps = _LIGHTNING.search(lora)
+        for template in entry.files:
+            merged = _LIGHTNING.search(template)
+            if steps and merged and merged.group(1) == steps.group(1):
+                return template, (lora,)
+    return entry.files[0], ()
+
+
+def _replacement(model: ModelFile, entry: ModelEntry, catalog: Catalog, host: Host,
+                 loras: list[str]) -> Replacement:
     arch = catalog.arch(host.arch) if host.arch else None
     precision = arch.precision if arch is not None else None
     note = ""
     if arch is not None and precision is None:
         note = f"nunchaku has no kernels for {arch.arch} ({arch.reason or 'unsupported'}); keep the plain file"
-    # The first file name is the base model; rank 32 is the smallest, as the resolver picks by default.
-    template = entry.files[0]
-    ranks = entry.ranks.get(precision, []) if precision in ("int4", "fp4") else []  # type: ignore[call-overload]
+    # Rank 32 is the smallest, as the resolver picks by default.
+    template, merged = _template(entry, loras)
+    ranks = entry.ranks.get(precision, []) if precision in ("int4", "fp4") else []
     rank = min(ranks) if ranks else (min(entry.ranks.get("int4", [32])) if entry.ranks else None)
     file = template.format(precision=precision or "{precision}", rank=rank if rank is not None else "{rank}")
     size = entry.size(precision, rank) if precision else None
@@ -93,7 +112,7 @@ def _replacement(model: ModelFile, entry: ModelEntry, catalog: Catalog, host: Ho
         node=entry.node, replaces=model.class_type, replaces_file=model.name, model=entry.id, repo=entry.repo,
         file=file, file_template=template, precision=precision, rank=rank, folder=entry.folder, size_bytes=size,
         size_approx=entry.sizes_approx, cpu_offload=offload, why_offload=why, min_vram_gib=entry.min_vram_gib,
-        plugin=catalog.plugin.name, plugin_versions=versions, expected_memory=expected, note=note)
+        plugin=catalog.plugin.name, plugin_versions=versions, expected_memory=expected, note=note, merged_loras=merged)
 
 
 def _cpu_offload(node: str, catalog: Catalog, host: Host) -> tuple[str, str]:
