@@ -27,7 +27,7 @@ def same_folder(a: str, b: str) -> bool:
 class Lack:
     """Something the manifest must add to run the workflow, with the fix."""
 
-    kind: str  # "plugin", "model", "comfyui", "node"
+    kind: str  # "plugin", "model", "comfyui", "node"; "workflow": the workflow must change, not the manifest
     what: str
     fix: str
 
@@ -89,10 +89,12 @@ def _comfyui_floor(uses: list[NodeUse], catalog: Catalog) -> tuple[str | None, s
 
 
 def _manifest_files(manifest: Manifest) -> list[tuple[re.Pattern[str], str]]:
+    """A pattern per manifest model file name: it matches the filled-in names and the template itself."""
     patterns = []
     for spec in manifest.models:
         text = re.escape(basename(spec.file))
-        text = text.replace(re.escape("{precision}"), "(?:int4|fp4)").replace(re.escape("{rank}"), r"\d+")
+        text = text.replace(re.escape("{precision}"), r"(?:int4|fp4|\{precision\})")
+        text = text.replace(re.escape("{rank}"), r"(?:\d+|\{rank\})")
         patterns.append((re.compile(text), spec.folder))
     return patterns
 
@@ -118,11 +120,23 @@ def _lacks(analysis: Analysis, manifest: Manifest, catalog: Catalog) -> list[Lac
             lacks.append(Lack("node", f"{use.class_type}: {use.detail}",
                               "add the custom node package that provides it to comfyui.plugins"))
     wanted = _manifest_files(manifest)
+
+    def listed(name: str, in_folder: str) -> bool:
+        return any(p.fullmatch(basename(name)) and same_folder(folder, in_folder) for p, folder in wanted)
+
     replaced = {r.replaces_file for r in analysis.replacements}
+    # The manifest installs the Nunchaku file instead: the workflow must load it (and drop merged LoRAs).
+    switched = {r.replaces_file: r for r in analysis.replacements if listed(r.file_template, r.folder)}
+    merged = {lora: r for r in switched.values() for lora in r.merged_loras}
     for model in analysis.models:
-        if not model.active:
+        if not model.active or listed(model.name, model.folder):
             continue
-        if any(p.fullmatch(basename(model.name)) and same_folder(folder, model.folder) for p, folder in wanted):
+        if model.name in switched or (model.folder == "loras" and model.name in merged):
+            r = switched.get(model.name) or merged[model.name]
+            fix = (f"load the manifest's {basename(r.file_template)} with {r.node} (cpu_offload: {r.cpu_offload}) "
+                   f"instead of {r.replaces}" if model.name in switched else
+                   f"bypass node {model.node}: {basename(r.file_template)} has this LoRA merged in")
+            lacks.append(Lack("workflow", f"{model.folder}/{model.name} (node {model.node}, {model.class_type})", fix))
             continue
         fix = f"add it to models: (folder: {model.folder})"
         if model.name in replaced:
