@@ -118,7 +118,8 @@ def _lacks(analysis: Analysis, manifest: Manifest, catalog: Catalog) -> list[Lac
     for use in analysis.nodes:
         if use.provider == "unknown":
             lacks.append(Lack("node", f"{use.class_type}: {use.detail}",
-                              "add the custom node package that provides it to comfyui.plugins"))
+                              "pin a ComfyUI that has it, or add the custom node package that provides it "
+                              "to comfyui.plugins"))
     wanted = _manifest_files(manifest)
 
     def listed(name: str, in_folder: str) -> bool:

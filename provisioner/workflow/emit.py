@@ -61,9 +61,10 @@ def sections(analysis: Analysis, catalog: Catalog, nunchaku: bool = False) -> Se
             out.skipped.append(f"{where}: a manifest cannot place files in {model.folder!r} "
                                f"(one of: {', '.join(MODEL_FOLDERS)})")
             continue
-        source = model.huggingface
+        source = model.huggingface or _catalog_source(model.name, catalog)
         if source is None:
-            out.skipped.append(f"{where}: the workflow names no Hugging Face URL for it; add repo and file by hand")
+            out.skipped.append(f"{where}: neither the workflow nor the catalog names a Hugging Face repository "
+                               "for it; add repo and file by hand")
             continue
         repo, revision, file = source
         if basename(file) != basename(model.name):
@@ -79,6 +80,20 @@ def sections(analysis: Analysis, catalog: Catalog, nunchaku: bool = False) -> Se
             continue
         _add(out, seen, entry)
     return out
+
+
+def _catalog_source(name: str, catalog: Catalog) -> tuple[str, str, str] | None:
+    """(repo, revision, file) of a catalog file of this name: an svdq variant or a plain fallback file."""
+    for entry in catalog.model_entries():
+        variants = list(entry.files) if entry.precision_independent else [
+            t.format(precision=precision, rank=rank)
+            for t in entry.files for precision, ranks in entry.ranks.items() for rank in ranks]
+        for file in variants:
+            if basename(file) == name:
+                return entry.repo, "main", file
+        if entry.fallback is not None and basename(entry.fallback.file) == name:
+            return entry.fallback.repo, "main", entry.fallback.file
+    return None
 
 
 def _add(out: Sections, seen: set[tuple[str, str, str]], entry: dict[str, Any]) -> None:

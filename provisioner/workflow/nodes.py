@@ -112,6 +112,7 @@ def node_uses(nodes: list[WorkflowNode], catalog: Catalog) -> list[NodeUse]:
         else:
             origin = next((n.cnr_id for n in instances if n.cnr_id), None)
             detail = f"custom node package {origin!r}, not in the catalog" if origin else \
-                "not a ComfyUI node the catalog knows, nor one of a catalog plugin"
+                f"not in ComfyUI {data.comfyui.version} (the catalog's node list) nor in a catalog plugin: " \
+                "a newer ComfyUI or a custom node package provides it"
             uses.append(NodeUse(class_type, count, "unknown", detail))
     return uses

@@ -119,7 +119,7 @@ def _cpu_offload(node: str, catalog: Catalog, host: Host) -> tuple[str, str]:
     setting = catalog.plugin_setting("cpu_offload")
     threshold = setting.offload_below_mib.get(node) if setting else None
     if threshold is None:
-        return "auto", f"{node} has no cpu_offload input; nothing to set"
+        return "n/a", f"{node} has no cpu_offload input"
     if host.vram_mib is None:
         return "auto", f"the host's VRAM is unknown: the loader enables offload below {threshold} MiB"
     if host.vram_mib < threshold:

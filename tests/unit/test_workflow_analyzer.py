@@ -140,6 +140,11 @@ def test_nunchaku_nodes_are_the_plugins_and_the_manifest_gaps_are_named(tmp_path
     kinds = {(lack["kind"], lack["what"].split(" ")[0]) for lack in data["lacks"]}
     assert ("plugin", "NunchakuQwenImageDiTLoader") in kinds and ("comfyui", "ComfyUI") in kinds
     assert ("model", "diffusion_models/svdq-int4_r128-qwen-image-edit-2509-lightningv2.0-4steps.safetensors") in kinds
+    # Without a URL in the workflow, the catalog names the svdq file's repository.
+    emitted = yaml.safe_load(_run("workflow", "analyze", str(workflow_path), "--emit").output)
+    assert emitted["comfyui"]["plugins"][0]["name"] == "ComfyUI-nunchaku"
+    assert {"repo": "nunchaku-tech/nunchaku-qwen-image-edit-2509", "folder": "diffusion_models",
+            "file": "svdq-int4_r128-qwen-image-edit-2509-lightningv2.0-4steps.safetensors"} in emitted["models"]
     # The shipped RTX 3090 manifest has this plugin, the svdq file and a new enough ComfyUI.
     shipped = _run("workflow", "analyze", str(workflow_path), "--manifest", str(REPO / "manifests/rtx3090.yaml"),
                    "--json")
