@@ -126,15 +126,24 @@ def import_sections(manifest_path: Path, new: Sections, catalog: Catalog) -> Imp
         else:
             models.append(entry)
     already += [f"plugin {p['name']}" for p in new.plugins if p not in plugins]
+    added_plugins, added_models = list(plugins), list(models)
     text = read_input_text(manifest_path)
+    own = yaml.safe_load(text)
+    own = own if isinstance(own, dict) else {}
+    own_comfyui = own.get("comfyui") if isinstance(own.get("comfyui"), dict) else {}
+    # A list in this file replaces its bases' list whole, so a new list repeats what they listed.
+    if plugins and "plugins" not in (own_comfyui or {}):
+        plugins = [p.model_dump(mode="json", exclude_unset=True) for p in have_plugins] + plugins
+    if models and "models" not in own:
+        models = [m.model_dump(mode="json", exclude_unset=True) for m in loaded.models] + models
     if plugins:
         text = _insert_plugins(text, plugins, manifest_path)
     if models:
         text = _insert_list(text, "models", models, manifest_path)
     if plugins or models:
         _replace_checked(manifest_path, text)
-    return ImportResult([p["name"] for p in plugins], [f"{m['folder']}/{basename(m['file'])}" for m in models],
-                        already)
+    return ImportResult([p["name"] for p in added_plugins],
+                        [f"{m['folder']}/{basename(m['file'])}" for m in added_models], already)
 
 
 def _items(entries: list[dict[str, Any]], indent: str) -> str:
@@ -166,7 +175,15 @@ def _key_line(lines: list[str], key: str, indent: int, start: int = 0, stop: int
 
 def _has_inline_value(line: str, key: str) -> bool:
     rest = line.split(":", 1)[1].split("#", 1)[0].strip()
-    return bool(rest)
+    return bool(rest) and rest != "[]"
+
+
+def _open_empty_list(lines: list[str], at: int) -> None:
+    """`key: []` becomes `key:`, so block items can follow."""
+    key, _, rest = lines[at].partition(":")
+    value, hash_mark, comment = rest.partition("#")
+    if value.strip() == "[]":
+        lines[at] = key + ":" + (f"  #{comment}" if hash_mark else "")
 
 
 def _insert_list(text: str, key: str, entries: list[dict[str, Any]], path: Path) -> str:
@@ -177,6 +194,7 @@ def _insert_list(text: str, key: str, entries: list[dict[str, Any]], path: Path)
     if _has_inline_value(lines[at], key):
         raise ProvisionError(f"{path}:{at + 1}: '{key}:' is written in flow style ([...]); write it as a block "
                              f"list so entries can be added, or add these by hand:\n{_items(entries, '  ')}")
+    _open_empty_list(lines, at)
     end = _block_end(lines, at, 0)
     item_indent = _item_indent(lines, at, end)
     return "\n".join([*lines[:end], *_items(entries, item_indent).splitlines(), *lines[end:]]) + "\n"
@@ -207,6 +225,7 @@ def _insert_plugins(text: str, plugins: list[dict[str, Any]], path: Path) -> str
     if _has_inline_value(lines[plugins_at], "plugins"):
         raise ProvisionError(f"{path}:{plugins_at + 1}: 'plugins:' is written in flow style ([...]); write it "
                              "as a block list so plugins can be added")
+    _open_empty_list(lines, plugins_at)
     plugins_end = _block_end(lines, plugins_at, indent)
     item_indent = _item_indent(lines, plugins_at, plugins_end)
     if len(item_indent) < indent:

@@ -177,7 +177,7 @@ def test_emit_and_import_round_trip_into_a_manifest_that_validates(tmp_path: Pat
     assert text.startswith("# my box\nname: host   # keep this comment\ncomfyui:\n  ref: v0.7.0  # pinned\n")
     assert text.endswith("checks:\n  smoke: false\n")
     loaded = load_manifest(user).manifest
-    assert [p.name for p in loaded.comfyui.plugins] == ["ComfyUI-nunchaku"] if loaded.comfyui else False
+    assert loaded.comfyui is not None and [p.name for p in loaded.comfyui.plugins] == ["ComfyUI-nunchaku"]
     assert len(loaded.models) == 3 and loaded.checks.smoke is False
     again = _run("workflow", "import", template, str(user), "--nunchaku")
     assert "nothing to add" in again.output and user.read_text() == text
@@ -210,3 +210,19 @@ def test_a_file_that_is_not_a_workflow_is_refused_with_the_file_and_the_reason(
 def test_the_template_index_is_refused_as_not_a_workflow() -> None:
     result = CliRunner().invoke(cli, ["workflow", "analyze", str(TEMPLATES / "index.json")])
     assert result.exit_code == 1 and "not a ComfyUI workflow" in result.output
+
+
+def test_import_into_a_manifest_whose_base_lists_models_keeps_them(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("name: base\nmodels:\n  - repo: Comfy-Org/flux1-dev\n"
+                                        "    file: flux1-dev.safetensors\n    folder: diffusion_models\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\ncomfyui:\n  plugins: []  # none yet\n")
+    result = _run("workflow", "import", str(TEMPLATES / "flux_dev_full_text_to_image.json"), str(child))
+    assert result.exit_code == 0, result.output
+    assert "= diffusion_models/flux1-dev.safetensors" in result.output
+    loaded = load_manifest(child).manifest
+    # A list in the child replaces the base's whole: the base's file is repeated, not lost.
+    names = [Path(m.file).name for m in loaded.models]
+    assert names[0] == "flux1-dev.safetensors" and {"clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"} \
+        <= set(names) and len(names) == 4
+    assert "  plugins: []  # none yet\n" in child.read_text()
