@@ -127,7 +127,8 @@ def _lacks(analysis: Analysis, manifest: Manifest, catalog: Catalog) -> list[Lac
 
     replaced = {r.replaces_file for r in analysis.replacements}
     # The manifest installs the Nunchaku file instead: the workflow must load it (and drop merged LoRAs).
-    switched = {r.replaces_file: r for r in analysis.replacements if listed(r.file_template, r.folder)}
+    switched = {r.replaces_file: r for r in analysis.replacements
+                if listed(r.file, r.folder) or listed(r.file_template, r.folder)}
     merged = {lora: r for r in switched.values() for lora in r.merged_loras}
     for model in analysis.models:
         if not model.active or listed(model.name, model.folder):

@@ -91,6 +91,11 @@ def test_flux_template_names_the_nunchaku_loader_and_the_svdq_file_for_the_host(
     assert [(r.replaces, r.node, r.file, r.cpu_offload) for r in small] == [
         ("UNETLoader", "NunchakuFluxDiTLoader", "svdq-int4_r32-flux.1-dev.safetensors", "enable")]
     assert small[0].repo == "nunchaku-tech/nunchaku-flux.1-dev" and "6.8 GB" in small[0].expected_memory
+    # The shipped RTX 4090 manifest installs that svdq file (rank written out): the workflow is to switch.
+    shipped = _run("workflow", "analyze", str(TEMPLATES / "flux_dev_full_text_to_image.json"), "--manifest",
+                   str(REPO / "manifests/rtx4090.yaml"), "--facts", str(FACTS / "rtx4090.json"), "--json")
+    [switch] = [lack for lack in json.loads(shipped.output)["lacks"] if "flux1-dev.safetensors" in lack["what"]]
+    assert switch["kind"] == "workflow" and "NunchakuFluxDiTLoader" in switch["fix"]
     blackwell = analyze(workflow, load_catalog(), Host("sm_120", 32 * 1024)).replacements
     assert [(r.file, r.cpu_offload) for r in blackwell] == [("svdq-fp4_r32-flux.1-dev.safetensors", "disable")]
 
