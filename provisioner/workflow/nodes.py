@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from provisioner.catalog import Catalog, version_key
+from provisioner.catalog import Catalog, parse_version, version_key
 from provisioner.workflow.parse import WorkflowNode
 
 Provider = Literal["comfyui", "frontend", "plugin", "unknown"]
@@ -90,7 +90,7 @@ def node_uses(nodes: list[WorkflowNode], catalog: Catalog) -> list[NodeUse]:
         by_class.setdefault(node.class_type, []).append(node)
     uses = []
     for class_type, instances in sorted(by_class.items()):
-        claims = [n.version for n in instances if n.cnr_id == "comfy-core" and n.version]
+        claims = [n.version for n in instances if n.cnr_id == "comfy-core" and n.version and parse_version(n.version)]
         saved_with = max(claims, key=version_key) if claims else None
         count = len(instances)
         versions = plugin_versions(catalog, class_type)

@@ -13,6 +13,9 @@ from provisioner.input_file import read_input_text
 
 #: UI node modes that keep a node out of the queued prompt (2: muted, 4: bypassed).
 INACTIVE_MODES = (2, 4)
+#: Far above any real workflow (the largest official template has a few hundred): subgraphs nested inside
+#: each other multiply, so a crafted file could otherwise expand without end.
+MAX_NODES = 20_000
 
 
 class WorkflowError(ProvisionError):
@@ -87,24 +90,33 @@ def _api_nodes(data: dict[str, Any], where: str) -> list[WorkflowNode]:
 
 
 def _ui_nodes(data: dict[str, Any], where: str) -> list[WorkflowNode]:
-    definitions = data.get("definitions") if isinstance(data.get("definitions"), dict) else {}
+    definitions = _mapping(data.get("definitions"))
     subgraphs: dict[str, dict[str, Any]] = {}
-    for graph in (definitions or {}).get("subgraphs") or []:
+    graphs = definitions.get("subgraphs")
+    for graph in graphs if isinstance(graphs, list) else []:
         if isinstance(graph, dict) and isinstance(graph.get("id"), str):
             subgraphs[graph["id"]] = graph
     # Legacy group nodes: "workflow>NAME" (older frontends: "workflow/NAME") stands for extra.groupNodes[NAME].
-    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
-    for name, group in ((extra or {}).get("groupNodes") or {}).items():
+    for name, group in _mapping(_mapping(data.get("extra")).get("groupNodes")).items():
         if isinstance(group, dict):
             subgraphs[f"workflow>{name}"] = subgraphs[f"workflow/{name}"] = group
     nodes: list[WorkflowNode] = []
-    _collect(data.get("nodes") or [], "", True, subgraphs, nodes, where, ())
+    _collect(data["nodes"], "", True, subgraphs, nodes, where, ())
     return nodes
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _collect(raw_nodes: list[Any], prefix: str, active: bool, subgraphs: dict[str, dict[str, Any]],
              out: list[WorkflowNode], where: str, stack: tuple[str, ...]) -> None:
+    if not isinstance(raw_nodes, list):
+        raise WorkflowError(f"{where}: subgraph {stack[-1]}: 'nodes' must be a list")
     for index, raw in enumerate(raw_nodes):
+        if len(out) >= MAX_NODES:
+            raise WorkflowError(f"{where}: more than {MAX_NODES} nodes once subgraphs are expanded; "
+                                "is this a real workflow?")
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise WorkflowError(f"{where}: nodes[{index}]{' in subgraph ' + stack[-1] if stack else ''}: "
                                 "a node needs a 'type' (its node class)")
@@ -114,18 +126,18 @@ def _collect(raw_nodes: list[Any], prefix: str, active: bool, subgraphs: dict[st
         if class_type in subgraphs:
             if class_type in stack:
                 raise WorkflowError(f"{where}: subgraph {class_type} contains itself")
-            inner = subgraphs[class_type].get("nodes") or []
+            inner = subgraphs[class_type].get("nodes", [])
             _collect(inner, f"{node_id}:", node_active, subgraphs, out, where, (*stack, class_type))
             continue
-        properties = raw.get("properties") if isinstance(raw.get("properties"), dict) else {}
+        properties = _mapping(raw.get("properties"))
         widgets = raw.get("widgets_values_named") or raw.get("widgets_values") or []
         out.append(WorkflowNode(
             node_id, class_type,
             widgets=widgets if isinstance(widgets, (list, dict)) else [],
             active=node_active,
-            cnr_id=_text((properties or {}).get("cnr_id")),
-            version=_text((properties or {}).get("ver")),
-            models=_metadata((properties or {}).get("models")),
+            cnr_id=_text(properties.get("cnr_id")),
+            version=_text(properties.get("ver")),
+            models=_metadata(properties.get("models")),
         ))
 
 

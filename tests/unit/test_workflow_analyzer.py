@@ -200,6 +200,11 @@ def test_emit_and_import_round_trip_into_a_manifest_that_validates(tmp_path: Pat
     ('{"nodes": 3}', "not a ComfyUI workflow"),
     ('{"name": "x"', "1:13: not valid JSON"),
     ('{"1": {"class_type": 7, "inputs": {}}}', "node 1: 'class_type' must be a node class name"),
+    ('{"nodes": [{"id": 1, "type": "S"}], "definitions": {"subgraphs": [{"id": "S", "nodes": [{"id": 2, '
+     '"type": "T"}]}, {"id": "T", "nodes": [{"id": 3, "type": "S"}]}]}}', "subgraph S contains itself"),
+    (json.dumps({"nodes": [{"id": 1, "type": "G0"}], "definitions": {"subgraphs": [
+        {"id": f"G{level}", "nodes": [{"id": i, "type": f"G{level + 1}"} for i in range(10)]} for level in range(6)
+    ]}}), "more than 20000 nodes once subgraphs are expanded"),
 ])
 def test_a_file_that_is_not_a_workflow_is_refused_with_the_file_and_the_reason(
         tmp_path: Path, content: str, expected: str) -> None:
@@ -231,3 +236,13 @@ def test_import_into_a_manifest_whose_base_lists_models_keeps_them(tmp_path: Pat
     assert names[0] == "flux1-dev.safetensors" and {"clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors"} \
         <= set(names) and len(names) == 4
     assert "  plugins: []  # none yet\n" in child.read_text()
+
+
+def test_a_workflow_with_odd_metadata_is_still_analyzed(tmp_path: Path) -> None:
+    data = {"nodes": [{"id": 1, "type": "VAELoader", "widgets_values": ["ae.safetensors"],
+                       "properties": {"cnr_id": "comfy-core", "ver": "not a version", "models": "x"}},
+                      {"id": 2, "type": "NewCoreNode", "properties": {"cnr_id": "comfy-core", "ver": "0.20.0"}}],
+            "definitions": {"subgraphs": "x"}, "extra": {"groupNodes": []}}
+    result = analyze(parse_workflow(data, "odd.json"), load_catalog())
+    assert [(m.folder, m.name) for m in result.models] == [("vae", "ae.safetensors")]
+    assert result.comfyui_min == "0.20.0" and "NewCoreNode" in result.comfyui_min_why
