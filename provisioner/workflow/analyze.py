@@ -76,8 +76,11 @@ def _comfyui_floor(uses: list[NodeUse], catalog: Catalog) -> tuple[str | None, s
 
     for use in uses:
         if use.provider == "comfyui" and use.detail.startswith("ComfyUI newer"):
+            # The catalog's list stops at the snapshot: the release that added the node lies between it and
+            # the oldest release the workflow records the node in, which is the one known to have it.
             consider(use.saved_with or snapshot, f"{use.class_type} is not in ComfyUI {snapshot}"
-                     + (f"; the workflow was saved with {use.saved_with}" if use.saved_with else ""))
+                     + (f" and the workflow records it in {use.saved_with} (a release in between may have it)"
+                        if use.saved_with else ""))
         if use.provider == "plugin" and use.plugin_versions:
             release = catalog.plugin_release(use.plugin_versions[-1])
             need = release.node_comfyui.get(use.class_type) if release else None

@@ -72,7 +72,8 @@ class NodeUse:
     detail: str
     plugin: str | None = None
     plugin_versions: tuple[str, ...] = ()
-    #: The newest ComfyUI version any instance says it was saved with (properties.ver of comfy-core nodes).
+    #: The oldest ComfyUI version an instance says it was saved with (properties.ver of a comfy-core node):
+    #: the node is known to exist there, and perhaps earlier.
     saved_with: str | None = None
 
 
@@ -91,7 +92,7 @@ def node_uses(nodes: list[WorkflowNode], catalog: Catalog) -> list[NodeUse]:
     uses = []
     for class_type, instances in sorted(by_class.items()):
         claims = [n.version for n in instances if n.cnr_id == "comfy-core" and n.version and parse_version(n.version)]
-        saved_with = max(claims, key=version_key) if claims else None
+        saved_with = min(claims, key=version_key) if claims else None
         count = len(instances)
         versions = plugin_versions(catalog, class_type)
         if class_type in frontend:
