@@ -246,3 +246,17 @@ def test_a_workflow_with_odd_metadata_is_still_analyzed(tmp_path: Path) -> None:
     result = analyze(parse_workflow(data, "odd.json"), load_catalog())
     assert [(m.folder, m.name) for m in result.models] == [("vae", "ae.safetensors")]
     assert result.comfyui_min == "0.20.0" and "NewCoreNode" in result.comfyui_min_why
+
+
+def test_node_providers_of_a_real_template() -> None:
+    result = analyze(load_workflow(TEMPLATES / "image_qwen_image_edit_2509.json"), load_catalog())
+    providers = {use.class_type: use.provider for use in result.nodes}
+    assert providers["KSampler"] == providers["TextEncodeQwenImageEditPlus"] == "comfyui"
+    assert providers["MarkdownNote"] == "frontend"
+    # Newer than the catalog's ComfyUI node list, and not marked comfy-core in this template.
+    assert providers["SaveImageAdvanced"] == "unknown"
+    # Only the subgraph's inner nodes are listed, never the instance's own (UUID) type.
+    assert not [name for name in providers if len(name) == 36 and name.count("-") == 4]
+    newer = analyze(load_workflow(TEMPLATES / "image_flux2.json"), load_catalog())
+    [flux2] = [use for use in newer.nodes if use.class_type == "EmptyFlux2LatentImage"]
+    assert flux2.provider == "comfyui" and flux2.saved_with and "newer than 0.3.64" in flux2.detail
