@@ -239,7 +239,11 @@ def _replace_checked(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        load_manifest(Path(temp))
+        try:
+            load_manifest(Path(temp))
+        except ProvisionError as exc:
+            raise ProvisionError(f"{path}: left unchanged: with the workflow's entries added it would not load "
+                                 f"({str(exc).replace(temp, str(path))})") from None
         os.chmod(temp, path.stat().st_mode & 0o7777)
         os.replace(temp, path)
     except BaseException:

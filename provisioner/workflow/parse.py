@@ -16,6 +16,8 @@ INACTIVE_MODES = (2, 4)
 #: Far above any real workflow (the largest official template has a few hundred): subgraphs nested inside
 #: each other multiply, so a crafted file could otherwise expand without end.
 MAX_NODES = 20_000
+#: Workflows may carry embedded previews and notes; the official ones stay under 1 MiB.
+MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
 
 
 class WorkflowError(ProvisionError):
@@ -53,7 +55,7 @@ class Workflow:
 
 
 def load_workflow(path: Path | str) -> Workflow:
-    text = read_input_text(path)
+    text = read_input_text(path, MAX_WORKFLOW_BYTES)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

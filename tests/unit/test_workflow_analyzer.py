@@ -260,3 +260,13 @@ def test_node_providers_of_a_real_template() -> None:
     newer = analyze(load_workflow(TEMPLATES / "image_flux2.json"), load_catalog())
     [flux2] = [use for use in newer.nodes if use.class_type == "EmptyFlux2LatentImage"]
     assert flux2.provider == "comfyui" and flux2.saved_with and "newer than 0.3.64" in flux2.detail
+
+
+def test_import_refuses_a_flow_style_section_and_leaves_the_file_alone(tmp_path: Path) -> None:
+    manifest = tmp_path / "flow.yaml"
+    manifest.write_text("name: flow\ncomfyui: {ref: auto}\n")
+    result = CliRunner().invoke(cli, ["workflow", "import", str(TEMPLATES / "image_qwen_image_edit_2509.json"),
+                                      str(manifest), "--nunchaku"])
+    assert result.exit_code == 1 and f"{manifest}:2: 'comfyui:' is written in flow style" in result.output
+    assert manifest.read_text() == "name: flow\ncomfyui: {ref: auto}\n"
+    assert not [p for p in tmp_path.iterdir() if p.name != "flow.yaml"]
