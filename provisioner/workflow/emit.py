@@ -173,7 +173,7 @@ def _key_line(lines: list[str], key: str, indent: int, start: int = 0, stop: int
     return None
 
 
-def _has_inline_value(line: str, key: str) -> bool:
+def _has_inline_value(line: str) -> bool:
     rest = line.split(":", 1)[1].split("#", 1)[0].strip()
     return bool(rest) and rest != "[]"
 
@@ -191,7 +191,7 @@ def _insert_list(text: str, key: str, entries: list[dict[str, Any]], path: Path)
     at = _key_line(lines, key, 0)
     if at is None:
         return text.rstrip("\n") + "\n" + f"{key}:\n" + _items(entries, "  ")
-    if _has_inline_value(lines[at], key):
+    if _has_inline_value(lines[at]):
         raise ProvisionError(f"{path}:{at + 1}: '{key}:' is written in flow style ([...]); write it as a block "
                              f"list so entries can be added, or add these by hand:\n{_items(entries, '  ')}")
     _open_empty_list(lines, at)
@@ -212,7 +212,7 @@ def _insert_plugins(text: str, plugins: list[dict[str, Any]], path: Path) -> str
     at = _key_line(lines, "comfyui", 0)
     if at is None:
         return text.rstrip("\n") + "\ncomfyui:\n  plugins:\n" + _items(plugins, "    ")
-    if _has_inline_value(lines[at], "comfyui"):
+    if _has_inline_value(lines[at]):
         raise ProvisionError(f"{path}:{at + 1}: 'comfyui:' is written in flow style ({{...}}); write it as a "
                              "block so plugins can be added")
     end = _block_end(lines, at, 1)
@@ -222,7 +222,7 @@ def _insert_plugins(text: str, plugins: list[dict[str, Any]], path: Path) -> str
     if plugins_at is None:
         block = f"{' ' * indent}plugins:\n" + _items(plugins, " " * (indent * 2))
         return "\n".join([*lines[:end], *block.splitlines(), *lines[end:]]) + "\n"
-    if _has_inline_value(lines[plugins_at], "plugins"):
+    if _has_inline_value(lines[plugins_at]):
         raise ProvisionError(f"{path}:{plugins_at + 1}: 'plugins:' is written in flow style ([...]); write it "
                              "as a block list so plugins can be added")
     _open_empty_list(lines, plugins_at)
