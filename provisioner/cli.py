@@ -81,6 +81,7 @@ class LazyGroup(UsageErrorsExit1):
         "lock": "provisioner.commands.lock:lock_command",
         "resolve": "provisioner.commands.resolve:resolve_command",
         "snapshot": "provisioner.commands.snapshot:snapshot_group",
+        "workflow": "provisioner.commands.workflow:workflow",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
