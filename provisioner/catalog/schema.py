@@ -277,6 +277,7 @@ class CompanionFile(Entry):
     size: int | None = None
     size_approx: bool = False
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    unverified: bool = Field(default=False, description="Named by no official template; `source` says where from.")
     source: str
 
 

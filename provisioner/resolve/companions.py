@@ -91,7 +91,9 @@ def _choice(
         reasons.append(f"the manifest asks for a {option.requested} model")
     if reasons:
         why += "; " + ", ".join(reasons)
-    if file.sha256 is None or file.size_approx:
+    if file.unverified:
+        why += "; named by no official template, not verified"
+    elif file.sha256 is None or file.size_approx:
         why += "; size/sha256 not verified"
     return ModelChoice(
         repo=file.repo,

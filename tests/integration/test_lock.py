@@ -264,7 +264,8 @@ def test_lock_refuses_a_workflow_set_file_whose_hub_sha256_differs_from_the_cata
     upstreams.manifest(models=[{"repo": FLUX_REPO, "file": "svdq-{precision}_r32-flux.1-dev.safetensors"}])
     result = upstreams.lock()
     assert result.exit_code == 1, result.output
-    served = hashlib.sha256(upstreams.hub.files["comfyanonymous/flux_text_encoders/main/clip_l.safetensors"]).hexdigest()
+    clip_l = upstreams.hub.files["comfyanonymous/flux_text_encoders/main/clip_l.safetensors"]
+    served = hashlib.sha256(clip_l).hexdigest()
     assert "the catalog's sha256 for comfyanonymous/flux_text_encoders/clip_l.safetensors (of the flux.1-dev " \
            "workflow set) is 660c6f5b1abae9dc498ac2d21e1347d2abdb0cf6c0c0c8576cd796491d9a6cdd" in result.output
     assert f"the Hub serves sha256 {served}" in result.output
