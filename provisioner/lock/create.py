@@ -148,6 +148,10 @@ def _hub_model(choice: ModelChoice, index: int, hub_prefix: str, sources: LockSo
     assert choice.repo is not None and choice.url is not None
     revision = sources.hub.revision(choice.repo, choice.revision)
     found = revision.files.get(choice.file)
+    if found is None and choice.companion_of:
+        raise LockError(f"the {choice.companion_of} workflow set: {choice.repo} has no file {choice.file!r} at "
+                        f"revision {choice.revision!r} (commit {revision.sha[:12]}); set companions: false on the "
+                        "model and list the files its workflow needs yourself")
     if found is None:
         raise LockError(f"models[{index}]: {choice.repo} has no file {choice.file!r} at revision "
                         f"{choice.revision!r} (commit {revision.sha[:12]}); check the model's file and revision")

@@ -271,3 +271,13 @@ def test_lock_refuses_a_workflow_set_file_whose_hub_sha256_differs_from_the_cata
     assert f"the Hub serves sha256 {served}" in result.output
     assert "companions: false" in result.output
     assert not lock_path_for(upstreams.directory / "gpu.yaml").exists()
+
+
+def test_lock_names_the_workflow_set_when_the_hub_lacks_one_of_its_files(upstreams: Upstreams) -> None:
+    upstreams.hub.add("comfyanonymous/flux_text_encoders", "README.md", b"# text encoders\n")
+    upstreams.manifest(models=[{"repo": FLUX_REPO, "file": "svdq-{precision}_r32-flux.1-dev.safetensors"}])
+    result = upstreams.lock()
+    assert result.exit_code == 1, result.output
+    assert "the flux.1-dev workflow set: comfyanonymous/flux_text_encoders has no file 'clip_l.safetensors'" \
+        in result.output
+    assert "companions: false" in result.output
