@@ -24,6 +24,8 @@ from provisioner.catalog.schema import (
     Build,
     ComfyUICatalog,
     ComfyUIRelease,
+    CompanionFile,
+    CompanionOption,
     GpuCatalog,
     GpuModel,
     ModelCatalog,
@@ -37,6 +39,7 @@ from provisioner.catalog.schema import (
     RepoAlias,
     TorchCatalog,
     TorchRelease,
+    WorkflowSet,
 )
 from provisioner.errors import ProvisionError
 
@@ -46,12 +49,15 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "ComfyUIRelease",
+    "CompanionFile",
+    "CompanionOption",
     "GpuModel",
     "ModelEntry",
     "NunchakuRelease",
     "PluginRelease",
     "PluginSetting",
     "TorchRelease",
+    "WorkflowSet",
     "arch_number",
     "load_catalog",
     "parse_version",
@@ -242,6 +248,12 @@ class Catalog:
     def model_entries(self) -> list[ModelEntry]:
         return list(self.models.models)
 
+    def workflow_set(self, entry: ModelEntry) -> WorkflowSet | None:
+        return self.models.workflow_sets.get(entry.workflow_set) if entry.workflow_set else None
+
+    def companion_file(self, key: str) -> CompanionFile:
+        return self.models.companion_files[key]
+
     def model_url(self, repo: str, file: str, revision: str = "main") -> str:
         return self.models.download_url.format(repo=repo, revision=revision, file=file)
 
@@ -324,6 +336,12 @@ def _check_consistency(catalog: Catalog) -> None:
     for entry in catalog.models.models:
         if entry.comfyui:
             specifier(entry.comfyui)
+        if entry.workflow_set and entry.workflow_set not in catalog.models.workflow_sets:
+            problems.append(f"model {entry.id}: unknown workflow_set {entry.workflow_set!r}")
+    for name, workflow_set in catalog.models.workflow_sets.items():
+        for slot, options in workflow_set.slots.items():
+            problems += [f"workflow set {name}.{slot}: unknown companion file {option.file!r}"
+                         for option in options if option.file not in catalog.models.companion_files]
     for torch in catalog.torch.releases:
         for cuda in torch.cuda:
             if catalog.driver_floor(cuda) is None:

@@ -261,7 +261,40 @@ class FallbackFile(Entry):
     size_approx: bool = False
     min_vram_gib: float | None = None
     uncertain: bool = False
+    self_contained: bool = Field(
+        default=False, description="A checkpoint that bundles its text encoders and VAE: no companion files."
+    )
     note: str = ""
+
+
+class CompanionFile(Entry):
+    """A file a model's standard workflow loads next to the diffusion model (text encoder, VAE, LoRA)."""
+
+    repo: str
+    file: str
+    folder: Literal["text_encoders", "clip", "vae", "loras"]
+    node: str = Field(description="The loader node of the standard workflow that reads it.")
+    size: int | None = None
+    size_approx: bool = False
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    unverified: bool = Field(default=False, description="Named by no official template; `source` says where from.")
+    source: str
+
+
+class CompanionOption(Entry):
+    """One candidate for a slot; the first option whose conditions all hold is installed."""
+
+    file: str = Field(description="Key into companion_files.")
+    mode: Literal["nunchaku", "plain"] | None = Field(default=None, description="Only on this path.")
+    min_vram_gib: float | None = Field(default=None, description="Only on GPUs with at least this much memory.")
+    requested: str | None = Field(default=None, description="Only when the manifest's file matches this regex.")
+
+
+class WorkflowSet(Entry):
+    """What a model family's standard workflow loads besides the diffusion model, slot by slot."""
+
+    slots: dict[str, list[CompanionOption]]
+    source: str
 
 
 class ModelEntry(Entry):
@@ -279,6 +312,10 @@ class ModelEntry(Entry):
     min_vram_gib: float | None = None
     source: str = ""
     fallback: FallbackFile | None = None
+    workflow_set: str | None = Field(default=None, description="Key into workflow_sets.")
+    template: str | None = Field(
+        default=None, description="The standard workflow in comfyui-workflow-templates-json the set follows."
+    )
 
     @property
     def precision_independent(self) -> bool:
@@ -294,3 +331,5 @@ class ModelCatalog(Entry):
     download_url: str
     repo_orgs: list[str]
     models: list[ModelEntry]
+    companion_files: dict[str, CompanionFile] = Field(default_factory=dict)
+    workflow_sets: dict[str, WorkflowSet] = Field(default_factory=dict)

@@ -148,6 +148,10 @@ def _hub_model(choice: ModelChoice, index: int, hub_prefix: str, sources: LockSo
     assert choice.repo is not None and choice.url is not None
     revision = sources.hub.revision(choice.repo, choice.revision)
     found = revision.files.get(choice.file)
+    if found is None and choice.companion_of:
+        raise LockError(f"the {choice.companion_of} workflow set: {choice.repo} has no file {choice.file!r} at "
+                        f"revision {choice.revision!r} (commit {revision.sha[:12]}); set companions: false on the "
+                        "model and list the files its workflow needs yourself")
     if found is None:
         raise LockError(f"models[{index}]: {choice.repo} has no file {choice.file!r} at revision "
                         f"{choice.revision!r} (commit {revision.sha[:12]}); check the model's file and revision")
@@ -155,6 +159,11 @@ def _hub_model(choice: ModelChoice, index: int, hub_prefix: str, sources: LockSo
     if sha256 is None:
         # Kept in git rather than LFS, so the API gives no sha256; such files are small.
         sha256, size = sources.hub.file_hash(choice.repo, revision.sha, choice.file)
+    if choice.sha256 and choice.sha256 != sha256 and choice.companion_of:
+        raise LockError(f"the catalog's sha256 for {choice.repo}/{choice.file} (of the {choice.companion_of} "
+                        f"workflow set) is {choice.sha256}, but the Hub serves sha256 {sha256} at commit "
+                        f"{revision.sha[:12]}; list the file under models with the Hub's sha256, or set "
+                        f"companions: false on the model and list its files yourself")
     if choice.sha256 and choice.sha256 != sha256:
         raise LockError(f"models[{index}].sha256 is {choice.sha256}, but the Hub serves {choice.repo}/{choice.file} "
                         f"with sha256 {sha256} at commit {revision.sha[:12]}; correct or drop the manifest's sha256")

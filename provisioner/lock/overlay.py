@@ -148,7 +148,8 @@ def _model(choice: ModelChoice, locked: LockedModel) -> list[str]:
     if locked.commit is None and choice.url != locked.url:
         return [f"manifest now downloads {name} from {choice.url} but the lock pins {locked.url}"]
     if choice.sha256 and locked.sha256 and choice.sha256 != locked.sha256:
-        return [f"the manifest's sha256 for {name} is {choice.sha256} but the lock pins {locked.sha256}"]
+        whose = "catalog's" if choice.companion_of else "manifest's"
+        return [f"the {whose} sha256 for {name} is {choice.sha256} but the lock pins {locked.sha256}"]
     return []
 
 

@@ -160,6 +160,11 @@ class ModelSpec(Strict):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0)
     rank: int | None = Field(default=None, ge=1)
+    companions: bool = Field(
+        default=True,
+        description="Also install what this model's standard workflow loads with it (text encoders, VAE, "
+        "LoRA), as the catalog lists them; false when those files come from elsewhere.",
+    )
 
     @field_validator("folder")
     @classmethod

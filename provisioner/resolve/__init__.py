@@ -65,7 +65,8 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
     if host.mode is None:
         return result
     nunchaku = host.mode == "nunchaku"
-    plan = plan_models(manifest.models, catalog, host.precision, nunchaku)
+    vram_gib = host.gpu.memory_total_mib / 1024 if host.gpu and host.gpu.memory_total_mib else None
+    plan = plan_models(manifest.models, catalog, host.precision, nunchaku, vram_gib)
     result.notes += plan.notes
     result.violations += plan.violations
     needs = _needs(manifest, catalog, plan, nunchaku, result)

@@ -9,7 +9,11 @@ from posixpath import basename
 
 from provisioner.catalog import Catalog, ModelEntry
 from provisioner.manifest.model import ModelSpec
+from provisioner.resolve.companions import SetRequest, companion_models
 from provisioner.resolve.result import ModelChoice, Violation
+
+ROLES = {"diffusion_models": "diffusion model", "unet": "diffusion model", "checkpoints": "checkpoint",
+         "text_encoders": "text encoder", "clip": "text encoder", "vae": "VAE", "loras": "LoRA"}
 
 
 @dataclass
@@ -32,18 +36,30 @@ class _Variant:
     file: str
 
 
-def plan_models(specs: list[ModelSpec], catalog: Catalog, precision: str | None, nunchaku: bool) -> ModelPlan:
-    """`precision` is the arch's precision when `nunchaku` is used; otherwise files go plain."""
+def plan_models(
+    specs: list[ModelSpec], catalog: Catalog, precision: str | None, nunchaku: bool, vram_gib: float | None = None
+) -> ModelPlan:
+    """`precision` is the arch's precision when `nunchaku` is used; otherwise files go plain. After the
+    listed files come the companions their standard workflows load (text encoders, VAE, LoRA), chosen
+    for `vram_gib` of GPU memory."""
     plan = ModelPlan()
+    requests: list[SetRequest] = []
     for index, spec in enumerate(specs):
         where = f"models[{index}]"
         entry, variants = _match(spec, catalog)
+        before = len(plan.models)
         if entry is None:
             _plain_file(plan, spec, catalog, precision, nunchaku, where)
         elif nunchaku:
             _nunchaku_file(plan, spec, catalog, entry, variants, precision, where)
         else:
             _fallback_file(plan, spec, catalog, entry, where)
+        if entry is not None and spec.companions and len(plan.models) > before:
+            requests.append(SetRequest(entry, spec.file, plan.models[-1].fallback))
+    companions, notes = companion_models(requests, plan.models, catalog, nunchaku, vram_gib)
+    plan.models += companions
+    plan.entries += [None] * len(companions)
+    plan.notes += notes
     return plan
 
 
@@ -133,6 +149,7 @@ def _nunchaku_file(
             precision=chosen.precision,
             rank=chosen.rank,
             node=entry.node,
+            role=ROLES.get(entry.folder),
             why=why,
         )
     )
@@ -173,6 +190,7 @@ def _fallback_file(plan: ModelPlan, spec: ModelSpec, catalog: Catalog, entry: Mo
             rank=None,
             node=fallback.node,
             fallback=True,
+            role=ROLES.get(fallback.folder),
             why=why,
         )
     )
@@ -221,6 +239,7 @@ def _plain_file(
             precision=precision if "{precision}" in spec.file else None,
             rank=spec.rank if "{rank}" in spec.file else None,
             node=None,
+            role=ROLES.get(spec.folder),
             why="taken as written in the manifest",
         )
     )

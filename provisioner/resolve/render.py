@@ -50,8 +50,10 @@ def render_resolution(res: Resolution, name: str | None = None) -> str:
     if res.models:
         lines.append("  models")
         for model in res.models:
-            lines.append(f"    {model.folder}/{model.filename}{_size(model)}")
-            lines.append(f"    {INDENT}from {model.url or model.repo or '(local)'}")
+            role = f"  [{model.role}{f' for {model.companion_of}' if model.companion_of else ''}]" if model.role else ""
+            lines.append(f"    {model.folder}/{model.filename}{_size(model)}{role}")
+            lines.append(f"    {INDENT}from {model.url or model.repo or '(local)'}"
+                         + (f" (sha256 {model.sha256[:12]}…)" if model.sha256 else ""))
             lines.append(f"    {INDENT}{model.why}")
     _notes(lines, res)
     return "\n".join(lines)

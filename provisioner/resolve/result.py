@@ -98,6 +98,8 @@ class ModelChoice(_Result):
     rank: int | None
     node: str | None
     fallback: bool = False
+    role: str | None = Field(default=None, description="diffusion model, text encoder, VAE, LoRA or checkpoint.")
+    companion_of: str | None = Field(default=None, description="The catalog model whose standard workflow needs it.")
     why: str
 
 

@@ -279,8 +279,8 @@ def test_only_needed_nodes_are_judged_and_comfy_extras_failures_are_comfyuis_own
     assert ("ComfyUI's own comfy_extras/nodes_canny.py did not import (it needs kornia, which is not installed); "
             "only its nodes are missing") in info
     assert any("NunchakuZImageDiTLoader" in line and "NunchakuPulidApply" in line for line in info)
-    assert results["smoke.nodes"].status == "pass"  # checks.nodes and the FLUX model's loader
-    assert results["smoke.nodes"].thresholds == {"nodes": ["NunchakuFluxDiTLoader"]}
+    assert results["smoke.nodes"].status == "pass"  # checks.nodes, the FLUX model's loader and its set's loaders
+    assert results["smoke.nodes"].thresholds == {"nodes": ["NunchakuFluxDiTLoader", "DualCLIPLoader", "VAELoader"]}
 
 
 def test_needed_node_without_nunchaku_gets_the_install_fix(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ class Upstreams:
             "name": "gpu",
             "target": {"connection": "local", "root": str(self.directory / "root")},
             "comfyui": {"ref": "master", "plugins": [PLUGIN]},
-            "models": [{"repo": FLUX_REPO, "file": "svdq-{precision}_r32-flux.1-dev.safetensors"},
+            # The FLUX.1 set's encoders and VAE live in repos this stand-in Hub does not serve.
+            "models": [{"repo": FLUX_REPO, "file": "svdq-{precision}_r32-flux.1-dev.safetensors", "companions": False},
                        {"repo": EXTRAS_REPO, "file": "config.json", "folder": "vae"}],
         }
         data.update(sections)
@@ -252,3 +253,31 @@ def test_without_nunchaku_the_installed_plugin_is_still_locked(upstreams: Upstre
     assert lock.mode == "plain" and lock.nunchaku is None
     assert [(p.name, p.ref, p.commit) for p in lock.plugins] == [
         ("ComfyUI-nunchaku", "v1.2.1", upstreams.plugin.tags["v1.2.1"])]
+
+
+def test_lock_refuses_a_workflow_set_file_whose_hub_sha256_differs_from_the_catalog(upstreams: Upstreams) -> None:
+    # The FLUX.1 set's files, served with other bytes than the real ones the catalog's sha256 names.
+    for repo, path in (("comfyanonymous/flux_text_encoders", "clip_l.safetensors"),
+                       ("comfyanonymous/flux_text_encoders", "t5xxl_fp16.safetensors"),
+                       ("Comfy-Org/Lumina_Image_2.0_Repackaged", "split_files/vae/ae.safetensors")):
+        upstreams.hub.add(repo, path, os.urandom(2048))
+    upstreams.manifest(models=[{"repo": FLUX_REPO, "file": "svdq-{precision}_r32-flux.1-dev.safetensors"}])
+    result = upstreams.lock()
+    assert result.exit_code == 1, result.output
+    clip_l = upstreams.hub.files["comfyanonymous/flux_text_encoders/main/clip_l.safetensors"]
+    served = hashlib.sha256(clip_l).hexdigest()
+    assert "the catalog's sha256 for comfyanonymous/flux_text_encoders/clip_l.safetensors (of the flux.1-dev " \
+           "workflow set) is 660c6f5b1abae9dc498ac2d21e1347d2abdb0cf6c0c0c8576cd796491d9a6cdd" in result.output
+    assert f"the Hub serves sha256 {served}" in result.output
+    assert "companions: false" in result.output
+    assert not lock_path_for(upstreams.directory / "gpu.yaml").exists()
+
+
+def test_lock_names_the_workflow_set_when_the_hub_lacks_one_of_its_files(upstreams: Upstreams) -> None:
+    upstreams.hub.add("comfyanonymous/flux_text_encoders", "README.md", b"# text encoders\n")
+    upstreams.manifest(models=[{"repo": FLUX_REPO, "file": "svdq-{precision}_r32-flux.1-dev.safetensors"}])
+    result = upstreams.lock()
+    assert result.exit_code == 1, result.output
+    assert "the flux.1-dev workflow set: comfyanonymous/flux_text_encoders has no file 'clip_l.safetensors'" \
+        in result.output
+    assert "companions: false" in result.output

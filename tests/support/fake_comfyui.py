@@ -60,6 +60,9 @@ class KSampler:
 
 NODE_CLASS_MAPPINGS = {"KSampler": KSampler, "CheckpointLoaderSimple": KSampler, "UNETLoader": KSampler,
                        "VAEDecode": KSampler, "SaveImage": KSampler}
+# The loaders a model's workflow set is read by: in ComfyUI's own nodes.py.
+NODE_CLASS_MAPPINGS.update({name: KSampler for name in ("CLIPLoader", "DualCLIPLoader", "VAELoader",
+                                                        "LoraLoaderModelOnly")})
 NODE_MODULES = {name: "nodes" for name in NODE_CLASS_MAPPINGS}
 HISTORY = {}
 

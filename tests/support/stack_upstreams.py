@@ -74,7 +74,9 @@ class StackUpstreams:
             "models": [{"repo": "nunchaku-tech/nunchaku-flux.1-dev",
                         "file": "svdq-{precision}_r32-flux.1-dev.safetensors",
                         "url": f"{self.hub_endpoint}/nunchaku-tech/nunchaku-flux.1-dev/resolve/main/{MODEL_FILE}",
-                        "sha256": hashlib.sha256(MODEL_BYTES).hexdigest()}],
+                        "sha256": hashlib.sha256(MODEL_BYTES).hexdigest(),
+                        # Its workflow set (encoders, VAE) would come from the real Hub.
+                        "companions": False}],
             "env": {"COMFYUI_MODE": "test"},
             "service": {"port": port, "extra_args": ["--disable-auto-launch", "--cpu"]},
             "roles": ["comfyui-nunchaku"],

@@ -35,7 +35,9 @@ from provisioner.resources.specs import DownloadSpec, GitSpec, PipSpec, Requirem
 
 FACTS = Path(__file__).parent / "facts"
 PLUGIN = {"name": "ComfyUI-nunchaku", "repo": "https://github.com/nunchaku-ai/ComfyUI-nunchaku"}
-FLUX = {"repo": "nunchaku-tech/nunchaku-flux.1-dev", "file": "svdq-{precision}_r32-flux.1-dev.safetensors"}
+# One file, without the text encoders and VAE of its workflow set: these tests are about pinning one model.
+FLUX = {"repo": "nunchaku-tech/nunchaku-flux.1-dev", "file": "svdq-{precision}_r32-flux.1-dev.safetensors",
+        "companions": False}
 T5 = {"repo": "nunchaku-tech/nunchaku-t5", "file": "awq-int4-flux.1-t5xxl.safetensors", "folder": "text_encoders"}
 COMFY_COMMIT, PLUGIN_COMMIT, HUB_COMMIT = "c" * 40, "a" * 40, "d" * 40
 WHEEL_SHA, MODEL_SHA = "1" * 64, "2" * 64

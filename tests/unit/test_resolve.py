@@ -118,7 +118,12 @@ def test_reference_gpus_resolve(
     assert f"torch=={torch}+{index}" in res.torch.requirements
     assert res.plugin is not None and res.plugin.ref == "v1.2.1"
     assert res.comfyui is not None and res.comfyui.ref == "v0.7.0"
-    flux, t5 = res.models
+    flux, t5, *companions = res.models
+    # The listed AWQ T5 fills the workflow's T5 slot; CLIP-L and the VAE come from the FLUX.1 set.
+    assert [(m.folder, m.filename, m.companion_of) for m in companions] == [
+        ("text_encoders", "clip_l.safetensors", "flux.1-dev"),
+        ("vae", "ae.safetensors", "flux.1-dev"),
+    ]
     assert flux.file == f"svdq-{precision}_r32-flux.1-dev.safetensors"
     assert flux.url == f"https://huggingface.co/nunchaku-tech/nunchaku-flux.1-dev/resolve/main/{flux.file}"
     assert (flux.folder, flux.node, flux.rank, flux.precision) == (
@@ -159,6 +164,11 @@ def test_datacenter_gpus_fall_back_to_fp8(host: str) -> None:
         ("checkpoints", "flux1-dev-fp8.safetensors", True),
         ("text_encoders", "t5xxl_fp8_e4m3fn_scaled.safetensors", True),
         ("diffusion_models", "qwen_image_edit_2509_fp8_e4m3fn.safetensors", True),
+        # The FP8 checkpoint bundles FLUX's encoders and VAE; the plain Qwen-Image-Edit-2509 needs its own,
+        # and the Lightning LoRA that nunchaku's lightning file has merged in.
+        ("text_encoders", "qwen_2.5_vl_7b_fp8_scaled.safetensors", False),
+        ("vae", "qwen_image_vae.safetensors", False),
+        ("loras", "Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors", False),
     ]
     assert res.models[2].file == "split_files/diffusion_models/qwen_image_edit_2509_fp8_e4m3fn.safetensors"
     assert not any("skipped" in note for note in res.notes), res.notes
@@ -607,7 +617,8 @@ def test_model_files(host: str, spec: dict[str, Any], file: str, size: int | Non
     spec = {k: v for k, v in spec.items() if v is not None}
     res = run(host, models=[spec])
     assert res.ok, render_resolution(res)
-    (model,) = res.models
+    model, *companions = res.models
+    assert all(m.companion_of for m in companions)
     assert (model.file, model.size, model.rank) == (file, size, rank)
     assert model.filename == file.rsplit("/", 1)[-1]
     assert model.url is not None and model.url.endswith("/resolve/main/" + file)
@@ -646,7 +657,11 @@ def test_models_outside_the_catalog_pass_through() -> None:
     assert [(m.file, m.folder, m.node) for m in res.models[1:]] == [
         ("clip_l.safetensors", "text_encoders", None),
         ("m-int4.safetensors", "diffusion_models", None),
+        # The listed clip_l fills its slot of the FLUX.1 set, so only the rest of the set is added.
+        ("t5xxl_fp16.safetensors", "text_encoders", "DualCLIPLoader"),
+        ("split_files/vae/ae.safetensors", "vae", "VAELoader"),
     ]
+    assert res.models[1].size == 246_000_000
 
 
 def test_turing_uses_fp16() -> None:
