@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "manifests" / "workflows"
 FLUX = "svdq-int4_r32-flux.1-dev.safetensors"
 QWEN = "svdq-int4_r128-qwen-image-edit-2509-lightningv2.0-4steps.safetensors"
-FLUX_FILES = {"diffusion_models": [FLUX], "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors"],
+FLUX_FILES = {"diffusion_models": [FLUX], "text_encoders": ["clip_l.safetensors", "awq-int4-flux.1-t5xxl.safetensors"],
               "vae": ["ae.safetensors"]}
 QWEN_FILES = {"diffusion_models": [QWEN], "text_encoders": ["qwen_2.5_vl_7b_fp8_scaled.safetensors"],
               "vae": ["qwen_image_vae.safetensors"]}
@@ -103,12 +103,12 @@ def test_a_node_no_plugin_registered_is_named_with_the_plugin_that_provides_it(t
 
 
 def test_a_model_file_missing_from_its_folder_names_the_folder_and_the_manifest_entry(tmp_path: Path) -> None:
-    files = {**FLUX_FILES, "text_encoders": ["clip_l.safetensors"]}
+    files = {**FLUX_FILES, "text_encoders": ["awq-int4-flux.1-t5xxl.safetensors"]}
     result = run(setup(tmp_path, "flux.1-dev.json", files, FLUX_MODELS))
     assert result.status == "fail"
-    assert "node 47 (DualCLIPLoader): model file 't5xxl_fp16.safetensors' is not in models/text_encoders" \
+    assert "node 47 (NunchakuTextEncoderLoaderV2): model file 'clip_l.safetensors' is not in models/text_encoders" \
         in result.summary
-    assert result.diagnosis and "no entry in the manifest's models installs t5xxl_fp16.safetensors" in result.diagnosis
+    assert result.diagnosis and "no entry in the manifest's models installs clip_l.safetensors" in result.diagnosis
     assert "folder: text_encoders" in result.diagnosis
 
 

@@ -708,9 +708,17 @@ def _qwen_inputs():
                          "use_pin_memory": (["enable", "disable"],)}}}}
 
 
-# The loaders' INPUT_TYPES as v1.2.1 declares them (nodes/models/flux.py, qwenimage.py); the model lists come
-# from ComfyUI's folder_paths, as in the real plugin.
-INPUTS = {{"NunchakuFluxDiTLoader": _flux_inputs, "NunchakuQwenImageDiTLoader": _qwen_inputs}}
+def _text_encoder_inputs():
+    import folder_paths
+    names = folder_paths.get_filename_list("text_encoders")
+    return {{"required": {{"model_type": (["flux.1"],), "text_encoder1": (names,), "text_encoder2": (names,),
+                         "t5_min_length": ("INT", {{"default": 512, "min": 256, "max": 1024, "step": 128}})}}}}
+
+
+# The loaders' INPUT_TYPES as v1.2.1 declares them (nodes/models/flux.py, qwenimage.py, text_encoder.py); the
+# model lists come from ComfyUI's folder_paths, as in the real plugin.
+INPUTS = {{"NunchakuFluxDiTLoader": _flux_inputs, "NunchakuQwenImageDiTLoader": _qwen_inputs,
+          "NunchakuTextEncoderLoaderV2": _text_encoder_inputs}}
 
 
 def _node(name):

@@ -33,7 +33,7 @@ def sent(manifest: str, facts: str, **update: Any) -> dict[str, Any]:
 
 
 def loader(workflow: dict[str, Any]) -> dict[str, Any]:
-    [node] = [n for n in workflow.values() if n["class_type"].startswith("Nunchaku")]
+    [node] = [n for n in workflow.values() if n["class_type"].endswith("DiTLoader")]
     inputs: dict[str, Any] = node["inputs"]
     return inputs
 
