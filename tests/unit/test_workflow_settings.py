@@ -4,6 +4,8 @@ from the resolution, and not queued where the host cannot run them."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from provisioner.catalog import load_catalog
 from provisioner.checks.criteria import Criteria
+from provisioner.checks.host_smoke import VramSampler
 from provisioner.checks.judge_workflow import judge_workflow
 from provisioner.checks.request import plan_checks
 from provisioner.facts import load_facts
@@ -76,3 +79,47 @@ def test_cpu_mode_does_not_queue_the_workflow_and_says_why() -> None:
     assert smoke["workflow"] is None and "CPU mode" in smoke["workflow_skipped"]
     verdict = judge_workflow({"configured": True, "ready": True, "skipped": smoke["workflow_skipped"]}, Criteria())
     assert verdict.status == "skip" and "CPU mode: there is no NVIDIA GPU" in verdict.summary
+
+
+def test_peak_vram_is_sampled_from_system_stats_while_the_run_goes() -> None:
+    """ComfyUI's /system_stats on a GPU (model_management.get_free_memory/get_total_memory): the sampler keeps
+    the highest torch-allocated (torch_vram_total - torch_vram_free) and whole-device use it saw."""
+    mib = 1024 * 1024
+    # (torch reserved, torch reserved but free, device free) per answer: idle, mid-run, after the run.
+    answers = iter([(0, 0, 23000), (9000, 1000, 13500), (8500, 3000, 14000)])
+
+    class Stats(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            reserved, free, device_free = next(answers)
+            body = json.dumps({"system": {}, "devices": [{
+                "name": "cuda:0 NVIDIA GeForce RTX 3090 : cudaMallocAsync", "type": "cuda", "index": 0,
+                "vram_total": 24576 * mib, "vram_free": device_free * mib,
+                "torch_vram_total": reserved * mib, "torch_vram_free": free * mib}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sampler = VramSampler(f"http://127.0.0.1:{server.server_address[1]}")
+        for _ in range(3):
+            sampler.sample()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert sampler.report() == {"vram_device": "cuda", "peak_vram_mib": 8000, "peak_device_vram_mib": 11076,
+                                "device_vram_before_mib": 1576}
+    measured = judge_workflow({"configured": True, "ready": True, "name": "w.json", "seconds": 4.2, "steps": 4,
+                               "status": {"status_str": "success", "completed": True, "messages": []},
+                               "outputs": ["/opt/comfy/ComfyUI/output/a_00001_.png"], **sampler.report()},
+                              Criteria())
+    assert measured.status == "pass" and "1.05 s/step over 4 steps" in measured.summary
+    assert "peak VRAM 8000 MiB torch-allocated (11076 MiB device)" in measured.summary
+    assert measured.measured["seconds_per_step_from"] == "run seconds / sampler steps"
