@@ -49,7 +49,8 @@ def judge_workflow(observed: Observed, criteria: Criteria) -> CheckResult:
     if not measured["outputs"]:
         return verdict(CHECK, "fail", f"{name} ran but saved no image", measured=measured,
                        diagnosis="end the workflow with a SaveImage node (an output node that writes a file)")
-    return verdict(CHECK, "pass", f"{name} ran in {measured['seconds']} s, {_rate_text(measured)}, "
+    cold = f" (first run, loading the models: {measured['seconds_cold']} s)" if measured["seconds_cold"] else ""
+    return verdict(CHECK, "pass", f"{name} ran in {measured['seconds']} s{cold}, {_rate_text(measured)}, "
                    f"peak VRAM {_vram_text(measured)}; saved {', '.join(measured['outputs'])}", measured=measured)
 
 
@@ -61,7 +62,8 @@ def _measured(observed: Observed) -> dict[str, Any]:
     if per_step is None and isinstance(seconds, int | float) and steps:
         # No progress bar at hand (a running service's log is not ours): the whole run over its sampler steps.
         per_step, source = round(float(seconds) / int(steps), 4), "run seconds / sampler steps"
-    return {"prompt_id": observed.get("prompt_id"), "seconds": seconds, "steps": steps,
+    return {"prompt_id": observed.get("prompt_id"), "seconds": seconds, "seconds_cold": observed.get("seconds_cold"),
+            "runs": observed.get("runs"), "steps": steps,
             "seconds_per_step": per_step, "seconds_per_step_from": source if per_step is not None else None,
             "seconds_per_iteration": observed.get("seconds_per_iteration"), "iterations": observed.get("iterations"),
             "peak_vram_mib": observed.get("peak_vram_mib"),
