@@ -8,10 +8,10 @@ from typing import Any
 from provisioner.checks import diagnose
 from provisioner.checks.criteria import Criteria
 from provisioner.checks.judge_gpu import Observed, verdict
+from provisioner.checks.judge_smoke import NOT_SERVING
 from provisioner.checks.model import CheckResult
 
 CHECK = "smoke.workflow"
-NOT_SERVING = "ComfyUI is not serving (see smoke.server)"
 # The model inputs of the loaders: input name -> the ComfyUI folder its files come from.
 MODEL_INPUTS = {
     "unet_name": "diffusion_models", "model_name": "diffusion_models", "model_path": "diffusion_models",
