@@ -47,6 +47,8 @@ class Criteria:
     # inputs a manifest may set (comfyui.plugins[].settings) with their choices.
     node_providers: dict[str, str] = field(default_factory=dict)
     plugin_settings: dict[str, list[str]] = field(default_factory=dict)
+    # (folder, file name, which entry installs it) for every file the resolution installs.
+    installed: list[tuple[str, str, str]] = field(default_factory=list)
 
     def speedup_floor(self, path: str) -> float:
         return self.min_speedup if self.min_speedup is not None else DEFAULT_MIN_SPEEDUP[path]

@@ -147,13 +147,17 @@ def _node_error(node_id: str, class_type: str, item: dict[str, Any], criteria: C
 
 
 def _missing_model_fix(value: str, folder: str, criteria: Criteria) -> str:
+    for installed_folder, filename, origin in criteria.installed:
+        if filename == value:
+            if installed_folder != folder:
+                return (f"{origin} installs {value} into {installed_folder}, but the loader looks in {folder}: "
+                        f"set its folder to {folder}")
+            return (f"{origin} installs it, but it is not in {folder} on the host: run `provision apply` "
+                    "(and see smoke.models)")
     for index, model in enumerate(criteria.models):
         if model.pattern().fullmatch(value):
-            if model.folder != folder:
-                return (f"models[{index}] ({model.file}) installs into {model.folder}, but {folder} is where the "
-                        f"loader looks: set models[{index}].folder to {folder}")
-            return (f"models[{index}] ({model.file}) names it but it is not in {folder} on the host: run "
-                    "`provision apply` (and see smoke.models)")
+            return (f"models[{index}] ({model.file}) names it, but the resolver picks another file for this GPU: "
+                    "the workflow should load the file `provision resolve` lists")
     return (f"no entry in the manifest's models installs {value}: add it to models with folder: {folder} "
             "(`provision workflow analyze --manifest` names what is missing)")
 

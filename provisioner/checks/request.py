@@ -97,6 +97,7 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         nunchaku_wheel=resolution.nunchaku.filename if resolution and resolution.nunchaku else None,
         node_providers=_node_providers(catalog),
         plugin_settings={s.name: s.values or [] for s in catalog.plugin.settings},
+        installed=_installed(manifest, resolution) if resolution else [],
     )
     return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python,
                      refused=refusals)
@@ -169,6 +170,14 @@ def _read_workflow(path: Path) -> dict[str, Any]:
         raise ProvisionError(f"checks.workflow: {path} is not in ComfyUI's API format "
                              "(a mapping of node id -> {class_type, inputs}; use 'Export (API)')")
     return workflow
+
+
+def _installed(manifest: Manifest, resolution: Resolution) -> list[tuple[str, str, str]]:
+    """Each file the resolution installs and where it comes from: the manifest's models[i] (listed first, in
+    order), or the standard workflow set the resolver adds after them."""
+    listed = len(manifest.models)
+    return [(m.folder, m.filename, f"models[{i}]" if i < listed else "its model's standard workflow set")
+            for i, m in enumerate(resolution.models)]
 
 
 def _node_providers(catalog: Catalog) -> dict[str, str]:

@@ -58,12 +58,12 @@ def fit_workflow(workflow: dict[str, Any], manifest: Manifest,
 
 
 def _resolved_files(manifest: Manifest, resolution: Resolution) -> list[tuple[re.Pattern[str], str]]:
-    """(the manifest entry's name as a pattern, the file the resolver picked) for each model."""
-    if len(manifest.models) != len(resolution.models):
-        return []
+    """(the manifest entry's name as a pattern, the file the resolver picked) for each listed model: the
+    resolution lists them first and in order, then the files their standard workflows add."""
+    listed = resolution.models[:len(manifest.models)]
     return [(WantedModel(spec.folder, spec.file).pattern(), choice.filename)
-            for spec, choice in zip(manifest.models, resolution.models, strict=True)
-            if choice.filename and "{" in spec.file]
+            for spec, choice in zip(manifest.models, listed, strict=False)
+            if choice.filename and "{" in spec.file and choice.folder == spec.folder]
 
 
 def sampler_steps(workflow: dict[str, Any]) -> int | None:
