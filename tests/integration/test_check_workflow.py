@@ -105,13 +105,17 @@ def test_a_node_no_plugin_registered_is_named_with_the_plugin_that_provides_it(t
     assert result.diagnosis and "ComfyUI-nunchaku (from v1.1.0)" in result.diagnosis
 
 
-def test_a_model_file_missing_from_its_folder_names_the_folder_and_the_manifest_entry(tmp_path: Path) -> None:
-    files = {**FLUX_FILES, "text_encoders": ["awq-int4-flux.1-t5xxl.safetensors"]}
-    result = run(setup(tmp_path, "flux.1-dev.json", files, FLUX_MODELS))
+def test_a_model_file_nothing_installs_names_the_folder_to_add_it_to(tmp_path: Path) -> None:
+    long_clip = "Long-ViT-L-14-GmP-SAE-TE-only.safetensors"
+
+    def other_clip(flow: dict[str, Any]) -> None:
+        flow["47"]["inputs"]["text_encoder1"] = long_clip
+
+    result = run(setup(tmp_path, "flux.1-dev.json", FLUX_FILES, FLUX_MODELS, edit=other_clip))
     assert result.status == "fail"
-    assert "node 47 (NunchakuTextEncoderLoaderV2): model file 'clip_l.safetensors' is not in models/text_encoders" \
+    assert f"node 47 (NunchakuTextEncoderLoaderV2): model file {long_clip!r} is not in models/text_encoders" \
         in result.summary
-    assert result.diagnosis and "no entry in the manifest's models installs clip_l.safetensors" in result.diagnosis
+    assert result.diagnosis and f"no entry in the manifest's models installs {long_clip}" in result.diagnosis
     assert "folder: text_encoders" in result.diagnosis
 
 
