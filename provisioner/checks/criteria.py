@@ -43,6 +43,12 @@ class Criteria:
     # The resolution the smoke test is judged against: its mode (nunchaku, plain, cpu) and nunchaku wheel.
     mode: str | None = None
     nunchaku_wheel: str | None = None
+    # For the workflow's diagnosis: node class -> the plugin release that registers it, and the loader
+    # inputs a manifest may set (comfyui.plugins[].settings) with their choices.
+    node_providers: dict[str, str] = field(default_factory=dict)
+    plugin_settings: dict[str, list[str]] = field(default_factory=dict)
+    # (folder, file name, which entry installs it) for every file the resolution installs.
+    installed: list[tuple[str, str, str]] = field(default_factory=list)
 
     def speedup_floor(self, path: str) -> float:
         return self.min_speedup if self.min_speedup is not None else DEFAULT_MIN_SPEEDUP[path]

@@ -207,39 +207,155 @@ TQDM_RATE = re.compile(r"(\d+)/(\d+) \[[^\]]*?,\s*([0-9.]+)(it/s|s/it)\]")
 
 
 def check_workflow(ctx: Any) -> dict[str, Any]:
+    """Queue the workflow (POST /prompt) and follow /history/<id> to its end, twice: the first run loads the
+    models (cold), the second, with the samplers' seeds changed so that ComfyUI's cache does not answer
+    it, is the warm figure. /system_stats is sampled for VRAM meanwhile."""
     smoke: SmokeState = ctx.smoke
-    workflow = smoke.config.get("workflow")
-    observed: dict[str, Any] = {"ready": smoke.serving(), "configured": workflow is not None}
+    config = smoke.config
+    workflow = config.get("workflow")
+    observed: dict[str, Any] = {"ready": smoke.serving(), "configured": bool(config.get("workflow_name")),
+                                "skipped": config.get("workflow_skipped"), "name": config.get("workflow_name"),
+                                "written": config.get("workflow_written") or [], "steps": config.get("workflow_steps")}
     if not observed["ready"] or workflow is None:
         return observed
+    assert smoke.base is not None
+    vram = VramSampler(smoke.base)
+    vram.sample()
+    observed["timeout"] = float(config.get("workflow_timeout", 900))
+    runs = max(1, int(config.get("workflow_runs", 2)))
+    for number in range(runs):
+        if number:
+            observed["seconds_cold"] = observed.pop("seconds")
+            cold_outputs = observed.get("outputs") or []
+        _run_once(smoke, _reseeded(workflow, number), observed, vram)
+        if number:
+            observed["outputs"] = cold_outputs + (observed.get("outputs") or [])
+        status = observed.get("status") or {}
+        if "refused" in observed or observed.get("error") or observed.get("timed_out") or not status.get("completed"):
+            break
+        observed["runs"] = number + 1
+    observed.update(vram.report())
+    return observed
+
+
+def _reseeded(workflow: dict[str, Any], number: int) -> dict[str, Any]:
+    """The workflow with each literal sampler seed moved on by `number` (a new prompt, not ComfyUI's cached one)."""
+    if not number:
+        return workflow
+    changed: dict[str, Any] = json.loads(json.dumps(workflow))
+    for node in changed.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for key in ("seed", "noise_seed"):
+            if isinstance(inputs, dict) and isinstance(inputs.get(key), int):
+                inputs[key] = (inputs[key] + number) % 2**64
+    return changed
+
+
+def _run_once(smoke: SmokeState, workflow: dict[str, Any], observed: dict[str, Any], vram: VramSampler) -> None:
+    """One queued run: its prompt_id, seconds, history status and output files, the sampler's progress rate."""
     assert smoke.base is not None
     log_before = len(smoke.log_text())
     started = time.time()
     try:
         queued = get_json(smoke.base, "/prompt", timeout=60, data={"prompt": workflow, "client_id": "provision-check"})
     except urllib.error.HTTPError as exc:
-        observed["error"] = f"ComfyUI refused the workflow (HTTP {exc.code}): {exc.read().decode()[-4000:]}"
-        return observed
-    prompt_id = queued.get("prompt_id")
+        observed["http_status"] = exc.code
+        observed["refused"] = _error_body(exc)
+        return
+    except (OSError, ValueError) as exc:
+        observed["error"] = f"POST /prompt failed: {exc}"
+        return
+    prompt_id = str(queued.get("prompt_id"))
     observed["prompt_id"] = prompt_id
-    deadline = started + float(smoke.config.get("workflow_timeout", 900))
+    deadline = started + float(observed["timeout"])
     entry = None
     while time.time() < deadline:
-        history = get_json(smoke.base, "/history/" + str(prompt_id), timeout=30)
+        vram.sample()
+        try:
+            history = get_json(smoke.base, "/history/" + urllib.parse.quote(prompt_id), timeout=30)
+        except (OSError, ValueError) as exc:
+            observed["error"] = f"GET /history/{prompt_id} failed: {exc}"
+            break
         entry = history.get(prompt_id) if isinstance(history, dict) else None
-        if entry and entry.get("status", {}).get("completed") is not None and (
-                entry["status"].get("completed") or entry["status"].get("status_str") == "error"):
+        # ComfyUI adds the history entry once the prompt ran (task_done), successful or not.
+        if isinstance(entry, dict) and isinstance(entry.get("status"), dict):
             break
+        entry = None
         if smoke.process is not None and smoke.process.poll() is not None:
-            observed["error"] = f"ComfyUI exited ({smoke.process.returncode}) while running the workflow"
+            observed["error"] = (f"ComfyUI exited ({smoke.process.returncode}) while running the workflow: "
+                                 + (smoke.log_text().strip().splitlines() or ["(no output)"])[-1])
             break
-        time.sleep(1.0)
+        time.sleep(0.5)
     observed["seconds"] = round(time.time() - started, 2)
-    observed["status"] = (entry or {}).get("status")
-    observed["timed_out"] = entry is None or not (entry.get("status") or {}).get("completed")
+    vram.sample()
+    observed["timed_out"] = entry is None and "error" not in observed
+    if entry is not None:
+        observed["status"] = entry.get("status")
+        observed["outputs"] = _output_files(entry.get("outputs") or {}, str(smoke.config.get("comfyui_dir") or ""))
     rates = TQDM_RATE.findall(smoke.log_text()[max(0, log_before - 1000):])
     if rates:
-        _done, _total, value, unit = rates[-1]
+        _done, total, value, unit = rates[-1]
         observed["seconds_per_iteration"] = float(value) if unit == "s/it" else round(1.0 / float(value), 4)
-        observed["iterations"] = int(_total)
-    return observed
+        observed["iterations"] = int(total)
+
+
+def _error_body(exc: urllib.error.HTTPError) -> Any:
+    """ComfyUI's refusal: {"error": {type, message, details, extra_info}, "node_errors": {...}}, or its text."""
+    text = exc.read().decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text[-4000:]
+
+
+def _output_files(outputs: Any, comfy_dir: str) -> list[str]:
+    """The files a run saved, from history outputs ({node: {"images": [{filename, subfolder, type}]}}), as
+    paths on the host (type "output" lies under ComfyUI's output/, "temp" under temp/)."""
+    files: list[str] = []
+    for node_output in outputs.values() if isinstance(outputs, dict) else []:
+        for kind in ("images", "gifs", "videos", "audio"):
+            for item in (node_output or {}).get(kind) or []:
+                if isinstance(item, dict) and item.get("filename"):
+                    folder = "temp" if item.get("type") == "temp" else "output"
+                    files.append(os.path.join(comfy_dir, folder, str(item.get("subfolder") or ""),
+                                              str(item["filename"])))
+    return [os.path.normpath(f) for f in files]
+
+
+class VramSampler:
+    """Peak GPU memory while the workflow runs, sampled from ComfyUI's /system_stats. Its devices report
+    torch_vram_total (memory torch reserved) and torch_vram_free (reserved but unused), so their difference
+    is what torch holds allocated: torch.cuda.max_memory_allocated() itself is only readable inside ComfyUI.
+    vram_total - vram_free is the whole device's use (every process, as nvidia-smi counts it)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.device: str | None = None
+        self.torch_peak = 0
+        self.device_peak = 0
+        self.device_before: int | None = None
+
+    def sample(self) -> None:
+        try:
+            stats = get_json(self.base, "/system_stats", timeout=5)
+        except (OSError, ValueError):
+            return
+        devices = stats.get("devices") or [] if isinstance(stats, dict) else []
+        if not devices or not isinstance(devices[0], dict):
+            return
+        device = devices[0]
+        self.device = str(device.get("type") or device.get("name"))
+        torch_used = int(device.get("torch_vram_total") or 0) - int(device.get("torch_vram_free") or 0)
+        device_used = int(device.get("vram_total") or 0) - int(device.get("vram_free") or 0)
+        if self.device_before is None:
+            self.device_before = device_used
+        self.torch_peak = max(self.torch_peak, torch_used)
+        self.device_peak = max(self.device_peak, device_used)
+
+    def report(self) -> dict[str, Any]:
+        mib = 1024 * 1024
+        if self.device in (None, "cpu"):
+            return {"vram_device": self.device}
+        return {"vram_device": self.device, "peak_vram_mib": round(self.torch_peak / mib),
+                "peak_device_vram_mib": round(self.device_peak / mib),
+                "device_vram_before_mib": round((self.device_before or 0) / mib)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from provisioner.checks import judge_gpu, judge_kernels, judge_smoke
+from provisioner.checks import judge_gpu, judge_kernels, judge_smoke, judge_workflow
 from provisioner.checks.criteria import Criteria
 from provisioner.checks.model import CheckResult
 
@@ -26,7 +26,7 @@ JUDGES: dict[str, Judge] = {
     "smoke.plugins": judge_smoke.judge_plugins,
     "smoke.nodes": judge_smoke.judge_nodes,
     "smoke.models": judge_smoke.judge_models,
-    "smoke.workflow": judge_smoke.judge_workflow,
+    "smoke.workflow": judge_workflow.judge_workflow,
 }
 
 CHECK_IDS = list(JUDGES)

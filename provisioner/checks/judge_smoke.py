@@ -203,24 +203,3 @@ def judge_models(observed: Observed, criteria: Criteria) -> CheckResult:
                        diagnosis="download the models (`provision apply`) into ComfyUI's models/<folder>, or wire "
                        "the shared models root in with comfyui.models_root (extra_model_paths.yaml)")
     return verdict(check, "pass", f"{len(criteria.models)} model(s) listed in their folders", measured=measured)
-
-
-def judge_workflow(observed: Observed, criteria: Criteria) -> CheckResult:
-    check = "smoke.workflow"
-    if not observed.get("configured"):
-        return verdict(check, "skip", "no workflow configured (checks.workflow)")
-    if not observed.get("ready"):
-        return verdict(check, "skip", NOT_SERVING)
-    measured = {k: observed.get(k) for k in ("prompt_id", "seconds", "seconds_per_iteration", "iterations")}
-    if observed.get("error"):
-        return verdict(check, "fail", str(observed["error"]).splitlines()[0], measured=measured,
-                       diagnosis="fix the workflow (API format, node names and model files must exist)")
-    status = observed.get("status") or {}
-    if observed.get("timed_out") or status.get("status_str") == "error":
-        messages = [m for m in status.get("messages") or [] if m and m[0] == "execution_error"]
-        detail = messages[0][1].get("exception_message") if messages else "no result in time"
-        return verdict(check, "fail", f"the workflow did not complete: {detail}", measured=measured,
-                       diagnosis=diagnose.cuda_error(str(detail), None) or "see ComfyUI's log for the failing node")
-    rate = observed.get("seconds_per_iteration")
-    rate_text = f", {rate} s/it" if rate is not None else ""
-    return verdict(check, "pass", f"workflow completed in {observed.get('seconds')} s{rate_text}", measured=measured)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.catalog import Build, Catalog, load_catalog, parse_version
+from provisioner.catalog import Build, Catalog, load_catalog, parse_version, version_key
 from provisioner.checks.criteria import Criteria, WantedModel
 from provisioner.checks.judge import GROUPS
+from provisioner.checks.workflow import fit_workflow, sampler_steps
 from provisioner.errors import ProvisionError
 from provisioner.input_file import InputFileError, read_input_text
 from provisioner.manifest.model import Manifest
@@ -94,6 +95,9 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         models=[WantedModel(m.folder, m.file) for m in manifest.models],
         mode=resolution.mode if resolution else None,
         nunchaku_wheel=resolution.nunchaku.filename if resolution and resolution.nunchaku else None,
+        node_providers=_node_providers(catalog),
+        plugin_settings={s.name: s.values or [] for s in catalog.plugin.settings},
+        installed=_installed(manifest, resolution) if resolution else [],
     )
     return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python,
                      refused=refusals)
@@ -119,17 +123,18 @@ def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_runn
                    resolution: Resolution) -> dict[str, Any]:
     assert manifest.comfyui is not None
     workflow = None
+    written: list[dict[str, Any]] = []
+    skipped = None
     if manifest.checks.workflow:
-        path = manifest_dir / manifest.checks.workflow
-        try:
-            workflow = json.loads(read_input_text(path))
-        except InputFileError as exc:
-            raise ProvisionError(f"checks.workflow: {exc}") from None
-        except (ValueError, RecursionError) as exc:
-            raise ProvisionError(f"checks.workflow: {path} is not valid JSON: {exc}") from None
-        if not isinstance(workflow, dict) or "nodes" in workflow:
-            raise ProvisionError(f"checks.workflow: {path} is not in ComfyUI's API format "
-                                 "(a mapping of node id -> {class_type, inputs}; use 'Export (API)')")
+        workflow = _read_workflow(manifest_dir / manifest.checks.workflow)
+        if resolution.mode != "nunchaku":
+            # The shipped workflows use the Nunchaku loaders, which need nunchaku on an NVIDIA GPU.
+            why = "CPU mode: there is no NVIDIA GPU" if resolution.mode == "cpu" else "nunchaku is not used here"
+            skipped = f"{why}, so the workflow's Nunchaku loaders cannot run ({manifest.checks.workflow} not queued)"
+            workflow = None
+        else:
+            workflow, fitted = fit_workflow(workflow, manifest, resolution)
+            written = [asdict(w) for w in fitted]
     return {
         "comfyui_dir": posixpath.join(manifest.target.root, manifest.comfyui.path),
         "python": python,
@@ -143,9 +148,45 @@ def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_runn
         "models": [{"folder": m.folder, "file": m.file} for m in manifest.models],
         "plugins": [p.name for p in manifest.comfyui.plugins],
         "workflow": workflow,
+        "workflow_name": manifest.checks.workflow,
+        "workflow_skipped": skipped,
+        "workflow_written": written,
+        "workflow_steps": sampler_steps(workflow) if workflow else None,
+        # The first run loads the models; the second is the warm figure the reference numbers are.
+        "workflow_runs": 2,
         "start_timeout": 300,
         "workflow_timeout": 900,
     }
+
+
+def _read_workflow(path: Path) -> dict[str, Any]:
+    try:
+        workflow = json.loads(read_input_text(path))
+    except InputFileError as exc:
+        raise ProvisionError(f"checks.workflow: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProvisionError(f"checks.workflow: {path} is not valid JSON: {exc}") from None
+    if not isinstance(workflow, dict) or "nodes" in workflow:
+        raise ProvisionError(f"checks.workflow: {path} is not in ComfyUI's API format "
+                             "(a mapping of node id -> {class_type, inputs}; use 'Export (API)')")
+    return workflow
+
+
+def _installed(manifest: Manifest, resolution: Resolution) -> list[tuple[str, str, str]]:
+    """Each file the resolution installs and where it comes from: the manifest's models[i] (listed first, in
+    order), or the standard workflow set the resolver adds after them."""
+    listed = len(manifest.models)
+    return [(m.folder, m.filename, f"models[{i}]" if i < listed else "its model's standard workflow set")
+            for i, m in enumerate(resolution.models)]
+
+
+def _node_providers(catalog: Catalog) -> dict[str, str]:
+    """Node class -> the catalog plugin release that first registers it (for a missing node's fix)."""
+    providers: dict[str, str] = {}
+    for release in sorted(catalog.plugin_releases(), key=lambda r: version_key(r.version)):
+        for node in catalog.plugin_nodes(release):
+            providers.setdefault(node, f"{catalog.plugin.name} (from {catalog.plugin_tag(release)})")
+    return providers
 
 
 def _wheel_for(catalog: Catalog, version: str | None, torch: str, cuda: str | None,

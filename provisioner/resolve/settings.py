@@ -29,7 +29,7 @@ def resolve_settings(
         nodes = {m.node for m in result.models if m.node} | set(manifest.checks.nodes)
         for offered in catalog.plugin.settings:
             if _available(offered, release):
-                value = _from_host(offered, host, nodes)
+                value = _from_host(offered, host, nodes, manifest.gpu.index)
                 if value is not None:
                     chosen[offered.name] = value
     problems: list[Violation] = []
@@ -79,11 +79,15 @@ def _turing(host: Host) -> bool:
     return host.arch_info is not None and not host.arch_info.bf16
 
 
-def _from_host(setting: PluginSetting, host: Host, nodes: set[str]) -> PluginSettingChoice | None:
+def _from_host(setting: PluginSetting, host: Host, nodes: set[str], gpu_index: int) -> PluginSettingChoice | None:
     turing = _turing(host)
     family = host.arch_info.family if host.arch_info else "this GPU"
     if setting.name == "cpu_offload":
         return _offload(setting, host, nodes)
+    if setting.name == "device_id":
+        # The service does not narrow CUDA_VISIBLE_DEVICES, so the loader's device is the host's GPU index.
+        return PluginSettingChoice(name=setting.name, value=gpu_index, source="host", nodes=list(setting.nodes),
+                                   why=f"gpu.index is {gpu_index}")
     if setting.name == "data_type":
         value = "float16" if turing else "bfloat16"
         why = (

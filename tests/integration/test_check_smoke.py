@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -82,9 +83,11 @@ def assert_stopped(results: dict[str, CheckResult]) -> None:
 
 
 def test_smoke_passes_with_nodes_models_and_a_workflow(tmp_path: Path) -> None:
-    comfy(tmp_path, plugin_source(NODES))
-    workflow = {"1": {"class_type": "KSampler", "inputs": {"steps": 4}}}
-    (tmp_path / "flow.json").write_text(json.dumps(workflow), encoding="utf-8")
+    make_fake_comfyui(tmp_path / "root" / "ComfyUI", plugins={"ComfyUI-nunchaku": plugin_source(NODES)},
+                      models={"diffusion_models": [FLUX, FLUX.replace("dev", "schnell")],
+                              "text_encoders": ["clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors"],
+                              "vae": ["ae.safetensors"]})
+    shutil.copy(REPO / "manifests" / "workflows" / "flux.1-schnell.json", tmp_path / "flow.json")
     results = run(write_manifest(tmp_path, workflow="flow.json"), only=["smoke"])
     assert {r.status for r in results.values()} == {"pass"}, {k: r.summary for k, r in results.items()}
     assert results["smoke.workflow"].measured["seconds_per_iteration"] is not None

@@ -15,7 +15,11 @@ It behaves like real ComfyUI (0.3.64) wherever provision depends on it:
 - its ComfyUI-nunchaku stand-in (`nunchaku_plugin_source`) imports each node on its own from the
   installed `nunchaku` and logs "Node `X` import failed:" with the traceback, like the real plugin, so
   some nodes fail to import while others load.
-It serves /system_stats, /object_info, /models, /models/<folder>, POST /prompt and /history/<id>.
+It serves /system_stats, /object_info, /models, /models/<folder>, /queue, /history and /history/<id>, and
+POST /prompt validates the prompt against its nodes' INPUT_TYPES as execution.validate_prompt does (the
+model COMBOs list the models folders), answering 400 with ComfyUI's {"error", "node_errors"} shapes; a
+valid prompt runs (sampler progress on stderr), its SaveImage nodes write PNGs into output/, and history
+gets ComfyUI's entry; a model file that starts with b"damaged" fails the run with an execution_error.
 Self-contained on purpose: the files it writes can be committed as the body of a stand-in ComfyUI repo.
 """
 
@@ -29,11 +33,13 @@ import importlib.util
 import json
 import logging
 import os
+import struct
 import sys
 import threading
 import time
 import traceback
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "0.3.64-standin"
@@ -50,21 +56,90 @@ FOLDERS = ["checkpoints", "clip", "clip_vision", "configs", "controlnet", "diffu
 LEGACY = {"unet": "diffusion_models"}
 
 
-class KSampler:
-    CATEGORY = "sampling"
+SAMPLERS = ["euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "res_multistep"]
+SCHEDULERS = ["simple", "normal", "karras", "exponential", "sgm_uniform", "beta"]
+INT = ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff})
+FLOAT = ("FLOAT", {"default": 1.0})
+STRING = ("STRING", {"multiline": True})
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"steps": ("INT", {"default": 20})}}
+
+def files(folder):
+    """A COMBO of a models folder's files, read when object_info or a prompt's validation asks (as
+    folder_paths.get_filename_list does)."""
+    return lambda: (folder_paths_list(folder),)
 
 
-NODE_CLASS_MAPPINGS = {"KSampler": KSampler, "CheckpointLoaderSimple": KSampler, "UNETLoader": KSampler,
-                       "VAEDecode": KSampler, "SaveImage": KSampler}
-# The loaders a model's workflow set is read by: in ComfyUI's own nodes.py.
-NODE_CLASS_MAPPINGS.update({name: KSampler for name in ("CLIPLoader", "DualCLIPLoader", "VAELoader",
-                                                        "LoraLoaderModelOnly")})
+# Core node classes as nodes.py / comfy_extras declare them (a subset: the inputs the standard image
+# workflows use): name -> (required inputs, optional inputs, RETURN_TYPES, OUTPUT_NODE).
+CORE_NODES = {
+    "CheckpointLoaderSimple": ({"ckpt_name": files("checkpoints")}, {}, ("MODEL", "CLIP", "VAE"), False),
+    "UNETLoader": ({"unet_name": files("diffusion_models"),
+                    "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],)},
+                   {}, ("MODEL",), False),
+    "CLIPLoader": ({"clip_name": files("text_encoders"),
+                    "type": (["stable_diffusion", "stable_cascade", "sd3", "flux", "qwen_image", "lumina2"],)},
+                   {"device": (["default", "cpu"],)}, ("CLIP",), False),
+    "DualCLIPLoader": ({"clip_name1": files("text_encoders"), "clip_name2": files("text_encoders"),
+                        "type": (["sdxl", "sd3", "flux", "hunyuan_video", "hidream"],)},
+                       {"device": (["default", "cpu"],)}, ("CLIP",), False),
+    "VAELoader": ({"vae_name": files("vae")}, {}, ("VAE",), False),
+    "LoraLoaderModelOnly": ({"model": ("MODEL",), "lora_name": files("loras"), "strength_model": FLOAT}, {},
+                            ("MODEL",), False),
+    "CLIPTextEncode": ({"text": STRING, "clip": ("CLIP",)}, {}, ("CONDITIONING",), False),
+    "CLIPTextEncodeFlux": ({"clip": ("CLIP",), "clip_l": STRING, "t5xxl": STRING, "guidance": FLOAT}, {},
+                           ("CONDITIONING",), False),
+    "FluxGuidance": ({"conditioning": ("CONDITIONING",), "guidance": FLOAT}, {}, ("CONDITIONING",), False),
+    "ConditioningZeroOut": ({"conditioning": ("CONDITIONING",)}, {}, ("CONDITIONING",), False),
+    "TextEncodeQwenImageEditPlus": ({"clip": ("CLIP",), "prompt": STRING},
+                                    {"vae": ("VAE",), "image1": ("IMAGE",), "image2": ("IMAGE",),
+                                     "image3": ("IMAGE",)}, ("CONDITIONING",), False),
+    "ModelSamplingAuraFlow": ({"model": ("MODEL",), "shift": FLOAT}, {}, ("MODEL",), False),
+    "CFGNorm": ({"model": ("MODEL",), "strength": FLOAT}, {}, ("MODEL",), False),
+    "EmptyImage": ({"width": INT, "height": INT, "batch_size": INT, "color": INT}, {}, ("IMAGE",), False),
+    "FluxKontextImageScale": ({"image": ("IMAGE",)}, {}, ("IMAGE",), False),
+    "EmptySD3LatentImage": ({"width": INT, "height": INT, "batch_size": INT}, {}, ("LATENT",), False),
+    "EmptyLatentImage": ({"width": INT, "height": INT, "batch_size": INT}, {}, ("LATENT",), False),
+    "VAEEncode": ({"pixels": ("IMAGE",), "vae": ("VAE",)}, {}, ("LATENT",), False),
+    "KSampler": ({"model": ("MODEL",), "seed": INT, "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                  "cfg": FLOAT, "sampler_name": (SAMPLERS,), "scheduler": (SCHEDULERS,),
+                  "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent_image": ("LATENT",),
+                  "denoise": FLOAT}, {}, ("LATENT",), False),
+    "VAEDecode": ({"samples": ("LATENT",), "vae": ("VAE",)}, {}, ("IMAGE",), False),
+    "SaveImage": ({"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}, {}, (), True),
+}
+
+
+def core_node(name, required, optional, returns, output_node):
+    def input_types(cls):
+        resolve = lambda spec: spec() if callable(spec) else spec  # noqa: E731
+        inputs = {"required": {k: resolve(v) for k, v in required.items()}}
+        if optional:
+            inputs["optional"] = {k: resolve(v) for k, v in optional.items()}
+        return inputs
+    return type(name, (), {"CATEGORY": "stand-in", "RETURN_TYPES": returns, "OUTPUT_NODE": output_node,
+                           "INPUT_TYPES": classmethod(input_types)})
+
+
+NODE_CLASS_MAPPINGS = {name: core_node(name, *spec) for name, spec in CORE_NODES.items()}
 NODE_MODULES = {name: "nodes" for name in NODE_CLASS_MAPPINGS}
 HISTORY = {}
+NUMBER = [0]
+QUEUE = {"running": [], "pending": []}
+QUEUE_LOCK = threading.Lock()
+EXTRA_PATHS = {}
+
+
+def folder_paths_list(folder):
+    return list_folder(folder, EXTRA_PATHS) or []
+
+
+def install_folder_paths():
+    """ComfyUI's folder_paths module, which custom nodes import to list model files."""
+    module = type(sys)("folder_paths")
+    module.get_filename_list = folder_paths_list
+    module.models_dir = os.path.join(BASE, "models")
+    module.get_output_directory = lambda: os.path.join(BASE, "output")
+    sys.modules["folder_paths"] = module
 
 
 def parse_args():
@@ -221,23 +296,166 @@ def object_info():
         inputs = cls.INPUT_TYPES() if hasattr(cls, "INPUT_TYPES") else {"required": {}}
         info[name] = {"input": inputs, "output": list(getattr(cls, "RETURN_TYPES", ())), "name": name,
                       "display_name": name, "category": getattr(cls, "CATEGORY", "custom"),
-                      "python_module": NODE_MODULES.get(name, "nodes"), "output_node": False}
+                      "python_module": NODE_MODULES.get(name, "nodes"),
+                      "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
     return info
 
 
-def run_prompt(prompt_id, prompt):
-    steps = sum(int(node.get("inputs", {}).get("steps", 0)) for node in prompt.values()
-                if node.get("class_type") == "KSampler")
+def input_types(class_type):
+    cls = NODE_CLASS_MAPPINGS[class_type]
+    return cls.INPUT_TYPES() if hasattr(cls, "INPUT_TYPES") else {"required": {}}
+
+
+def validate_node(prompt, node_id, validated):
+    """execution.py's validate_inputs: required inputs present, links to existing nodes, COMBO values in
+    their lists; upstream nodes first, and an upstream error makes this node invalid without reasons."""
+    if node_id in validated:
+        return validated[node_id][0]
+    node = prompt[node_id]
+    types = input_types(node["class_type"])
+    inputs = node.get("inputs") or {}
+    errors = []
+    valid = True
+    for category in ("required", "optional"):
+        for name, spec in (types.get(category) or {}).items():
+            if name not in inputs:
+                if category == "required":
+                    errors.append({"type": "required_input_missing", "message": "Required input is missing",
+                                   "details": "%s" % name, "extra_info": {"input_name": name}})
+                continue
+            value = inputs[name]
+            if isinstance(value, list) and len(value) == 2:
+                if str(value[0]) not in prompt:
+                    errors.append({"type": "bad_linked_input", "message": "Bad linked input, must be a length-2 "
+                                   "list of [node_id, slot_index]", "details": "%s" % name,
+                                   "extra_info": {"input_name": name, "input_config": spec,
+                                                  "received_value": value}})
+                elif not validate_node(prompt, str(value[0]), validated):
+                    valid = False
+                continue
+            if isinstance(spec[0], list) and value not in spec[0]:
+                list_info = spec[0] if len(spec[0]) <= 20 else "(list of length %d)" % len(spec[0])
+                errors.append({"type": "value_not_in_list", "message": "Value not in list",
+                               "details": "%s: '%s' not in %s" % (name, value, list_info),
+                               "extra_info": {"input_name": name, "input_config": spec, "received_value": value}})
+    validated[node_id] = (valid and not errors, errors, node_id)
+    return validated[node_id][0]
+
+
+def validate_prompt(prompt):
+    """(error, node_errors) as execution.validate_prompt builds them; (None, {}) when the prompt is valid."""
+    outputs = []
+    for node_id, node in prompt.items():
+        if "class_type" not in node:
+            return {"type": "invalid_prompt", "message": "Cannot execute because a node is missing the class_type "
+                    "property.", "details": "Node ID '#%s'" % node_id, "extra_info": {}}, {}
+        if node["class_type"] not in NODE_CLASS_MAPPINGS:
+            return {"type": "invalid_prompt", "message": "Cannot execute because node %s does not exist."
+                    % node["class_type"], "details": "Node ID '#%s'" % node_id, "extra_info": {}}, {}
+        if getattr(NODE_CLASS_MAPPINGS[node["class_type"]], "OUTPUT_NODE", False):
+            outputs.append(node_id)
+    if not outputs:
+        return {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "",
+                "extra_info": {}}, {}
+    node_errors = {}
+    failed = []
+    good = []
+    for output in outputs:
+        validated = {}
+        if validate_node(prompt, output, validated):
+            good.append(output)
+            continue
+        logging.error("Failed to validate prompt for output %s:" % output)
+        for node_id, (ok, reasons, _) in validated.items():
+            if not ok and reasons:
+                entry = node_errors.setdefault(node_id, {"errors": reasons, "dependent_outputs": [],
+                                                         "class_type": prompt[node_id]["class_type"]})
+                entry["dependent_outputs"].append(output)
+                failed += reasons
+                logging.error("* %s %s:" % (prompt[node_id]["class_type"], node_id))
+                for reason in reasons:
+                    logging.error("  - %s: %s" % (reason["message"], reason["details"]))
+        logging.error("Output will be ignored")
+    if not good:
+        details = "\n".join("%s: %s" % (r["message"], r["details"]) for r in failed)
+        return {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                "details": details, "extra_info": {}}, node_errors
+    return None, {}
+
+
+def png_bytes(width=8, height=8):
+    """A small valid RGB PNG (what SaveImage writes, smaller)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    rows = b"".join(b"\x00" + bytes([40, 90, 160]) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def damaged_model(prompt):
+    """A loader whose file is not a safetensors file (a truncated download): (node id, class, path) or None."""
+    for node_id, node in prompt.items():
+        for name, value in (node.get("inputs") or {}).items():
+            if not isinstance(value, str) or not value.endswith(".safetensors"):
+                continue
+            for folder in FOLDERS:
+                for root in [os.path.join(BASE, "models", folder)] + EXTRA_PATHS.get(folder, []):
+                    path = os.path.join(root, value)
+                    if os.path.isfile(path) and open(path, "rb").read(7) == b"damaged":
+                        return node_id, node["class_type"], path
+    return None
+
+
+def run_prompt(prompt_id, number, prompt, outputs):
+    """PromptExecutor.execute, stood in for: the samplers' steps with tqdm's progress lines, then each
+    SaveImage writes a PNG into output/ and history gets ComfyUI's entry (prompt, outputs, status)."""
+    item = [number, prompt_id, prompt, {"client_id": "provision-check"}, outputs]
+    with QUEUE_LOCK:
+        QUEUE["pending"].remove(item)
+        QUEUE["running"].append(item)
     start = time.time()
-    for step in range(1, steps + 1):
-        time.sleep(0.01)
-        rate = step / max(time.time() - start, 1e-6)
-        sys.stderr.write("%3d%%|#| %d/%d [00:00<00:00, %.2fit/s]\n" % (100 * step // steps, step, steps, rate))
-        sys.stderr.flush()
-    HISTORY[prompt_id] = {"prompt": [0, prompt_id, prompt, {}, []], "outputs": {}, "status": {
-        "status_str": "success", "completed": True,
-        "messages": [["execution_start", {"prompt_id": prompt_id, "timestamp": int(start * 1000)}],
-                     ["execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)}]]}}
+    messages = [["execution_start", {"prompt_id": prompt_id, "timestamp": int(start * 1000)}],
+                ["execution_cached", {"nodes": [], "prompt_id": prompt_id, "timestamp": int(start * 1000)}]]
+    results = {}
+    damaged = damaged_model(prompt)
+    if damaged:
+        node_id, class_type, path = damaged
+        message = "Error while deserializing header: HeaderTooLarge"
+        logging.error("!!! Exception during processing !!! %s" % message)
+        messages.append(["execution_error", {
+            "prompt_id": prompt_id, "node_id": node_id, "node_type": class_type, "executed": [],
+            "exception_message": message + "\nFile path: %s" % path,
+            "exception_type": "safetensors_rust.SafetensorError",
+            "traceback": ["  File \"execution.py\", line 496, in execute\n"], "current_inputs": {},
+            "current_outputs": [], "timestamp": int(time.time() * 1000)}])
+        status = {"status_str": "error", "completed": False, "messages": messages}
+    else:
+        steps = sum(int(node.get("inputs", {}).get("steps", 0)) for node in prompt.values()
+                    if node.get("class_type") == "KSampler")
+        for step in range(1, steps + 1):
+            time.sleep(0.01)
+            rate = step / max(time.time() - start, 1e-6)
+            sys.stderr.write("%3d%%|#| %d/%d [00:00<00:00, %.2fit/s]\n" % (100 * step // steps, step, steps, rate))
+            sys.stderr.flush()
+        for node_id, node in prompt.items():
+            if node.get("class_type") != "SaveImage":
+                continue
+            prefix = str(node["inputs"].get("filename_prefix", "ComfyUI"))
+            subfolder, base = os.path.split(prefix)
+            folder = os.path.join(BASE, "output", subfolder)
+            os.makedirs(folder, exist_ok=True)
+            counter = len([f for f in os.listdir(folder) if f.startswith(base + "_")]) + 1
+            filename = "%s_%05d_.png" % (base, counter)
+            with open(os.path.join(folder, filename), "wb") as fh:
+                fh.write(png_bytes())
+            results[node_id] = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}]}
+        messages.append(["execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)}])
+        status = {"status_str": "success", "completed": True, "messages": messages}
+        logging.info("Prompt executed in %.2f seconds" % (time.time() - start))
+    with QUEUE_LOCK:
+        QUEUE["running"].remove(item)
+        HISTORY[prompt_id] = {"prompt": item, "outputs": results, "status": status, "meta": {
+            k: {"node_id": k, "display_node": k, "parent_node": None, "real_node_id": k} for k in results}}
 
 
 def make_handler(args, extra):
@@ -279,6 +497,12 @@ def make_handler(args, extra):
                     self.end_headers()
                     return None
                 return self.reply(200, files)
+            if path == "/queue":
+                with QUEUE_LOCK:
+                    return self.reply(200, {"queue_running": list(QUEUE["running"]),
+                                            "queue_pending": list(QUEUE["pending"])})
+            if path == "/history":
+                return self.reply(200, HISTORY)
             if path.startswith("/history/"):
                 prompt_id = path[len("/history/"):]
                 return self.reply(200, {prompt_id: HISTORY[prompt_id]} if prompt_id in HISTORY else {})
@@ -293,16 +517,24 @@ def make_handler(args, extra):
                 self.end_headers()
                 return None
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            prompt = body.get("prompt") or {}
-            unknown = {k: v.get("class_type") for k, v in prompt.items()
-                       if v.get("class_type") not in NODE_CLASS_MAPPINGS}
-            if unknown:
-                return self.reply(400, {"error": {"type": "invalid_prompt", "message": "Cannot execute because "
-                                                  "a node is missing the class_type property.",
-                                                  "details": str(unknown)}, "node_errors": {}})
-            prompt_id = str(uuid.uuid4())
-            threading.Thread(target=run_prompt, args=(prompt_id, prompt), daemon=True).start()
-            return self.reply(200, {"prompt_id": prompt_id, "number": 0, "node_errors": {}})
+            logging.info("got prompt")
+            if "prompt" not in body:
+                return self.reply(400, {"error": {"type": "no_prompt", "message": "No prompt provided",
+                                                  "details": "No prompt provided", "extra_info": {}},
+                                        "node_errors": {}})
+            prompt = body["prompt"]
+            error, node_errors = validate_prompt(prompt)
+            if error:
+                logging.warning("invalid prompt: {}".format(error))
+                return self.reply(400, {"error": error, "node_errors": node_errors})
+            prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+            outputs = [k for k, v in prompt.items() if getattr(NODE_CLASS_MAPPINGS[v["class_type"]], "OUTPUT_NODE", 0)]
+            with QUEUE_LOCK:
+                NUMBER[0] += 1
+                number = NUMBER[0]
+                QUEUE["pending"].append([number, prompt_id, prompt, {"client_id": "provision-check"}, outputs])
+            threading.Thread(target=run_prompt, args=(prompt_id, number, prompt, outputs), daemon=True).start()
+            return self.reply(200, {"prompt_id": prompt_id, "number": number, "node_errors": {}})
 
     return Handler
 
@@ -311,6 +543,8 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # app/logger.py's format
     args = parse_args()
     extra = extra_model_paths(args.extra_model_paths_config)
+    EXTRA_PATHS.update(extra)
+    install_folder_paths()
     started = time.time()
     import_comfy_modules(args)
     failed_extras = init_builtin_extra_nodes()
@@ -455,8 +689,43 @@ except ValueError:
                    "Please ensure you have at least v{min_backend}.")
 
 
+def _flux_inputs():
+    import folder_paths
+    return {{"required": {{"model_path": (folder_paths.get_filename_list("diffusion_models"),),
+                         "cache_threshold": ("FLOAT", {{"default": 0, "min": 0, "max": 1}}),
+                         "attention": (["nunchaku-fp16", "flash-attention2"],),
+                         "cpu_offload": (["auto", "enable", "disable"],),
+                         "device_id": ("INT", {{"default": 0, "min": 0, "max": 0}}),
+                         "data_type": (["bfloat16", "float16"],)}},
+            "optional": {{"i2f_mode": (["enabled", "always"],)}}}}
+
+
+def _qwen_inputs():
+    import folder_paths
+    return {{"required": {{"model_name": (folder_paths.get_filename_list("diffusion_models"),),
+                         "cpu_offload": (["auto", "enable", "disable"],)}},
+            "optional": {{"num_blocks_on_gpu": ("INT", {{"default": 1, "min": 1, "max": 60}}),
+                         "use_pin_memory": (["enable", "disable"],)}}}}
+
+
+def _text_encoder_inputs():
+    import folder_paths
+    names = folder_paths.get_filename_list("text_encoders")
+    return {{"required": {{"model_type": (["flux.1"],), "text_encoder1": (names,), "text_encoder2": (names,),
+                         "t5_min_length": ("INT", {{"default": 512, "min": 256, "max": 1024, "step": 128}})}}}}
+
+
+# The loaders' INPUT_TYPES as v1.2.1 declares them (nodes/models/flux.py, qwenimage.py, text_encoder.py); the
+# model lists come from ComfyUI's folder_paths, as in the real plugin.
+INPUTS = {{"NunchakuFluxDiTLoader": _flux_inputs, "NunchakuQwenImageDiTLoader": _qwen_inputs,
+          "NunchakuTextEncoderLoaderV2": _text_encoder_inputs}}
+
+
 def _node(name):
-    return type(name, (), {{"CATEGORY": "Nunchaku", "TITLE": name}})
+    attributes = {{"CATEGORY": "Nunchaku", "TITLE": name, "RETURN_TYPES": ("MODEL",)}}
+    if name in INPUTS:
+        attributes["INPUT_TYPES"] = classmethod(lambda cls: INPUTS[name]())
+    return type(name, (), attributes)
 
 
 NODE_CLASS_MAPPINGS = {{}}

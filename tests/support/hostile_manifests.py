@@ -43,7 +43,10 @@ class Case:
 
 
 def _seed_files() -> dict[str, bytes]:
-    return {**{name: (MANIFESTS / name).read_bytes() for name in SEEDS}, BASE: (MANIFESTS / BASE).read_bytes()}
+    # The workflows the seed manifests' checks.workflow names travel with them.
+    workflows = {f"workflows/{p.name}": p.read_bytes() for p in sorted((MANIFESTS / "workflows").glob("*.json"))}
+    return {**{name: (MANIFESTS / name).read_bytes() for name in SEEDS}, BASE: (MANIFESTS / BASE).read_bytes(),
+            **workflows}
 
 
 # Values of every type and shape, the hostile ones included.
