@@ -91,7 +91,7 @@ def test_ledger_records_each_run(tmp_path: Path) -> None:
 def test_validate_schema_generations_and_facts(tmp_path: Path) -> None:
     assert run("validate", str(REPO / "manifests" / "local.yaml")).returncode == 0
     stack = run("validate", str(REPO / "manifests" / "rtx4090.yaml"))
-    assert stack.returncode == 0 and "valid (19 resources)" in stack.stdout, stack.stderr
+    assert stack.returncode == 0 and "valid (21 resources)" in stack.stdout, stack.stderr
     schema = json.loads(run("schema").stdout)
     assert {"target", "gpu", "torch", "nunchaku", "comfyui", "models", "service", "checks"} <= set(schema["properties"])
 
