@@ -116,6 +116,54 @@ class TorchSpec(Strict):
     packages: list[Name] = Field(default_factory=lambda: ["torch", "torchvision", "torchaudio"])
 
 
+_BUILD_ARCH = r"^sm_[0-9]{2,3}a?$"
+
+
+class NunchakuSourceSpec(Strict):
+    """Where a source build takes nunchaku from; by default the catalog's repository at the release tag."""
+
+    repo: Url | None = Field(default=None, description="A fork or a mirror; default: the catalog's repository.")
+    ref: GitRef | None = Field(default=None, description="Tag, branch or commit; default: the release's tag.")
+
+
+class NunchakuBuildOptions(Strict):
+    """How a source build compiles nunchaku on the host."""
+
+    arches: Literal["auto", "all"] | list[str] = Field(
+        default="auto",
+        description="auto: the host's GPU; all: nunchaku's official list for the host's nvcc; or a list "
+        "such as [sm_86, sm_89].",
+    )
+    allow_unsupported_arch: bool = Field(
+        default=False,
+        description="Diagnostics only: build for an arch nunchaku does not support (Hopper's sm_90) by adding "
+        "it to setup.py's list in the staged copy; every report says so.",
+    )
+    max_jobs: int | Literal["auto"] = Field(
+        default="auto", description="Parallel compiler jobs; auto: from the host's cores and memory (~4 GB a job)."
+    )
+    cc: AbsolutePath | None = Field(default=None, description="C compiler, e.g. /usr/bin/gcc.")
+    cxx: AbsolutePath | None = Field(default=None, description="C++ compiler, e.g. /usr/bin/g++.")
+
+    @field_validator("arches")
+    @classmethod
+    def _arches(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("nunchaku.build_options.arches must name at least one arch, e.g. [sm_86]")
+            bad = [a for a in value if not re.match(_BUILD_ARCH, a)]
+            if bad:
+                raise ValueError(f"{', '.join(bad)} is not an arch: write sm_86, sm_120a, ...")
+        return value
+
+    @field_validator("max_jobs")
+    @classmethod
+    def _jobs(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError("nunchaku.build_options.max_jobs must be between 1 and 1024, or auto")
+        return value
+
+
 class NunchakuSpec(Strict):
     enabled: bool = True
     version: str = Field(default=AUTO, pattern=r"^(auto|[0-9][0-9A-Za-z.+]*|[<>=!~][^;|&$`]*)$")
@@ -123,6 +171,13 @@ class NunchakuSpec(Strict):
     wheel_url: Url | None = Field(default=None, description="Override the resolved wheel URL.")
     wheel_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     allow_nightly_torch_builds: bool = False
+    build: Literal["auto", "wheel", "source"] = Field(
+        default="auto",
+        description="auto: a prebuilt wheel where one fits, else a source build on the host; wheel: never "
+        "build; source: always build on the host.",
+    )
+    source: NunchakuSourceSpec = Field(default_factory=NunchakuSourceSpec)
+    build_options: NunchakuBuildOptions = Field(default_factory=NunchakuBuildOptions)
 
 
 class PluginSpec(Strict):
