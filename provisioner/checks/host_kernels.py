@@ -55,6 +55,13 @@ class KernelState:
         return {"path": None, "arch": arch, "reason": reasons.get(base, f"nunchaku has no kernels for {arch}")}
 
 
+def _targets(extension: str) -> dict[str, Any]:
+    """The extension's SASS/PTX targets; its file goes under 'extension', as 'path' names the kernel path."""
+    found = host_fatbin.extension_targets(extension)
+    found["extension"] = found.pop("path", extension)
+    return found
+
+
 def _distribution_facts() -> dict[str, Any]:
     try:
         dist = importlib_metadata.distribution("nunchaku")
@@ -114,7 +121,7 @@ def check_import(ctx: Any) -> dict[str, Any]:
         observed["first_op"] = first_op
         state.first_op_ok = bool(first_op.get("ok"))
         if not first_op.get("ok") and "kernel image" in str(first_op.get("error")):
-            observed.update(host_fatbin.extension_targets(state.extension_path))
+            observed.update(_targets(state.extension_path))
         if first_op.get("stage") == "load" and first_op.get("signal"):
             observed["extension_loaded"] = False
             observed["error"] = f"loading nunchaku._C {first_op['error']}"
@@ -149,7 +156,7 @@ def check_arch(ctx: Any) -> dict[str, Any]:
     observed["package_ok"] = bool(state.extension_path)
     if observed["path"] != "nunchaku" or not state.extension_path:
         return observed
-    observed.update(host_fatbin.extension_targets(state.extension_path))
+    observed.update(_targets(state.extension_path))
     return observed
 
 

@@ -196,6 +196,7 @@ def judge_fp8(observed: Observed, criteria: Criteria) -> CheckResult:
     path_skip = None
     if path != "fp8":
         path_skip = (f"nunchaku serves {observed.get('arch') or 'this GPU'}: the W4A4 GEMM is checked instead"
+                     f"{override_note(observed)}"
                      if path == "nunchaku" else (observed.get("reason") or "no FP8 fallback for this GPU"))
     skip = _gemm_preconditions(observed, path_skip)
     if skip:
