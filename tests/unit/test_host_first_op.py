@@ -1,6 +1,7 @@
 """The first-op probe in real child processes: a crash (a real SIGSEGV), a missing kernel image, a crash while
-loading, and a clean run are told apart. torch and nunchaku._C are stand-ins (no GPU here) that behave like
-the real ones where the probe depends on it: the op's arguments, a raised CUDA error, a signal."""
+loading, and a clean run are told apart; a nunchaku without the layer is named with its version. torch and
+nunchaku._C are stand-ins (no GPU here) that behave like the real ones where the probe depends on it: the
+op's arguments, a raised CUDA error, a signal."""
 
 from __future__ import annotations
 
@@ -81,3 +82,35 @@ def test_no_torch_is_an_error_of_its_own(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     result = host_first_op.probe(sys.executable, str(tmp_path / "_C.so"), 0, "int4")
     assert result["stage"] == "torch" and result["ok"] is False and "torch" in result["error"]
+
+
+def _nunchaku(root: Path, files: dict[str, str]) -> None:
+    for relative, body in files.items():
+        target = root / "nunchaku" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+
+
+@pytest.mark.parametrize("files, expected", [
+    # nunchaku 0.3.x: the packer exists, nunchaku.models.linear does not (NK@v0.3.1)
+    ({"__init__.py": "", "lora/__init__.py": "", "lora/flux/__init__.py": "",
+      "lora/flux/packer.py": "class NunchakuWeightPacker:\n    pass\n", "models/__init__.py": ""},
+     "nunchaku 0.3.1+torch2.7 has no nunchaku.models.linear / nunchaku.lora.flux.packer (No module named "
+     "'nunchaku.models.linear'); the layer check needs nunchaku >= 1.0.0"),
+    ({"__init__.py": "", "lora/__init__.py": "", "lora/flux/__init__.py": "", "lora/flux/packer.py": "",
+      "models/__init__.py": "", "models/linear.py": "class SVDQW4A4Linear:\n    pass\n"},
+     "nunchaku 0.3.1+torch2.7 has no NunchakuWeightPacker; the layer check needs nunchaku >= 1.0.0"),
+])
+def test_a_nunchaku_without_the_layer_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               files: dict[str, str], expected: str) -> None:
+    from provisioner.checks import host_w4a4
+
+    _nunchaku(tmp_path, files)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "nunchaku" or m.startswith("nunchaku.")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        assert host_w4a4.layer_api("0.3.1+torch2.7") == expected
+    finally:  # the stand-in must not outlive the test
+        for name in [m for m in sys.modules if m == "nunchaku" or m.startswith("nunchaku.")]:
+            del sys.modules[name]
