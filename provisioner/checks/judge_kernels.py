@@ -80,7 +80,8 @@ def judge_package(observed: Observed, criteria: Criteria) -> CheckResult:
         return verdict(check, "fail", f"nunchaku {version} is built for CUDA {built_cuda}; torch brings CUDA "
                        f"{torch_cuda}", measured=measured, thresholds=thresholds, diagnosis=install)
     return verdict(check, "pass", f"nunchaku {version} with {len(observed['extensions'])} compiled extension(s), "
-                   f"built for torch {built_torch} (venv: {torch})", measured=measured, thresholds=thresholds)
+                   f"built for torch {built_torch} (venv: {torch}){override_note(observed)}", measured=measured,
+                   thresholds=thresholds)
 
 
 def judge_import(observed: Observed, criteria: Criteria) -> CheckResult:

@@ -170,3 +170,19 @@ def test_the_request_carries_the_flux_shapes() -> None:
     shapes = h100_request()["gemm"]["w4a4_shapes"]
     assert shapes == [[4096, 3072, 3072], [4096, 3072, 12288]]
     assert all(k % 128 == 0 and n % 128 == 0 for _tokens, k, n in shapes)
+
+
+def test_every_kernel_verdict_of_an_override_build_says_so() -> None:
+    from provisioner.checks.judge import judge
+
+    base: dict[str, Any] = {"gpu_present": True, "cuda_ready": True, "path": "nunchaku", "arch": "sm_90",
+                            "precision": "int4", "emulated": True, "override": True, "installed": True,
+                            "version": "1.2.1+cu13.0torch2.11", "torch": "2.11.0+cu130", "torch_cuda": "13.0",
+                            "extensions": ["/v/nunchaku/_C.so"], "package_ok": True, "extension_loaded": True,
+                            "package_imported": True, "sass": ["sm_90"], "ptx": [],
+                            "first_op": {"stage": "op", "ok": True, "op": "quantize_w4a4_act_fuse_lora"}}
+    for check in ("kernels.nunchaku_package", "kernels.nunchaku_import", "kernels.nunchaku_arch", "kernels.fp8_gemm"):
+        result = judge(check, base, Criteria())
+        assert "unsupported-arch build override" in result.summary, result
+    assert judge("kernels.nunchaku_import", base, Criteria()).summary.startswith(
+        "nunchaku._C loads, its first op runs on sm_90, and nunchaku imports")
