@@ -90,6 +90,28 @@ class NunchakuRelease(Entry):
         return any(ex.python == python and ex.torch == build.torch for ex in self.python_exclusions)
 
 
+class KernelErrorModel(Entry):
+    """How far the W4A4 result may stray from the FP32 reference (the derivation is in the YAML)."""
+
+    bf16_rounding: float = Field(gt=0, description="Relative RMS error of one rounding to bf16.")
+    safety: float = Field(gt=1)
+    bf16_accumulation: list[Precision] = Field(description="Precisions whose kernel accumulates groups in bf16.")
+    source: str = ""
+
+
+class EmulatedArch(Entry):
+    reason: str
+    source: str = ""
+
+
+class KernelCheckData(Entry):
+    """What kernels.w4a4_gemm holds each architecture to."""
+
+    error: KernelErrorModel
+    native_min_speedup: dict[str, float]
+    emulated_int4: dict[str, EmulatedArch]
+
+
 class NunchakuCatalog(Entry):
     github: GithubHosting
     mirrors: dict[str, Mirror]
@@ -97,6 +119,7 @@ class NunchakuCatalog(Entry):
     unsupported_machines: dict[str, str]
     impostor: Impostor
     releases: list[NunchakuRelease]
+    kernel_check: KernelCheckData
 
 
 # --- gpus.yaml -------------------------------------------------------------------------------

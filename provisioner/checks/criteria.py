@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# Where checks.min_speedup is unset. Conservative: INT4/FP4 tensor cores peak at 4x BF16 and FP8 at 2x,
-# and a check must pass on every supported GPU, power-capped and consumer boards included.
+from provisioner.catalog import Catalog, arch_number, load_catalog
+
+# Where checks.min_speedup is unset (and, for W4A4, the catalog names no floor for the arch). Conservative:
+# INT4/FP4 tensor cores peak at 4x BF16 and FP8 at 2x, and a check must pass on every supported GPU,
+# power-capped and consumer boards included.
 DEFAULT_MIN_SPEEDUP = {"w4a4": 1.3, "fp8": 1.2}
-# Relative Frobenius error vs the torch reference. W4A4 vs BF16 activations carries the INT4 activation
-# quantization (~0.1 on Gaussian data); FP8 vs its own dequantized inputs only carries BF16 output rounding.
-W4A4_ERROR_BOUND = 0.25
+# Relative Frobenius error vs the torch reference: FP8 vs its own dequantized inputs only carries BF16
+# output rounding. W4A4's bound depends on K and the precision (W4A4Rules.error_bound).
 FP8_ERROR_BOUND = 0.02
+INT4_GROUP = 64
+
+
+@dataclass(frozen=True)
+class W4A4Rules:
+    """What kernels.w4a4_gemm holds each arch to: the catalog's kernel_check data."""
+
+    bf16_rounding: float
+    safety: float
+    bf16_accumulation: tuple[str, ...]
+    native_min_speedup: dict[str, float]
+    emulated: dict[str, str]
+
+    def error_bound(self, precision: str, in_features: int) -> float:
+        """safety x the RMS error of the kernel's roundings: a random walk over the K/64 groups where the
+        kernel accumulates them in bf16, else the output rounding alone."""
+        rms = self.bf16_rounding
+        if precision in self.bf16_accumulation:
+            rms *= math.sqrt(1 + (in_features // INT4_GROUP) / 2)
+        return round(self.safety * rms, 4)
+
+    def speed_floor(self, arch: str | None, manifest_floor: float | None) -> float | None:
+        """The speedup a native arch must reach; None where INT4 is emulated (speed is reported, not judged)."""
+        base = _arch_key(arch)
+        if base in self.emulated:
+            return None
+        if manifest_floor is not None:
+            return manifest_floor
+        return self.native_min_speedup.get(base or "", DEFAULT_MIN_SPEEDUP["w4a4"])
+
+
+def _arch_key(arch: str | None) -> str | None:
+    number = arch_number(arch) if arch else None
+    return f"sm_{number}" if number is not None else arch
+
+
+def w4a4_rules(catalog: Catalog) -> W4A4Rules:
+    data = catalog.nunchaku.kernel_check
+    return W4A4Rules(bf16_rounding=data.error.bf16_rounding, safety=data.error.safety,
+                     bf16_accumulation=tuple(data.error.bf16_accumulation),
+                     native_min_speedup=dict(data.native_min_speedup),
+                     emulated={arch: entry.reason for arch, entry in data.emulated_int4.items()})
 
 
 @dataclass(frozen=True)
@@ -49,6 +94,7 @@ class Criteria:
     plugin_settings: dict[str, list[str]] = field(default_factory=dict)
     # (folder, file name, which entry installs it) for every file the resolution installs.
     installed: list[tuple[str, str, str]] = field(default_factory=list)
+    w4a4: W4A4Rules = field(default_factory=lambda: w4a4_rules(load_catalog()))
 
     def speedup_floor(self, path: str) -> float:
         return self.min_speedup if self.min_speedup is not None else DEFAULT_MIN_SPEEDUP[path]

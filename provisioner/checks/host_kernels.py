@@ -1,4 +1,4 @@
-"""On-host kernel checks: the nunchaku package and its W4A4 GEMM, or FP8 where nunchaku cannot serve."""
+"""On-host kernel checks: the nunchaku package and its W4A4 layer, or FP8 where nunchaku cannot serve."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from . import host_fatbin, host_gemm
+from . import host_fatbin, host_first_op, host_fp8, host_w4a4
 
 
 class KernelState:
@@ -23,6 +23,8 @@ class KernelState:
         self.package: dict[str, Any] | None = None
         self.extension_loaded = False
         self.extension_path: str | None = None
+        # Whether the extension's first op ran in a child process; a crash there would kill this program.
+        self.first_op_ok = False
 
     def arch(self) -> str | None:
         found = self.gpu.device_arch()
@@ -32,12 +34,18 @@ class KernelState:
         return expected if expected not in ("auto", "none") else None
 
     def path(self) -> dict[str, Any]:
-        """{'path': 'nunchaku' | 'fp8' | None, 'arch': ..., 'reason': ...}."""
+        """{'path': 'nunchaku' | 'fp8' | None, 'arch': ..., 'reason': ...}; 'emulated' on an arch whose INT4
+        MMA ptxas emulates, reached only through the manifest's unsupported-arch source build."""
         arch = self.arch()
         base = arch.rstrip("a") if arch else None
         serves = self.config.get("serves", {})
         fallbacks = self.config.get("fallbacks", {})
         reasons = self.config.get("reasons", {})
+        emulated = self.config.get("emulated_int4", {})
+        if base is not None and base in emulated and self.config.get("unsupported_arch_override") and \
+                self.config.get("enabled", True):
+            return {"path": "nunchaku", "arch": arch, "precision": "int4", "emulated": True,
+                    "override": True, "reason": emulated[base]}
         if base is not None and base in fallbacks:
             return {"path": fallbacks[base], "arch": arch, "reason": reasons.get(base, "")}
         if not self.config.get("enabled", True):
@@ -45,6 +53,13 @@ class KernelState:
         if base is None or base in serves:
             return {"path": "nunchaku", "arch": arch, "precision": serves.get(base) if base else None}
         return {"path": None, "arch": arch, "reason": reasons.get(base, f"nunchaku has no kernels for {arch}")}
+
+
+def _targets(extension: str) -> dict[str, Any]:
+    """The extension's SASS/PTX targets; its file goes under 'extension', as 'path' names the kernel path."""
+    found = host_fatbin.extension_targets(extension)
+    found["extension"] = found.pop("path", extension)
+    return found
 
 
 def _distribution_facts() -> dict[str, Any]:
@@ -100,6 +115,17 @@ def check_import(ctx: Any) -> dict[str, Any]:
     if torch is None:
         observed["error"] = ctx.gpu.torch_error()
         return observed
+    assert state.extension_path is not None
+    if ctx.gpu.cuda_ready():
+        first_op = host_first_op.probe(sys.executable, state.extension_path, ctx.gpu.index, observed.get("precision"))
+        observed["first_op"] = first_op
+        state.first_op_ok = bool(first_op.get("ok"))
+        if not first_op.get("ok") and "kernel image" in str(first_op.get("error")):
+            observed.update(_targets(state.extension_path))
+        if first_op.get("stage") == "load" and first_op.get("signal"):
+            observed["extension_loaded"] = False
+            observed["error"] = f"loading nunchaku._C {first_op['error']}"
+            return observed
     # torch first: the extension resolves c10/ATen symbols from the libraries torch has loaded.
     spec = importlib.util.spec_from_file_location("nunchaku._C", state.extension_path)
     try:
@@ -130,7 +156,7 @@ def check_arch(ctx: Any) -> dict[str, Any]:
     observed["package_ok"] = bool(state.extension_path)
     if observed["path"] != "nunchaku" or not state.extension_path:
         return observed
-    observed.update(host_fatbin.extension_targets(state.extension_path))
+    observed.update(_targets(state.extension_path))
     return observed
 
 
@@ -139,10 +165,14 @@ def check_w4a4_gemm(ctx: Any) -> dict[str, Any]:
     observed: dict[str, Any] = dict(ctx.gpu.base(), **state.path())
     observed["cuda_ready"] = ctx.gpu.cuda_ready()
     observed["package_ok"] = state.extension_loaded
-    if observed["path"] != "nunchaku" or not observed["cuda_ready"] or not state.extension_loaded:
+    observed["first_op_ok"] = state.first_op_ok
+    if observed["path"] != "nunchaku" or not observed["cuda_ready"] or not state.extension_loaded or \
+            not state.first_op_ok:
         return observed
-    observed.update(host_gemm.w4a4_vs_bf16(ctx.gpu.torch(), ctx.gpu.index, observed.get("precision"),
-                                           ctx.request.get("gemm", {})))
+    version = (state.package or {}).get("version")
+    observed["version"] = version
+    observed.update(host_w4a4.w4a4_layer_check(ctx.gpu.torch(), ctx.gpu.index, observed.get("precision"),
+                                               ctx.request.get("gemm", {}), version))
     return observed
 
 
@@ -152,5 +182,5 @@ def check_fp8_gemm(ctx: Any) -> dict[str, Any]:
     observed["cuda_ready"] = ctx.gpu.cuda_ready()
     if observed["path"] != "fp8" or not observed["cuda_ready"]:
         return observed
-    observed.update(host_gemm.fp8_vs_bf16(ctx.gpu.torch(), ctx.gpu.index, ctx.request.get("gemm", {})))
+    observed.update(host_fp8.fp8_vs_bf16(ctx.gpu.torch(), ctx.gpu.index, ctx.request.get("gemm", {})))
     return observed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from provisioner.checks import judge_gpu, judge_kernels, judge_smoke, judge_workflow
+from provisioner.checks import judge_gpu, judge_kernels, judge_smoke, judge_w4a4, judge_workflow
 from provisioner.checks.criteria import Criteria
 from provisioner.checks.model import CheckResult
 
@@ -20,7 +20,7 @@ JUDGES: dict[str, Judge] = {
     "kernels.nunchaku_package": judge_kernels.judge_package,
     "kernels.nunchaku_import": judge_kernels.judge_import,
     "kernels.nunchaku_arch": judge_kernels.judge_arch,
-    "kernels.w4a4_gemm": judge_kernels.judge_w4a4,
+    "kernels.w4a4_gemm": judge_w4a4.judge_w4a4,
     "kernels.fp8_gemm": judge_kernels.judge_fp8,
     "smoke.server": judge_smoke.judge_server,
     "smoke.plugins": judge_smoke.judge_plugins,

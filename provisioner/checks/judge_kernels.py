@@ -1,4 +1,4 @@
-"""Verdicts for the kernel checks: the nunchaku package, its import and targets, W4A4 and FP8 GEMMs."""
+"""Verdicts for the kernel checks: the nunchaku package, its import and targets, and the FP8 GEMM."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from provisioner.checks import diagnose
-from provisioner.checks.criteria import FP8_ERROR_BOUND, W4A4_ERROR_BOUND, Criteria
+from provisioner.checks.criteria import FP8_ERROR_BOUND, Criteria
 from provisioner.checks.judge_gpu import Observed, arch_number, no_gpu_reason, verdict
 from provisioner.checks.model import CheckResult
 
 
-def _not_nunchaku(observed: Observed) -> str | None:
+def not_nunchaku(observed: Observed) -> str | None:
     path = observed.get("path")
     if path == "nunchaku":
         return None
@@ -21,6 +21,14 @@ def _not_nunchaku(observed: Observed) -> str | None:
     if path == "fp8":
         return f"{reason}; the FP8 path is checked instead (kernels.fp8_gemm)"
     return reason
+
+
+def override_note(observed: Observed) -> str:
+    """Said on every kernel verdict of a build that only the manifest's override made possible."""
+    if not observed.get("override"):
+        return ""
+    return (f" [unsupported-arch build override: nunchaku does not support {observed.get('arch')}; "
+            "nunchaku.build_options.allow_unsupported_arch, for diagnostics only]")
 
 
 def _impostor_version(version: str | None) -> bool:
@@ -39,7 +47,7 @@ def _advisor(criteria: Criteria, observed: Observed) -> diagnose.WheelAdvisor:
 
 def judge_package(observed: Observed, criteria: Criteria) -> CheckResult:
     check = "kernels.nunchaku_package"
-    skip = _not_nunchaku(observed)
+    skip = not_nunchaku(observed)
     if skip:
         return verdict(check, "skip", skip)
     version = observed.get("version")
@@ -72,30 +80,64 @@ def judge_package(observed: Observed, criteria: Criteria) -> CheckResult:
         return verdict(check, "fail", f"nunchaku {version} is built for CUDA {built_cuda}; torch brings CUDA "
                        f"{torch_cuda}", measured=measured, thresholds=thresholds, diagnosis=install)
     return verdict(check, "pass", f"nunchaku {version} with {len(observed['extensions'])} compiled extension(s), "
-                   f"built for torch {built_torch} (venv: {torch})", measured=measured, thresholds=thresholds)
+                   f"built for torch {built_torch} (venv: {torch}){override_note(observed)}", measured=measured,
+                   thresholds=thresholds)
 
 
 def judge_import(observed: Observed, criteria: Criteria) -> CheckResult:
     check = "kernels.nunchaku_import"
-    skip = _not_nunchaku(observed)
+    skip = not_nunchaku(observed)
     if skip:
         return verdict(check, "skip", skip)
     if not observed.get("package_ok"):
         return verdict(check, "skip", "no genuine nunchaku package to import (see kernels.nunchaku_package)")
-    measured = {k: observed.get(k) for k in ("version", "torch", "extension_loaded", "package_imported")}
+    measured = {k: observed.get(k) for k in ("version", "torch", "extension_loaded", "package_imported", "first_op")}
+    note = override_note(observed)
+    first_op = observed.get("first_op") or {}
+    if first_op and not first_op.get("ok"):
+        return _first_op_failure(check, observed, first_op, measured, note)
     error = observed.get("error")
     if error:
         what = "nunchaku._C" if not observed.get("extension_loaded") else "the nunchaku package"
-        return verdict(check, "fail", f"{what} does not import: {str(error).splitlines()[0]}", measured=measured,
+        return verdict(check, "fail", f"{what} does not import: {str(error).splitlines()[0]}{note}", measured=measured,
                        diagnosis=diagnose.import_error(str(error), observed.get("torch"), observed.get("torch_cuda"),
                                                        observed.get("version"), _advisor(criteria, observed)))
-    return verdict(check, "pass", f"nunchaku._C and nunchaku import against torch {observed.get('torch')}",
-                   measured=measured)
+    ran = f", its first op runs on {observed.get('arch')}" if first_op.get("op") else ""
+    return verdict(check, "pass", f"nunchaku._C loads{ran}, and nunchaku imports against torch "
+                   f"{observed.get('torch')}{note}", measured=measured)
+
+
+def _first_op_failure(check: str, observed: Observed, first_op: dict[str, Any], measured: dict[str, Any],
+                      note: str) -> CheckResult:
+    """The child that loaded nunchaku._C and ran its first op failed: a missing arch, a crash, or an error."""
+    arch = observed.get("arch")
+    message = str(first_op.get("error") or "")
+    stage = "loading nunchaku._C" if first_op.get("stage") in ("load", "torch", "start") else \
+        "nunchaku._C loads, but its first op (quantize_w4a4_act_fuse_lora)"
+    if "no kernel image is available" in message:
+        sass = list(observed.get("sass") or [])
+        has = f"it has SASS for {', '.join(sass)}" if sass else "no SASS targets are readable in it"
+        ptx = list(observed.get("ptx") or [])
+        has += f" and PTX for {', '.join(ptx)}" if ptx else " and no PTX"
+        return verdict(check, "fail", f"{stage} fails on {arch}: no kernel image is available for this GPU{note}",
+                       measured=dict(measured, sass=sass, ptx=ptx),
+                       diagnosis=f"the wheel lacks {arch or 'this GPU'}'s SASS ({has}): "
+                       + str(diagnose.cuda_error(message, arch, sass)))
+    if first_op.get("signal"):
+        return verdict(check, "fail", f"{stage} killed the process with {first_op['signal']}{note}",
+                       measured=measured,
+                       diagnosis="the extension loads but crashes in host code: typically a build whose compiler links "
+                       "libstdc++ statically (it then clashes with torch's). Rebuild with the system compiler "
+                       "(nunchaku.build_options cc: /usr/bin/gcc, cxx: /usr/bin/g++), or install a release wheel")
+    diagnosis = diagnose.cuda_error(message, arch) or diagnose.import_error(
+        message, observed.get("torch"), observed.get("torch_cuda"), observed.get("version"))
+    return verdict(check, "fail", f"{stage} failed: {message.splitlines()[0] if message else '?'}{note}",
+                   measured=measured, diagnosis=diagnosis)
 
 
 def judge_arch(observed: Observed, criteria: Criteria) -> CheckResult:
     check = "kernels.nunchaku_arch"
-    skip = _not_nunchaku(observed)
+    skip = not_nunchaku(observed)
     if skip:
         return verdict(check, "skip", skip)
     if not observed.get("package_ok"):
@@ -111,7 +153,8 @@ def judge_arch(observed: Observed, criteria: Criteria) -> CheckResult:
                        measured=measured)
     number = arch_number(arch)
     if any(arch_number(t) == number for t in sass):
-        return verdict(check, "pass", f"{arch} is among the compiled targets ({', '.join(sass)})", measured=measured)
+        return verdict(check, "pass", f"{arch} is among the compiled targets ({', '.join(sass)})"
+                       f"{override_note(observed)}", measured=measured)
     return verdict(check, "fail", f"the wheel has no kernels for {arch} (compiled for {', '.join(sass)})",
                    measured=measured, diagnosis=diagnose.cuda_error("no kernel image is available", arch, sass))
 
@@ -121,7 +164,7 @@ def _gemm_preconditions(observed: Observed, path_skip: str | None) -> str | None
         None if observed.get("cuda_ready") else "CUDA is not usable from torch (see gpu.torch)")
 
 
-def _gemm_failure(check: str, observed: Observed, measured: dict[str, Any]) -> CheckResult:
+def gemm_failure(check: str, observed: Observed, measured: dict[str, Any]) -> CheckResult:
     message = str(observed["error"])
     diagnosis = diagnose.cuda_error(message, observed.get("arch"))
     if diagnosis is None and re.search(r"undefined symbol|No module named|cannot open shared object", message):
@@ -148,37 +191,19 @@ def _judge_speed_and_error(check: str, observed: Observed, measured: dict[str, A
                    measured=measured, thresholds=thresholds)
 
 
-def judge_w4a4(observed: Observed, criteria: Criteria) -> CheckResult:
-    check = "kernels.w4a4_gemm"
-    skip = _gemm_preconditions(observed, _not_nunchaku(observed))
-    if skip:
-        return verdict(check, "skip", skip)
-    if observed.get("error"):
-        return _gemm_failure(check, observed, {})
-    if not observed.get("package_ok"):
-        return verdict(check, "skip", "nunchaku does not import (see kernels.nunchaku_import)")
-    if observed.get("unsupported"):
-        return verdict(check, "skip", str(observed["unsupported"]))
-    keys = ("shape", "relative_error", "emulated_relative_error", "w4a4_ms", "bf16_ms", "w4a4_tops",
-            "bf16_tflops", "speedup")
-    measured = {k: observed.get(k) for k in keys}
-    return _judge_speed_and_error(check, observed, measured, W4A4_ERROR_BOUND, criteria.speedup_floor("w4a4"),
-                                  f"W4A4 {observed.get('w4a4_tops')} TOPS vs BF16 {observed.get('bf16_tflops')} "
-                                  "TFLOP/s")
-
-
 def judge_fp8(observed: Observed, criteria: Criteria) -> CheckResult:
     check = "kernels.fp8_gemm"
     path = observed.get("path")
     path_skip = None
     if path != "fp8":
         path_skip = (f"nunchaku serves {observed.get('arch') or 'this GPU'}: the W4A4 GEMM is checked instead"
+                     f"{override_note(observed)}"
                      if path == "nunchaku" else (observed.get("reason") or "no FP8 fallback for this GPU"))
     skip = _gemm_preconditions(observed, path_skip)
     if skip:
         return verdict(check, "skip", skip)
     if observed.get("error"):
-        return _gemm_failure(check, observed, {})
+        return gemm_failure(check, observed, {})
     if observed.get("unsupported"):
         return verdict(check, "fail", str(observed["unsupported"]),
                        diagnosis="the FP8 fallback needs torch >= 2.1 with float8 support: upgrade torch")

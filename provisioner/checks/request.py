@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.catalog import Build, Catalog, load_catalog, parse_version, version_key
-from provisioner.checks.criteria import Criteria, WantedModel
+from provisioner.checks.criteria import Criteria, WantedModel, w4a4_rules
 from provisioner.checks.judge import GROUPS
 from provisioner.checks.workflow import fit_workflow, sampler_steps
 from provisioner.errors import ProvisionError
@@ -19,6 +19,10 @@ from provisioner.resolve.result import Resolution
 from provisioner.stack import service_argv
 
 PLATFORM = "linux_x86_64"
+# The W4A4 layer check's shapes, [tokens, in_features, out_features]: FLUX.1's projections at 1024x1024
+# (4096 image tokens), attention 3072 -> 3072 and MLP 3072 -> 12288. Multiples of 128 (nunchaku's packer
+# pads other sizes, which the check does not model).
+W4A4_SHAPES = [[4096, 3072, 3072], [4096, 3072, 12288]]
 
 
 @dataclass
@@ -78,7 +82,7 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         "root": manifest.target.root,
         "venv_python": python,
         "gpu": {"index": manifest.gpu.index, "expected_arch": manifest.gpu.arch},
-        "gemm": {"size": 8192, "warmup": 3, "repeats": 10, "inner": 5, "w4a4_shape": [4096, 3072, 3072]},
+        "gemm": {"size": 8192, "warmup": 3, "repeats": 10, "inner": 5, "w4a4_shapes": W4A4_SHAPES},
         "nunchaku": _nunchaku_paths(manifest, catalog),
     }
     if "smoke" in groups:
@@ -98,13 +102,16 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         node_providers=_node_providers(catalog),
         plugin_settings={s.name: s.values or [] for s in catalog.plugin.settings},
         installed=_installed(manifest, resolution) if resolution else [],
+        w4a4=w4a4_rules(catalog),
     )
     return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python,
                      refused=refusals)
 
 
 def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
-    """Per arch: the precision nunchaku serves, or the fallback path and why nunchaku cannot serve."""
+    """Per arch: the precision nunchaku serves, or the fallback path and why nunchaku cannot serve; and the
+    archs whose INT4 MMA is emulated, which the checks take the nunchaku path on only behind the manifest's
+    unsupported-arch source-build override."""
     serves: dict[str, str] = {}
     fallbacks: dict[str, str] = {}
     reasons: dict[str, str] = {}
@@ -115,8 +122,16 @@ def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
             fallbacks[info.arch] = "fp8"
         if info.reason:
             reasons[info.arch] = f"nunchaku cannot serve {info.arch}: {info.reason}"
+    emulated = {arch: entry.reason for arch, entry in catalog.nunchaku.kernel_check.emulated_int4.items()}
     return {"enabled": manifest.nunchaku.enabled, "precision": manifest.nunchaku.precision,
-            "serves": serves, "fallbacks": fallbacks, "reasons": reasons}
+            "serves": serves, "fallbacks": fallbacks, "reasons": reasons, "emulated_int4": emulated,
+            "unsupported_arch_override": unsupported_arch_override(manifest)}
+
+
+def unsupported_arch_override(manifest: Manifest) -> bool:
+    """nunchaku.build_options.allow_unsupported_arch on a build that may compile from source (source, or auto,
+    which builds where no wheel fits: every unsupported arch); a wheel-only build has nothing to override."""
+    return manifest.nunchaku.build != "wheel" and manifest.nunchaku.build_options.allow_unsupported_arch
 
 
 def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_running: bool,
