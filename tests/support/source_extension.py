@@ -319,11 +319,13 @@ def fake_torch_wheel(directory: Path, version: str = "2.11.0", cuda: str = "13.0
 
 
 def fake_tool(directory: Path, name: str, version_text: str) -> Path:
-    """A program on PATH that prints `version_text` for --version (nvcc, gcc) and fails otherwise."""
+    """A program on PATH that prints `version_text` for --version (nvcc, gcc) and fails otherwise (shell
+    builtins only: a test may leave little on PATH)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then\ncat <<'EOF'\n" + version_text
-                    + "\nEOF\nexit 0\nfi\necho \"" + name + ": this stand-in only answers --version\" >&2\nexit 1\n")
+    lines = "".join("printf '%%s\\n' '%s'\n" % line for line in version_text.splitlines())
+    path.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then\n" + lines + "exit 0\nfi\necho \"" + name
+                    + ": this stand-in only answers --version\" >&2\nexit 1\n")
     path.chmod(0o755)
     return path
 

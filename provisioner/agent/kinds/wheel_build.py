@@ -30,6 +30,7 @@ RECORDS = "wheel_builds.json"
 PROGRESS_EVERY_SECONDS = 2.0
 _DETECTED = re.compile(r"Detected SM targets: \[(.*)\]")
 _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
+_ERROR_LINE = re.compile(r"^\s*[A-Za-z_.]*(Error|Exception)\b.*:|: (fatal )?error:|^FAILED: |^ninja: build stopped")
 
 
 def _records(ctx: Context) -> Dict[str, Any]:
@@ -207,7 +208,7 @@ def _build(spec: Dict[str, Any], workdir: str, python: str, facts: Dict[str, Any
         if not done.ok:
             raise ResourceFailure("%s: the build of %s %s failed (exit %d); the compiled objects stay in %s for "
                                   "the next apply:\n%s" % (spec["path"], spec["project"], spec["ref"],
-                                                           done.returncode, workdir, done.tail()))
+                                                           done.returncode, workdir, _failure_text(done)))
         watcher.finished()
         wheels = [name for name in os.listdir(out) if name.endswith(".whl")]
         want = os.path.basename(path)
@@ -220,6 +221,14 @@ def _build(spec: Dict[str, Any], workdir: str, python: str, facts: Dict[str, Any
         remove_tree(out)
         raise
     return os.path.join(out, want)
+
+
+def _failure_text(done: procs.Completed) -> str:
+    """The error lines of a failed build (pip's own last lines rarely say what broke), then its tail."""
+    lines = done.output.splitlines()
+    errors = [line for line in lines if _ERROR_LINE.search(line)][-8:]
+    tail = "\n".join(lines[-15:])
+    return ("errors:\n%s\nlast lines:\n%s" % ("\n".join(errors), tail)) if errors else tail
 
 
 class _OutputWatcher:
