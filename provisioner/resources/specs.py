@@ -256,8 +256,9 @@ class BuildPrerequisites(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    nvcc_major: str | None = Field(default=None, pattern=r"^[0-9]+$",
-                                   description="torch.version.cuda's major: torch's cpp_extension refuses another nvcc.")
+    nvcc_major: str | None = Field(
+        default=None, pattern=r"^[0-9]+$",
+        description="torch.version.cuda's major: torch's cpp_extension refuses another nvcc.")
     gcc_min: int = Field(default=11, ge=1, le=99)
     ninja: bool = True
     python_headers: bool = True

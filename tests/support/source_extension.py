@@ -155,8 +155,9 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 '''
 
-TORCH_CPP_EXTENSION = r'''"""Stand-in for torch.utils.cpp_extension: CUDA_HOME found as torch finds it, and a BuildExtension that
-compiles through build.ninja in build_temp with MAX_JOBS workers, as torch's does (CPU sources only)."""
+TORCH_CPP_EXTENSION = r'''"""Stand-in for torch.utils.cpp_extension: CUDA_HOME found as torch finds it, and a
+BuildExtension that compiles through build.ninja in build_temp with MAX_JOBS workers,
+as torch's does (CPU sources only)."""
 import os
 import shlex
 import shutil
@@ -182,8 +183,8 @@ CUDA_HOME = _find_cuda_home()
 
 def CUDAExtension(name, sources, *args, **kwargs):
     kwargs.setdefault("language", "c")
-    return setuptools.Extension(name, [s for group in sources for s in ([group] if isinstance(group, str) else group)],
-                                *args, **kwargs)
+    flat = [s for group in sources for s in ([group] if isinstance(group, str) else group)]
+    return setuptools.Extension(name, flat, *args, **kwargs)
 
 
 class BuildExtension(build_ext):
@@ -226,7 +227,7 @@ class BuildExtension(build_ext):
 def _kernel_source(name: str, functions: int) -> str:
     """A C file that takes the compiler a noticeable moment, as a CUDA kernel file takes nvcc minutes."""
     stem = name.replace("/", "_").replace(".", "_")
-    body = [f'#include "cutlass/standin_cutlass.h"\n#include "standin_bsa.h"\n']
+    body = ['#include "cutlass/standin_cutlass.h"\n#include "standin_bsa.h"\n']
     for i in range(functions):
         body.append(f"double {stem}_{i}(double x) {{ double s = 0; for (int j = 0; j < {i % 7 + 3}; j++) "
                     f"{{ s += x * j / (j + {i}.0); if (s > {i}) s -= x; }} return s; }}")
@@ -279,7 +280,7 @@ def make_source_upstream(base: Path, functions: int = 150, version: str = "1.2.1
         ".gitignore": "build/\n*.egg-info/\n",
         **{src: _kernel_source(src, functions) for src in SOURCES},
     }
-    for name, (header, _) in SUBMODULES.items():
+    for name in SUBMODULES:
         files[f"third_party/{name}/.placeholder"] = ""  # replaced by the gitlink below
     for path, content in files.items():
         target = nunchaku.work / path
@@ -323,7 +324,7 @@ def fake_tool(directory: Path, name: str, version_text: str) -> Path:
     builtins only: a test may leave little on PATH)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    lines = "".join("printf '%%s\\n' '%s'\n" % line for line in version_text.splitlines())
+    lines = "".join("printf '%s\\n' '" + line + "'\n" for line in version_text.splitlines())
     path.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then\n" + lines + "exit 0\nfi\necho \"" + name
                     + ": this stand-in only answers --version\" >&2\nexit 1\n")
     path.chmod(0o755)
