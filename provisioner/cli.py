@@ -225,7 +225,7 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
             click.echo(mask(f"  … {event['id']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") in ("caching", "pushed"):
             click.echo(mask(f"  ⇡ {event['message']}"), err=True)
-        elif event["event"] == "progress" and event.get("phase") == "waiting":
+        elif event["event"] == "progress" and event.get("phase") in ("waiting", "building"):
             click.echo(mask(f"  … {event['message']}"), err=True)
 
     with ledger_run("apply", session) as run:

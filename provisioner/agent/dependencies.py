@@ -42,6 +42,10 @@ def paths(resource: Dict[str, Any]) -> Tuple[List[str], List[str]]:
         return own, []
     if kind == "command":
         return [spec[key] for key in ("cwd", "creates") if spec.get(key)], []
+    if kind == "wheel_build":
+        # It builds against the venv's torch: a failed torch install (or venv) skips the build.
+        python = spec.get("python") or ""
+        return [spec["path"], spec["workdir"]] + ([python] if python and not python.startswith("/") else []), []
     return [spec["path"]] if spec.get("path") else [], []
 
 

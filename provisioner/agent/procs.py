@@ -8,7 +8,7 @@ from .protocol import ResourceFailure, log
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence
+    from typing import Any, Callable, Dict, List, Optional, Sequence
 
 OUTPUT_TAIL_LINES = 30
 #: How long a stopped step's processes get to exit after SIGTERM before SIGKILL.
@@ -46,8 +46,10 @@ def run(
     env: Optional[Dict[str, str]] = None,
     timeout: Optional[float] = None,
     stream: bool = False,
+    on_line: Optional[Callable[[str], None]] = None,
 ) -> Completed:
-    """Run `argv`, capturing stdout+stderr; with `stream`, forward each line as a log event."""
+    """Run `argv`, capturing stdout+stderr; with `stream`, forward each line as a log event; `on_line` sees
+    each line as it comes (an exception it raises stops the program and its children)."""
     import subprocess
 
     full_env = dict(os.environ)
@@ -74,6 +76,8 @@ def run(
             lines.append(line)
             if stream:
                 log(line)
+            if on_line is not None:
+                on_line(line)
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()

@@ -12,6 +12,7 @@ from provisioner.resources.specs import (
     ResourceSpec,
     ServiceUnitSpec,
     VenvSpec,
+    WheelBuildSpec,
     resource_id,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "ResourceSpec",
     "ServiceUnitSpec",
     "VenvSpec",
+    "WheelBuildSpec",
     "resource_id",
 ]

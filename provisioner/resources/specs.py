@@ -18,6 +18,7 @@ from provisioner.values import (
     RelativePath,
     SingleLine,
     Url,
+    check_absolute_path,
     check_relative_path,
     check_url,
 )
@@ -239,6 +240,111 @@ class DownloadSpec(ResourceBase):
         return self.path
 
 
+class BuildSubmodule(BaseModel):
+    """A git submodule a source build checks out, from `url` (mirrors applied) at the tree's gitlink."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: RelativePath
+    url: Url
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$",
+                               description="The gitlink the tree must hold; null: whatever the tree names.")
+
+
+class BuildPrerequisites(BaseModel):
+    """What the host must have before a source build fetches or compiles anything."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nvcc_major: str | None = Field(
+        default=None, pattern=r"^[0-9]+$",
+        description="torch.version.cuda's major: torch's cpp_extension refuses another nvcc.")
+    gcc_min: int = Field(default=11, ge=1, le=99)
+    ninja: bool = True
+    python_headers: bool = True
+    min_free_bytes: int = Field(default=0, ge=0, description="Free space the workdir's filesystem needs.")
+    job_memory_bytes: int = Field(default=4 << 30, gt=0, description="Memory one compiler job takes at most.")
+
+
+_BUILD_ENV_KEYS = ("NUNCHAKU_INSTALL_MODE", "NUNCHAKU_BUILD_WHEELS", "CC", "CXX", "CUDA_HOME")
+_SM = r"^[0-9]{2,3}a?$"
+
+
+class WheelBuildSpec(ResourceBase):
+    """A wheel compiled on the host from a git tag with submodules, staged in `workdir` so a killed build
+    resumes from its finished objects; the wheel appears at `path` only once whole."""
+
+    kind: Literal["wheel_build"] = "wheel_build"
+    path: OwnedPath = Field(description="The final wheel file; the built wheel's name must equal its name.")
+    project: Name = Field(description="For messages, e.g. nunchaku.")
+    repo: Url
+    ref: GitRef
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$", description="What `ref` must resolve to.")
+    submodules: list[BuildSubmodule] = Field(default_factory=list)
+    python: str = Field(
+        description="The venv's interpreter: relative to the root (venv/bin/python) or absolute (an adopted venv).",
+        pattern=r"^[A-Za-z0-9._/+-]+$",
+    )
+    workdir: OwnedPath = Field(description="Staged source and build objects, kept for resume.")
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
+    add_supported_arches: list[str] = Field(
+        default_factory=list, description="Diagnostics override: SMs added to setup.py's supported list (['90'])."
+    )
+    expect_arches: list[str] = Field(default_factory=list, description="SM targets the build must report.")
+    prerequisites: BuildPrerequisites = Field(default_factory=BuildPrerequisites)
+    max_jobs: int | None = Field(default=None, ge=1, le=1024, description="null: from cores and memory.")
+    build_key: str = Field(pattern=r"^[0-9a-f]{8,128}$", description="Recorded with the wheel; another key is drift.")
+
+    @field_validator("python")
+    @classmethod
+    def _interpreter(cls, value: str) -> str:
+        return check_absolute_path(value) if value.startswith("/") else check_relative_path(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(_BUILD_ENV_KEYS))
+        if unknown:
+            raise ValueError(f"build env may set only {', '.join(_BUILD_ENV_KEYS)}; not {', '.join(unknown)}")
+        mode = value.get("NUNCHAKU_INSTALL_MODE")
+        if mode is not None and mode not in ("FAST", "ALL"):
+            raise ValueError(f"NUNCHAKU_INSTALL_MODE must be FAST or ALL, not {mode!r}")
+        for key in ("CC", "CXX", "CUDA_HOME"):
+            if key in value:
+                check_absolute_path(value[key])
+                if not value[key].startswith("/"):
+                    raise ValueError(f"{key} must be an absolute path, not {value[key]!r}")
+        return value
+
+    @field_validator("add_supported_arches", "expect_arches")
+    @classmethod
+    def _sms(cls, value: list[str]) -> list[str]:
+        bad = [sm for sm in value if not re.match(_SM, sm)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not an SM as setup.py writes it: '90', '120a'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _wheel_name(cls, value: str) -> str:
+        if not value.endswith(".whl") or value.rsplit("/", 1)[-1].count("-") < 4:
+            raise ValueError(f"{value!r} is not a wheel file name (name-version-python-abi-platform.whl)")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> WheelBuildSpec:
+        paths = [s.path.strip("/") for s in self.submodules]
+        if len(set(paths)) != len(paths):
+            raise ValueError("a submodule path is listed twice")
+        wheel, work = self.path.strip("/"), self.workdir.strip("/")
+        if wheel == work or wheel.startswith(work + "/") or work.startswith(wheel + "/"):
+            raise ValueError("the wheel path and the workdir must not contain each other")
+        return self
+
+    def key(self) -> str:
+        return self.path
+
+
 class HttpReadiness(BaseModel):
     """The service is ready when GET http://HOST:PORT/PATH answers 200 (with a JSON body when `expect_json`)."""
 
@@ -309,12 +415,13 @@ class CommandSpec(ResourceBase):
 
 ResourceSpec = Annotated[
     DirectorySpec | FileSpec | EnvFileSpec | VenvSpec | PipSpec | RequirementsSpec | GitSpec | CommandSpec
-    | DownloadSpec | ServiceUnitSpec,
+    | DownloadSpec | ServiceUnitSpec | WheelBuildSpec,
     Field(discriminator="kind"),
 ]
 
 RESOURCE_KINDS = (
     "directory", "file", "envfile", "venv", "pip", "requirements", "git", "command", "download", "service",
+    "wheel_build",
 )
 
 

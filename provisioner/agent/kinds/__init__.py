@@ -7,7 +7,8 @@ from types import ModuleType
 
 from ..protocol import ResourceFailure
 
-NAMES = ("command", "directory", "download", "envfile", "file", "git", "pip", "requirements", "service", "venv")
+NAMES = ("command", "directory", "download", "envfile", "file", "git", "pip", "requirements", "service", "venv",
+         "wheel_build")
 
 
 def kind(name: str) -> ModuleType:
