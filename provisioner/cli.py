@@ -24,7 +24,14 @@ from provisioner.ledger import Ledger, default_ledger_path, ledger_path_from_url
 from provisioner.ledger_run import LedgerRun, interrupt_on_sigterm
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
-from provisioner.render.json_output import apply_output, emit_json, listing, plan_output, versioned
+from provisioner.render.json_output import (
+    apply_output,
+    emit_json,
+    generations_output,
+    history_output,
+    plan_output,
+    versioned,
+)
 from provisioner.render.progress import ApplyProgress
 from provisioner.render.reports import show_apply, show_plan
 from provisioner.render.terminal import quiet_option
@@ -270,7 +277,7 @@ def generations(manifest: Path, as_json: bool, trust_new_hosts: bool, known_host
         result = AgentClient(transport, python=target.python).call("generations", {"root": target.root})
     records = [g for g in result["generations"] if g]
     if as_json:
-        emit_json(listing(records))
+        emit_json(generations_output(records))
         return
     if not records:
         click.echo("No generations recorded yet.")
@@ -316,7 +323,7 @@ def history(host: str | None, limit: int, as_json: bool) -> None:
     """Show the run ledger: every plan/apply/check, newest first (optionally for one HOST)."""
     entries = current_ledger().history(host, limit)
     if as_json:
-        emit_json(listing([e.as_json() for e in entries]))
+        emit_json(history_output([e.as_json() for e in entries]))
         return
     if not entries:
         click.echo("No runs recorded" + (f" for {host}." if host else "."))

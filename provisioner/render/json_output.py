@@ -119,12 +119,20 @@ class ApplyOutput(_Shape):
     failures: list[str]
 
 
-class Listing(_Shape):
-    """A list printed by history or generations, in an envelope that carries the version."""
+class HistoryOutput(_Shape):
+    """`provision history --json`: the ledger's runs, newest first."""
 
     format_version: Literal[1] = FORMAT_VERSION
     count: int
-    items: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+
+
+class GenerationsOutput(_Shape):
+    """`provision generations --json`: the generations recorded on the host, oldest first."""
+
+    format_version: Literal[1] = FORMAT_VERSION
+    count: int
+    generations: list[dict[str, Any]]
 
 
 def split_id(resource_id: str) -> tuple[str, str]:
@@ -187,8 +195,12 @@ def apply_output(report: ApplyReport) -> ApplyOutput:
         pushed=report.pushed, failures=report.failures)
 
 
-def listing(items: list[dict[str, Any]]) -> Listing:
-    return Listing(count=len(items), items=items)
+def history_output(runs: list[dict[str, Any]]) -> HistoryOutput:
+    return HistoryOutput(count=len(runs), runs=runs)
+
+
+def generations_output(records: list[dict[str, Any]]) -> GenerationsOutput:
+    return GenerationsOutput(count=len(records), generations=records)
 
 
 def versioned(data: dict[str, Any]) -> dict[str, Any]:

@@ -144,18 +144,24 @@ class LiveView:
         if resource not in self.tasks:
             self.tasks[resource] = self.progress.add_task(resource, total=None,
                                                           download=resource.startswith("download:"))
+            self.progress.refresh()
 
     def step(self, resource: str, what: str) -> None:
         self.begin(resource)
-        self.progress.update(self.tasks[resource], description=f"{resource}: {what}")
+        self.progress.update(self.tasks[resource], description=f"{resource}: {what}", refresh=True)
 
     def transfer(self, resource: str, done: int, total: int | None) -> None:
         self.begin(resource)
-        self.progress.update(self.tasks[resource], completed=done, total=total, download=True)
+        # Drawn now rather than at the next tick: the agent sends a count every few seconds, and the last
+        # one just before the resource ends.
+        self.progress.update(self.tasks[resource], completed=done, total=total, download=True, refresh=True)
 
     def end(self, resource: str, outcome: str, detail: str) -> None:
         task = self.tasks.pop(resource, None)
         if task is not None:
+            shown = next(t for t in self.progress.tasks if t.id == task)
+            if shown.fields.get("download") and shown.completed:
+                detail = ", ".join([human_bytes(int(shown.completed)), *([detail] if detail else [])])
             self.progress.remove_task(task)
         mark, color = MARKS.get(outcome, ("·", "white"))
         line = Text.assemble((f"  {mark} ", color), resource, (f"  {detail}" if detail else "", "dim"))
