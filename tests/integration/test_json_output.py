@@ -30,8 +30,8 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def _document(done: subprocess.CompletedProcess[str], codes: tuple[int, ...]) -> dict[str, object]:
-    assert done.returncode in codes, done.args[3:] + [done.stdout, done.stderr]
-    assert done.stdout.startswith("{"), done.args[3:] + [done.stdout, done.stderr]
+    assert done.returncode in codes, [*done.args[3:], done.stdout, done.stderr]
+    assert done.stdout.startswith("{"), [*done.args[3:], done.stdout, done.stderr]
     data = json.loads(done.stdout)
     assert isinstance(data, dict), f"{done.args[3:]}: a JSON object, so it can carry its version"
     return data
