@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.checks.model import CheckReport, Status
+from provisioner.render.format_version import FORMAT_VERSION
 
 MARKS = {"pass": "ok  ", "fail": "FAIL", "skip": "skip", "error": "ERR "}
 
@@ -30,7 +31,7 @@ def render_text(report: CheckReport) -> str:
 
 
 def as_json(report: CheckReport) -> dict[str, Any]:
-    data = report.model_dump(mode="json")
+    data = {"format_version": FORMAT_VERSION, **report.model_dump(mode="json")}
     data["exit_code"] = report.exit_code()
     statuses: tuple[Status, ...] = ("pass", "fail", "skip", "error")
     data["counts"] = {status: report.count(status) for status in statuses}

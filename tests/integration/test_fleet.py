@@ -243,7 +243,7 @@ def test_cli_reports_json_markdown_html_and_limits(fleet: Fleet, monkeypatch: py
     planned = runner.invoke(fleet_group, ["plan", str(fleet.inventory), "--json", *known])
     assert planned.exit_code == 2, planned.output
     document = json.loads(planned.stdout)
-    assert document["summary"] == {"drift": 4}
+    assert document["summary"] == {"ok": 0, "drift": 4, "error": 0, "unreachable": 0}
     assert document["hosts"][0]["areas"]["other"]["state"] == "drift"
 
     applied = runner.invoke(fleet_group, ["apply", str(fleet.inventory), "--limit", "canary,gpu-03", *known])

@@ -249,6 +249,8 @@ def _stream(response: Any, partial: str, have: int, total: Optional[int], spec: 
                 emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total)
     if total is not None and done < total:
         raise OSError("connection closed at %d of %d bytes" % (done, total))
+    # The last count, however short the transfer was: the controller shows the file as complete.
+    emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total if total else done)
 
 
 def _display_url(url: str) -> str:
