@@ -20,7 +20,7 @@ from provisioner.transport import ConnectOptions, open_transport
 from provisioner.transport.ssh_hostkeys import known_hosts_path
 from provisioner.verify.cases import cases_for
 from provisioner.verify.run import EXIT_ERROR, VerifyResult, run_suite
-from provisioner.verify.suite import DATA_FILE, SshLogin, VerifyError, testinfra_host, write_suite
+from provisioner.verify.suite import DATA_FILE, SshLogin, VerifyError, host_spec, write_suite
 
 
 @click.command()
@@ -62,7 +62,7 @@ def _verify(path: Path, options: ConnectOptions, keep: Path | None, junit: Path 
     cases = cases_for(expansion.resources, root, target.python, deep)
     with tempfile.TemporaryDirectory(prefix="provision-verify-") as scratch:
         folder = (keep or Path(scratch)).resolve()
-        host = testinfra_host(target, folder, login)
+        host = host_spec(target, folder, login)
         module = write_suite(folder, host, root, loaded.manifest.name, cases, login)
         return run_suite(folder, module, (junit or Path(scratch) / "junit.xml").resolve())
 
@@ -74,7 +74,7 @@ def _expand_on_host(loaded: LoadedManifest, options: ConnectOptions) -> tuple[Ex
 
     manifest = loaded.manifest
     if manifest.target.connection.startswith("docker-image://"):
-        testinfra_host(manifest.target, Path("."), None)  # refuses, with the reason
+        host_spec(manifest.target, Path("."), None)  # refuses, with the reason
     mirrors = load_mirrors(find_mirrors_file(loaded.path))
     with open_transport(manifest.target, options) as transport:
         client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.command_timeout)

@@ -39,7 +39,7 @@ class SshLogin:
     connect_timeout: float
 
 
-def testinfra_host(target: Target, folder: Path, login: SshLogin | None) -> str:
+def host_spec(target: Target, folder: Path, login: SshLogin | None) -> str:
     """The testinfra host spec for the manifest's target (ssh:// uses the folder's ssh_config)."""
     connection = target.connection
     sudo = "?sudo=true" if target.become else ""
