@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -42,9 +43,11 @@ def junit_outcomes(path: Path) -> dict[str, str]:
     outcomes = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         name = case.get("name") or ""
-        param = name.split("[", 1)[1].rstrip("]").split("-", 1)[1]
+        # testinfra puts the host first (`local`, `ssh://127.0.0.1`, `docker://NAME`, which may have dashes).
+        found = re.match(r"^(\w+)\[.*?-((?:directory|file|envfile|venv|pip|git|download|command|service):.*)\]$", name)
+        assert found, name
         failed = case.find("failure") is not None or case.find("error") is not None
-        outcomes[f"{name.split('[', 1)[0]} {param}"] = "failed" if failed else "passed"
+        outcomes[f"{found.group(1)} {found.group(2)}"] = "failed" if failed else "passed"
     return outcomes
 
 

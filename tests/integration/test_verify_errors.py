@@ -3,6 +3,7 @@ values that stay data."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,8 @@ def test_hostile_manifest_values_stay_data(tmp_path: Path) -> None:
     (root / "a.env").write_text("V=other\n")
     done = provision("verify", str(path))
     assert done.returncode == 2 and "V differ from the manifest's values" in done.stdout, done.stdout
+    report = json.loads(provision("verify", str(path), "--json").stdout)
+    assert report["format_version"] == 1 and report["exit_code"] == 2
+    assert report["summary"] == {"passed": 2, "failed": 1, "error": 0, "skipped": 0}
+    assert [t["name"] for t in report["tests"] if t["outcome"] == "failed"] == [
+        "test_envfile[local-envfile:a.env values]"]
