@@ -88,6 +88,7 @@ class LazyGroup(UsageErrorsExit1):
         "lock": "provisioner.commands.lock:lock_command",
         "resolve": "provisioner.commands.resolve:resolve_command",
         "snapshot": "provisioner.commands.snapshot:snapshot_group",
+        "verify": "provisioner.commands.verify:verify",
         "workflow": "provisioner.commands.workflow:workflow",
     }
 
