@@ -211,6 +211,7 @@ class HostSession:
         manifest = self.loaded.manifest
         return {
             "root": manifest.target.root,
+            "extra_roots": manifest.target.extra_roots,
             "options": self._options(),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
             "lock": lock_request(self.options.lock_timeout),
@@ -278,7 +279,8 @@ class HostSession:
             self._prepare(client, transport.display)
             root = self.loaded.manifest.target.root
             trusted = trusted_for_rollback(self.options.ledger, transport.display, root)
-            request = {"root": root, "options": self._options(), "to": to,
+            request = {"root": root, "extra_roots": self.loaded.manifest.target.extra_roots,
+                       "options": self._options(), "to": to,
                        "secrets": self.expansion.secret_values_by_key(), "trusted": trusted,
                        "lock": lock_request(self.options.lock_timeout)}
             result = client.call("rollback", request, on_event)

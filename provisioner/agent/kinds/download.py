@@ -27,9 +27,9 @@ RETRIES = 4
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
-    path = ctx.path(spec["path"])
+    path = ctx.model_path(spec["path"])
     if not os.path.isfile(path):
-        partial = ctx.path(spec["path"] + ".part")
+        partial = ctx.model_path(spec["path"] + ".part")
         return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0}
     st = os.stat(path)
     cache = StatCache(ctx)
@@ -60,8 +60,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    path = ctx.path(spec["path"])
-    partial = ctx.path(spec["path"] + ".part")  # a planted link there must not lead out of the root
+    path = ctx.model_path(spec["path"])
+    partial = ctx.model_path(spec["path"] + ".part")  # a planted link there must not lead out of the root
     if observed["exists"]:
         os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
     os.makedirs(os.path.dirname(path), exist_ok=True)
