@@ -150,10 +150,16 @@ def is_plan_file(path: Path) -> bool:
     """True for a file that starts like a saved plan (a manifest is YAML, never this JSON object)."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(4096)
+            if not handle.read(64).lstrip().startswith(b"{"):
+                return False
+            data = path.read_bytes()
     except OSError:
         return False
-    return head.lstrip().startswith(b"{") and b'"format_version"' in head and KIND.encode() in head
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return b'"provision-plan"' in data  # a plan broken by an edit: read_plan says so
+    return isinstance(document, dict) and document.get("kind") == KIND
 
 
 def read_plan(path: Path) -> SavedPlan:

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from provisioner.cli import cli
+from tests.support.gpu_standin import gpu_python
 from tests.support.hosts import TargetHost, write_manifest
 
 SECRET = "s3cr3t-token-value-for-plans"
@@ -139,6 +140,10 @@ def test_an_edited_plan_file_is_refused(tmp_path: Path) -> None:
     assert refused.exit_code == 1 and "the plan file was edited after it was saved" in refused.output
     assert not host.exists("data")
 
+    planfile.write_text(original.replace('"format_version": 1,', '"format_version": 1'))
+    refused = _run("apply", str(planfile))
+    assert refused.exit_code == 1 and "not a readable plan file" in refused.output
+
     # A plan signed under another controller's key is refused the same way.
     planfile.write_text(original)
     other_key = tmp_path / "other.key"
@@ -153,3 +158,23 @@ def test_an_edited_plan_file_is_refused(tmp_path: Path) -> None:
     assert not host.exists("data")
     assert _run("apply", str(planfile)).exit_code == 0
     assert host.read("data/app.conf") == "version=1\n"
+
+
+def test_a_host_whose_facts_changed_refuses_the_apply(tmp_path: Path) -> None:
+    """A stack manifest resolves against the host's facts: a driver update after the plan refuses it."""
+    python = gpu_python(tmp_path / "gpu", "NVIDIA GeForce RTX 4090", "8.9", driver="570.124.04")
+    manifest = tmp_path / "ada.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "name": "ada", "target": {"root": str(tmp_path / "root"), "python": python},
+        "gpu": {"arch": "sm_89"}, "nunchaku": {"enabled": False}, "comfyui": {}, "service": {"enabled": False},
+        "resources": [{"kind": "directory", "path": "data"}]}))
+    planfile = tmp_path / "ada.plan"
+    assert _run("plan", str(manifest), "-o", str(planfile)).exit_code == 2
+    assert json.loads(planfile.read_text())["facts"]["nvidia"]["driver"] == "570.124.04"
+
+    gpu_python(tmp_path / "gpu", "NVIDIA GeForce RTX 4090", "8.9", driver="575.51.02")
+    refused = _run("apply", str(planfile))
+    assert refused.exit_code == 1
+    assert "the host's facts changed since the plan was saved; nothing was changed" in refused.output
+    assert "nvidia.driver: '570.124.04' -> '575.51.02'" in refused.output
+    assert not (tmp_path / "root" / "data").exists()
