@@ -18,6 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from provisioner.agent.rootlock import RootLock
 from provisioner.commands.fleet import fleet as fleet_group
 from provisioner.engine import PlanReport, RunOptions
 from provisioner.fleet.inventory import load_inventory
@@ -369,3 +370,31 @@ def test_a_misfit_host_stops_the_rollout_before_the_canary(fleet: Fleet) -> None
     assert fixed.exit_code() == 0, fixed.as_json()
     assert set(statuses(fixed).values()) == {"ok"}
     assert all(fleet.config(index) == f"version=1\nport={8100 + index}\n" for index in range(4))
+
+
+def test_a_host_this_rollout_did_not_change_is_not_rolled_back(fleet: Fleet) -> None:
+    """The newest record on the host is a failed generation of an earlier run; this run's apply on it is
+    refused (another run holds its root), so there is nothing of this run to roll back."""
+    rollout = {"max_fail_percentage": 100, "rollback_on_failure": True}
+    fleet.write(rollout, count=3)
+    assert fleet.apply().exit_code() == 0
+    failing = "  - {kind: command, name: fails, argv: [\"false\"], creates: never-made}\n"
+    (fleet.directory / "failing.yaml").write_text(MANIFEST + failing)
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["hosts"][host_name(1)]["manifest"] = "failing.yaml"
+    inventory["rollout"]["rollback_on_failure"] = False
+    fleet.inventory.write_text(yaml.safe_dump(inventory))
+    assert fleet.apply(limit=host_name(1)).exit_code() == 1
+    assert [g["status"] for g in read_generations(fleet.root(1))] == ["ok", "failed"]
+
+    fleet.write(rollout, count=3, defaults_vars={"version": 2})
+    lock = RootLock(str(fleet.root(1) / ".provision"), str(fleet.root(1)), "apply", {})
+    with lock:
+        result = fleet.apply()
+    got = {h.name: h for h in result.hosts}
+    assert got[host_name(1)].status == "failed" and "wait for it to finish" in str(got[host_name(1)].error)
+    assert got[host_name(1)].rollback == {"ok": False, "to": None, "generation": None,
+                                          "error": "nothing to roll back: this run recorded no generation"}
+    assert [g["status"] for g in read_generations(fleet.root(1))] == ["ok", "failed"]
+    assert got[host_name(0)].status == got[host_name(2)].status == "ok"
+    assert fleet.config(0) == "version=2\nport=8100\n" and fleet.config(1) == "version=1\nport=8101\n"
