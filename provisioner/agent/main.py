@@ -99,7 +99,7 @@ def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str])
     result = {
         "id": resource["id"], "status": classify(resource, changes, previous),
         "changes": [dict(c) for c in changes], "observed": observed,
-        "observed_digest": planguard.observed_digest(observed),
+        "observed_digest": planguard.observed_digest(observed, getattr(module, "NOT_STATE", ())),
     }
     if notes:
         result["notes"] = notes

@@ -15,11 +15,13 @@ from .protocol import ResourceFailure
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List
+    from typing import Any, Dict, List, Sequence
 
 
-def observed_digest(observed: Any) -> str:
-    """sha256 of the canonical JSON of one resource's observed state."""
+def observed_digest(observed: Any, not_state: Sequence[str] = ()) -> str:
+    """sha256 of the canonical JSON of one resource's observed state, without the kind's `not_state` fields."""
+    if isinstance(observed, dict) and not_state:
+        observed = {k: v for k, v in observed.items() if k not in not_state}
     text = json.dumps(observed, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

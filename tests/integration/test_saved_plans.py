@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from provisioner.cli import cli
+from tests.support.fake_hub import HubState, serve_hub
 from tests.support.gpu_standin import gpu_python
 from tests.support.hosts import TargetHost, write_manifest
 
@@ -48,7 +49,7 @@ def _generations(host: TargetHost) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-@pytest.mark.parametrize("host", ["local", "ssh"], indirect=True)
+@pytest.mark.parametrize("host", ["local", "ssh", "docker"], indirect=True)
 def test_saved_plan_is_applied_exactly_and_only_once(host: TargetHost, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, host, 1)
     planfile = tmp_path / "app.plan"
@@ -76,7 +77,7 @@ def test_saved_plan_is_applied_exactly_and_only_once(host: TargetHost, tmp_path:
     assert "directory:data: planned as create, now ok" in again.output
 
 
-@pytest.mark.parametrize("host", ["local", "ssh"], indirect=True)
+@pytest.mark.parametrize("host", ["local", "ssh", "docker"], indirect=True)
 def test_a_managed_file_edited_after_the_plan_refuses_the_apply(host: TargetHost, tmp_path: Path) -> None:
     assert _run("apply", str(_manifest(tmp_path, host, 1))).exit_code == 0
     manifest = _manifest(tmp_path, host, 2)
@@ -178,3 +179,26 @@ def test_a_host_whose_facts_changed_refuses_the_apply(tmp_path: Path) -> None:
     assert "the host's facts changed since the plan was saved; nothing was changed" in refused.output
     assert "nvidia.driver: '570.124.04' -> '575.51.02'" in refused.output
     assert not (tmp_path / "root" / "data").exists()
+
+
+def test_a_model_hashed_by_the_plan_and_trusted_by_the_apply_is_not_a_move(tmp_path: Path) -> None:
+    """The plan's probe hashes a model the stat cache does not know; the apply's probe trusts the cache it
+    filled. Same file, same state: the saved plan applies."""
+    host = TargetHost("local", "local", str(tmp_path / "root"))
+    model = os.urandom(64 * 1024)
+    state = HubState()
+    with serve_hub(state) as endpoint:
+        sha = state.add("org/m", "m.safetensors", model)
+        download = {"kind": "download", "path": "models/m.safetensors", "sha256": sha,
+                    "url": f"{endpoint}/org/m/resolve/main/m.safetensors"}
+        manifest = write_manifest(tmp_path, host, {"resources": [download]})
+        assert _run("apply", str(manifest)).exit_code == 0
+        Path(host.path(".provision/statcache.json")).unlink()
+        document = yaml.safe_load(manifest.read_text())
+        document["resources"].append({"kind": "directory", "path": "data"})
+        manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+        planfile = tmp_path / "m.plan"
+        assert _run("plan", str(manifest), "-o", str(planfile)).exit_code == 2
+        applied = _run("apply", str(planfile))
+        assert applied.exit_code == 0, applied.output
+        assert host.exists("data")

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
 CHUNK = 1 << 20
+#: Observed fields that say how the probe looked (hashed now, or trusted the stat cache), not what it found:
+#: a saved plan's fingerprint leaves them out.
+NOT_STATE = ("rehashed",)
 PROGRESS_EVERY_SECONDS = 2.0
 RETRIES = 4
 
