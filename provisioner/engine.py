@@ -113,7 +113,8 @@ class ApplyReport:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
-                "handlers": self.handlers, "unconverged": self.unconverged, "pushed": self.pushed,
+                "handlers": self.handlers, "unconverged": [_public_row(r) for r in self.unconverged],
+                "pushed": self.pushed,
                 "failures": self.failures,
                 "summary": summarize(self.resources, "outcome")}
 

@@ -116,11 +116,13 @@ def test_a_models_root_in_an_extra_root_is_wired_into_comfyui(tmp_path: Path) ->
         "name: ada\ntarget: {root: /opt/comfy, extra_roots: [/mnt/models]}\ngpu: {arch: sm_89}\n"
         "nunchaku: {enabled: false}\nservice: {enabled: false}\nroles: [layout, comfyui]\n"
         "comfyui: {models_root: /mnt/models}\n"
-        "models: [{url: 'https://example.invalid/m.safetensors', file: m.safetensors, folder: loras}]\n")
+        "models: [{url: 'https://example.invalid/m.safetensors', file: m.safetensors, folder: loras,"
+        " size: 90000000000000}]\n")  # 90 TB: more than the root's disk, which the models do not use
     loaded = load_manifest(tmp_path / "stack.yaml")
     facts = load_facts(FACTS)
     resolution = resolve(loaded.manifest, facts, load_catalog())
     assert resolution.ok, resolution.violations
+    assert any("models go to /mnt/models, outside the target root" in note for note in resolution.notes)
     resources = {r.id: r for r in expand_stack(loaded, facts, resolution).expansion.resources}
     wiring = resources["file:ComfyUI/extra_model_paths.yaml"].spec["content"]
     assert "base_path: /mnt/models\n" in wiring and "  loras: loras\n" in wiring
