@@ -176,17 +176,20 @@ def schema() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Save the plan to this file; `provision apply PLANFILE` applies exactly it.")
 @connect_options
 @quiet_option
 @user_errors
-def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_new_hosts: bool,
+def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, out: Path | None, trust_new_hosts: bool,
          known_hosts: Path | None) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
     options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
-    sys.exit(_plan(manifest, as_json, options, changes_only))
+    sys.exit(_plan(manifest, as_json, options, changes_only, out))
 
 
-def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
+def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False,
+          out: Path | None = None) -> int:
     session = HostSession(load_manifest(manifest), options)
     with ledger_run("plan", session) as run:
         report = session.plan()
@@ -195,6 +198,11 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
             emit_json(plan_output(report), mask)
         else:
             show_plan(report, mask, show_ok=not changes_only)
+        if out is not None:
+            from provisioner.planfile import save_plan
+
+            save_plan(out, session, report)
+            click.echo(f"Saved the plan to {out}; `provision apply {out}` applies exactly it.", err=as_json)
         run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=len(report.pending),
                    summary=report.as_json()["summary"])
     return report.exit_code()
@@ -216,20 +224,36 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
           download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
-    """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
+    """Apply only what differs from MANIFEST, run notified handlers once, then re-probe. MANIFEST may be
+    a plan saved by `plan -o`: then exactly its changes are applied, or nothing if the host moved since."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
                          lock_timeout=lock_timeout)
-    if dry_run:
+    guard = None
+    if _is_plan_file(manifest):
+        from provisioner.planfile import open_saved_plan
+
+        if dry_run:
+            raise ProvisionError(f"{manifest} is a saved plan: --dry-run takes a manifest")
+        loaded, options, guard = open_saved_plan(manifest, options)
+    elif dry_run:
         sys.exit(_plan(manifest, as_json, options))
-    session = HostSession(load_manifest(manifest), options)
+    else:
+        loaded = load_manifest(manifest)
+    session = HostSession(loaded, options)
     # The secrets are known once the stack is expanded, inside apply: mask with the current list.
     progress = ApplyProgress(lambda text: Masker(session.secrets)(text), verbose=verbose, enabled=not as_json)
     with ledger_run("apply", session) as run:
         with progress:
-            report = session.apply(progress.on_event)
+            report = session.apply(progress.on_event, guard)
         _finish_apply(run, session, report, as_json)
+
+
+def _is_plan_file(path: Path) -> bool:
+    from provisioner.planfile import is_plan_file
+
+    return path.suffix.lower() not in (".yaml", ".yml") and is_plan_file(path)
 
 
 def _finish_apply(run: LedgerRun, session: HostSession, report: ApplyReport, as_json: bool) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
@@ -42,6 +42,13 @@ class RunOptions:
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
 
 
+class ApplyGuard(Protocol):
+    """Checks an apply must pass once the host's facts are in (a saved plan's), and what the agent must
+    then find on the host, by resource id (see planfile.PlanGuard and agent/planguard.py)."""
+
+    def expect(self, session: HostSession, host: str) -> dict[str, Any]: ...
+
+
 @dataclass
 class PlanReport:
     host: str
@@ -67,7 +74,7 @@ class PlanReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
-                "resources": [dict(r, origin=self.origins.get(r["id"])) for r in self.resources],
+                "resources": [dict(_public_row(r), origin=self.origins.get(r["id"])) for r in self.resources],
                 "notes": self.notes, "summary": summarize(self.resources, "status")}
 
 
@@ -106,9 +113,15 @@ class ApplyReport:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
-                "handlers": self.handlers, "unconverged": self.unconverged, "pushed": self.pushed,
+                "handlers": self.handlers, "unconverged": [_public_row(r) for r in self.unconverged],
+                "pushed": self.pushed,
                 "failures": self.failures,
                 "summary": summarize(self.resources, "outcome")}
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A probe row without the observed-state digest, which only saved plans use."""
+    return {k: v for k, v in row.items() if k != "observed_digest"}
 
 
 def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
@@ -199,6 +212,7 @@ class HostSession:
         manifest = self.loaded.manifest
         return {
             "root": manifest.target.root,
+            "extra_roots": manifest.target.extra_roots,
             "options": self._options(),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
             "lock": lock_request(self.options.lock_timeout),
@@ -221,7 +235,7 @@ class HostSession:
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                               round(time.monotonic() - started, 3), self._origins(), self.notes())
 
-    def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
+    def apply(self, on_event: EventCallback | None = None, guard: ApplyGuard | None = None) -> ApplyReport:
         started = time.monotonic()
         with self.transport_factory(self.loaded, self.options) as transport:
             client = self._client(transport)
@@ -229,7 +243,10 @@ class HostSession:
                 self._prepare(client, transport.display)
                 if self.lock_notes:
                     self.lock_notes.refuse_if_stale(transport.display)
+                expect = guard.expect(self, transport.display) if guard is not None else None
                 request, pushed = self._stage_downloads(client, transport, on_event)
+                if expect is not None:
+                    request["expect"] = expect
                 result = client.call("apply", request, on_event)
                 remember_apply(self.options.ledger, transport.display, request, result)
             except BaseException:
@@ -263,7 +280,8 @@ class HostSession:
             self._prepare(client, transport.display)
             root = self.loaded.manifest.target.root
             trusted = trusted_for_rollback(self.options.ledger, transport.display, root)
-            request = {"root": root, "options": self._options(), "to": to,
+            request = {"root": root, "extra_roots": self.loaded.manifest.target.extra_roots,
+                       "options": self._options(), "to": to,
                        "secrets": self.expansion.secret_values_by_key(), "trusted": trusted,
                        "lock": lock_request(self.options.lock_timeout)}
             result = client.call("rollback", request, on_event)

@@ -30,8 +30,12 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         "comfy_dir": comfy_dir,
         "models_dir": models_dir,
         "shared_models_root": bool(comfy and comfy.models_root),
-        # ComfyUI resolves a relative base_path against the folder of extra_model_paths.yaml.
-        "models_root_from_comfy": posixpath.relpath(models_dir, comfy_dir),
+        # ComfyUI resolves a relative base_path against the folder of extra_model_paths.yaml; a models root
+        # in an extra root (a library, an NFS share) is given as it is, absolute.
+        "models_root_from_comfy": models_dir if models_dir.startswith("/") else posixpath.relpath(models_dir,
+                                                                                                  comfy_dir),
+        # An extra root itself (a mount, an existing library) is the host's: used, never created or chmod-ed.
+        "manage_models_dir": models_dir not in manifest.target.extra_roots,
         "torch_pins": torch_pins,
         "torch_index_url": resolution.torch.index_url if resolution.torch else None,
         "nunchaku": _nunchaku(resolution),

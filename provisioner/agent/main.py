@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import dependencies, leftovers, masking, notifications, procs, records, state
+from . import dependencies, leftovers, masking, notifications, planguard, procs, records, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 from .rootlock import RootLock
@@ -55,7 +55,7 @@ def _locked(handler: Callable[[Dict[str, Any]], Dict[str, Any]], request: Dict[s
 
 
 def _context(request: Dict[str, Any]) -> Context:
-    return Context(request["root"], request.get("options"))
+    return Context(request["root"], request.get("options"), request.get("extra_roots"))
 
 
 def _facts(request: Dict[str, Any]) -> Dict[str, Any]:
@@ -99,6 +99,7 @@ def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str])
     result = {
         "id": resource["id"], "status": classify(resource, changes, previous),
         "changes": [dict(c) for c in changes], "observed": observed,
+        "observed_digest": planguard.observed_digest(observed, getattr(module, "NOT_STATE", ())),
     }
     if notes:
         result["notes"] = notes
@@ -127,6 +128,9 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     os.makedirs(ctx.root, exist_ok=True)
     leftovers.begin(ctx, request["resources"])  # what killed runs left is gone before anything is probed
     probed = _probe_all(request, ctx)
+    if request.get("expect") is not None:  # a saved plan: the host must be as it was planned
+        owed = notifications.plan_rows(ctx, request.get("handlers") or {})
+        planguard.refuse_if_moved(request["expect"], probed, owed)
     by_id = {r["id"]: r for r in request["resources"]}
     outcomes: List[Dict[str, Any]] = []
     notified = notifications.pending(ctx)  # handlers a killed or failed apply did not get to run
@@ -243,7 +247,7 @@ def _restore_secrets(resource_id: str, keys: Dict[str, Any], request: Dict[str, 
 
 
 def _strip(result: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in result.items() if k != "observed"}
+    return {k: v for k, v in result.items() if k not in ("observed", "observed_digest")}
 
 
 def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconverged: List[Dict[str, Any]],

@@ -13,13 +13,16 @@ from provisioner.values import (
     AbsolutePath,
     EnvKey,
     EnvValue,
+    ExtraRoot,
     GitRef,
     Name,
     OwnedPath,
     RelativePath,
     Url,
     check_absolute_path,
+    check_model_folder,
     check_name,
+    inside_extra_root,
 )
 
 AUTO = "auto"
@@ -46,6 +49,11 @@ class Target(Strict):
         "resolved against the working directory of the local transport or the login directory remotely.",
     )
     python: str = Field(default="python3", description="Interpreter that runs the host agent (>= 3.8).")
+    extra_roots: list[ExtraRoot] = Field(
+        default_factory=list,
+        description="Absolute folders outside the root (a model library, an NFS share) where model files and "
+        "folders (download and directory resources, comfyui.models_root) may live; nothing else may.",
+    )
     user: Name | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     identity_file: str | None = None
@@ -193,9 +201,17 @@ class ComfyUISpec(Strict):
     ref: GitRef = AUTO
     path: OwnedPath = "ComfyUI"
     plugins: list[PluginSpec] = Field(default_factory=list)
-    models_root: RelativePath | None = Field(
-        default=None, description="Shared models root, wired in through extra_model_paths.yaml."
+    models_root: str | None = Field(
+        default=None, description="Shared models root, wired in through extra_model_paths.yaml: under the root, "
+        "or an absolute folder inside one of target.extra_roots.",
     )
+
+    @field_validator("models_root")
+    @classmethod
+    def _models_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_model_folder(value)
 
 
 MODEL_FOLDERS = (
@@ -313,6 +329,16 @@ class Manifest(Strict):
     @classmethod
     def _role_paths(cls, paths: list[str]) -> list[str]:
         return [check_absolute_path(p) for p in paths]
+
+    @model_validator(mode="after")
+    def _models_root_inside_extra_roots(self) -> Manifest:
+        root = self.comfyui.models_root if self.comfyui else None
+        if root and root.startswith("/") and not inside_extra_root(root, self.target.extra_roots):
+            listed = ", ".join(self.target.extra_roots) or "none"
+            raise ValueError(f"comfyui.models_root {root} is outside the target root and outside every "
+                             f"target.extra_roots entry ({listed}): add its folder to target.extra_roots, or "
+                             "give a path under the root")
+        return self
 
     @field_validator("vars")
     @classmethod

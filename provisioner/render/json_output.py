@@ -148,9 +148,13 @@ def changes_of(row: dict[str, Any]) -> list[Change]:
             for c in row.get("changes") or []]
 
 
+#: Row fields that are not output: host values (observed) and the digest only saved plans use.
+_INTERNAL_PLAN_FIELDS = ("id", "status", "changes", "origin", "observed", "observed_digest")
+
+
 def _plan_row(row: dict[str, Any], origin: str | None) -> PlanResource:
     kind, key = split_id(row["id"])
-    extra = {k: v for k, v in row.items() if k not in ("id", "status", "changes", "origin", "observed")}
+    extra = {k: v for k, v in row.items() if k not in _INTERNAL_PLAN_FIELDS}
     return PlanResource(id=row["id"], kind=kind, key=key, status=row["status"], changes=changes_of(row),
                         origin=origin, **extra)
 
@@ -180,7 +184,7 @@ def plan_output(report: PlanReport) -> PlanOutput:
 
 def _apply_row(row: dict[str, Any]) -> ApplyResource:
     kind, key = split_id(row["id"])
-    extra = {k: v for k, v in row.items() if k not in ("id", "changes", "observed")}
+    extra = {k: v for k, v in row.items() if k not in ("id", "changes", "observed", "observed_digest")}
     extra.setdefault("status", "ok")
     return ApplyResource(id=row["id"], kind=kind, key=key, changes=changes_of(row), **extra)
 

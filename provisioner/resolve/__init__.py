@@ -363,6 +363,12 @@ def _check_capacity(
     free = facts.disk_free_bytes
     sized = [m.size for m in plan.models if m.size is not None]
     unknown = [m.filename for m in plan.models if m.size is None]
+    models_root = manifest.comfyui.models_root if manifest.comfyui else None
+    if models_root and models_root.startswith("/") and plan.models:
+        # The models go to an extra root, another disk: each download checks that disk's space before it starts.
+        result.notes.append(f"models go to {models_root}, outside the target root: the disk check counts only "
+                            "the packages; each download checks the space there before its first byte")
+        sized, unknown = [], []
     if unknown:
         result.notes.append(f"sizes unknown for {', '.join(unknown)}; the disk check leaves them out")
     if free is None:

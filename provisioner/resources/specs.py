@@ -12,6 +12,7 @@ from provisioner.values import (
     EnvKey,
     EnvValue,
     GitRef,
+    ModelPath,
     Name,
     OwnedPath,
     PinnedRequirement,
@@ -52,7 +53,7 @@ class ResourceBase(BaseModel):
 
 class DirectorySpec(ResourceBase):
     kind: Literal["directory"] = "directory"
-    path: OwnedPath
+    path: ModelPath = Field(description="Under the root, or inside one of target.extra_roots (model folders).")
     mode: str | None = Field(default=None, description="Octal mode, e.g. '0755'.")
     owner: Name | None = None
     group: Name | None = None
@@ -230,7 +231,7 @@ class DownloadSpec(ResourceBase):
     """A large file over HTTP(S): resumable, verified by sha256, checked through a stat cache."""
 
     kind: Literal["download"] = "download"
-    path: OwnedPath
+    path: ModelPath = Field(description="Under the root, or inside one of target.extra_roots (model files).")
     url: Url
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0, description="Bytes; lets the disk check run before downloading.")

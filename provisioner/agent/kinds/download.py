@@ -22,14 +22,17 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
 CHUNK = 1 << 20
+#: Observed fields that say how the probe looked (hashed now, or trusted the stat cache), not what it found:
+#: a saved plan's fingerprint leaves them out.
+NOT_STATE = ("rehashed",)
 PROGRESS_EVERY_SECONDS = 2.0
 RETRIES = 4
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
-    path = ctx.path(spec["path"])
+    path = ctx.model_path(spec["path"])
     if not os.path.isfile(path):
-        partial = ctx.path(spec["path"] + ".part")
+        partial = ctx.model_path(spec["path"] + ".part")
         return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0}
     st = os.stat(path)
     cache = StatCache(ctx)
@@ -60,8 +63,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    path = ctx.path(spec["path"])
-    partial = ctx.path(spec["path"] + ".part")  # a planted link there must not lead out of the root
+    path = ctx.model_path(spec["path"])
+    partial = ctx.model_path(spec["path"] + ".part")  # a planted link there must not lead out of the root
     if observed["exists"]:
         os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
     os.makedirs(os.path.dirname(path), exist_ok=True)
