@@ -11,8 +11,8 @@ from provisioner import redaction
 from provisioner.agent_client import AgentClient
 from provisioner.checks.model import EXIT_ERROR, CheckReport
 from provisioner.checks.report import render_json, render_text, write_junit
-from provisioner.checks.request import CheckPlan, plan_checks, selected_groups
-from provisioner.checks.runner import run_checks
+from provisioner.checks.request import CheckPlan, plan_instance_checks, selected_groups
+from provisioner.checks.runner import run_instance_checks
 from provisioner.errors import ProvisionError
 from provisioner.lock import use_lock
 from provisioner.manifest import LoadedManifest, load_manifest
@@ -53,8 +53,15 @@ def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, u
 
 def plan_for_host(loaded: LoadedManifest, transport: Transport, only: list[str] | None = None,
                   use_running: bool = False) -> CheckPlan:
-    """The check plan, with the stack resolved as plan and apply resolve it (the host's facts in one round
-    trip, the resolver, the lock and mirrors), so the smoke test runs ComfyUI as the service does."""
+    """The check plan of the first (or only) ComfyUI instance; see plans_for_host."""
+    return plans_for_host(loaded, transport, only, use_running)[0]
+
+
+def plans_for_host(loaded: LoadedManifest, transport: Transport, only: list[str] | None = None,
+                   use_running: bool = False) -> list[CheckPlan]:
+    """The check plans, one per ComfyUI instance, with the stack resolved as plan and apply resolve it (the
+    host's facts in one round trip, the resolver, the lock and mirrors), so the smoke test runs ComfyUI as
+    the service does."""
     manifest = loaded.manifest
     groups, _disabled = selected_groups(manifest, only)
     resolution: Resolution | None = None
@@ -66,7 +73,8 @@ def plan_for_host(loaded: LoadedManifest, transport: Transport, only: list[str] 
             resolution, _notes = use_lock(loaded, resolve_or_refuse(manifest, facts, transport.display))
         except PreflightError as exc:
             refused = f"ComfyUI's command line is not known, since {exc}"
-    return plan_checks(manifest, loaded.directory, only, use_running, resolution=resolution, refused=refused)
+    return plan_instance_checks(manifest, loaded.directory, only, use_running, resolution=resolution,
+                                refused=refused)
 
 
 def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool) -> CheckReport:
@@ -79,8 +87,8 @@ def _run(path: Path, only: str | None, use_running: bool, options: ConnectOption
             click.echo(f"  … {check_id}", err=True)
 
     with open_transport(manifest.target, options) as transport:
-        plan = plan_for_host(loaded, transport, _groups(only), use_running)
-        results = run_checks(transport, plan, manifest.target.python, timeout=manifest.target.command_timeout,
-                             on_progress=progress)
+        plans = plans_for_host(loaded, transport, _groups(only), use_running)
+        results = run_instance_checks(transport, plans, manifest.target.python,
+                                      timeout=manifest.target.command_timeout, on_progress=progress)
         host = transport.display
-    return CheckReport(manifest=str(path), host=host, python=plan.venv_python, results=results)
+    return CheckReport(manifest=str(path), host=host, python=plans[0].venv_python, results=results)

@@ -130,7 +130,25 @@ def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
             )
         )
     host.arch = f"sm_{arch_number(detected)}"
+    _check_instance_gpus(manifest, facts, host, detected)
     return False
+
+
+def _check_instance_gpus(manifest: Manifest, facts: Facts, host: Host, arch: str) -> None:
+    """Each ComfyUI of service.instances needs its GPU, of the arch the stack is resolved for."""
+    gpus = facts.nvidia.gpus
+    indexes = ", ".join(str(g.index if g.index is not None else i) for i, g in enumerate(gpus))
+    for position, instance in enumerate(manifest.service.instances):
+        gpu = facts.gpu(instance.gpu)
+        field = f"service.instances[{position}].gpu"
+        if gpu is None:
+            host.violations.append(Violation(field=field, reason=f"{field} is {instance.gpu} but the host has GPU "
+                                             f"index {indexes}", fix=f"Set {field} to one of: {indexes}"))
+        elif gpu.sm is not None and arch_number(gpu.sm) != arch_number(arch):
+            host.violations.append(Violation(
+                field=field, reason=f"GPU {instance.gpu} ({gpu.name}) is {gpu.sm}, but the stack is resolved for "
+                f"GPU {manifest.gpu.index} ({arch}): one venv serves every instance",
+                fix=f"Leave GPU {instance.gpu} out of service.instances, or use one manifest per GPU arch"))
 
 
 def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
