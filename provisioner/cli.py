@@ -27,6 +27,7 @@ from provisioner.manifest.model import Manifest, Target
 from provisioner.report import Masker, render_apply, render_plan
 from provisioner.rootlock import lock_timeout_option
 from provisioner.stack import needs_resolution
+from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, open_transport
 from provisioner.usage import UsageErrorsExit1
 
@@ -78,6 +79,7 @@ class LazyGroup(UsageErrorsExit1):
     LAZY: ClassVar[dict[str, str]] = {
         "check": "provisioner.commands.check:check",
         "fleet": "provisioner.commands.fleet:fleet",
+        "init": "provisioner.commands.init:init_command",
         "lock": "provisioner.commands.lock:lock_command",
         "resolve": "provisioner.commands.resolve:resolve_command",
         "snapshot": "provisioner.commands.snapshot:snapshot_group",
@@ -169,16 +171,18 @@ def schema() -> None:
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
 @connect_options
+@target_options
 @user_errors
 def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_new_hosts: bool,
-         known_hosts: Path | None) -> None:
+         known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
     options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
-    sys.exit(_plan(manifest, as_json, options, changes_only))
+    sys.exit(_plan(manifest, as_json, options, changes_only, target_override))
 
 
-def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
-    session = HostSession(load_manifest(manifest), options)
+def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False,
+          target_override: TargetOverride | None = None) -> int:
+    session = HostSession((target_override or TargetOverride()).load(manifest), options)
     with ledger_run("plan", session) as run:
         report = session.plan()
         mask = Masker(session.secrets)
@@ -203,17 +207,19 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
               "(for hosts without internet, or many hosts).")
 @lock_timeout_option
 @connect_options
+@target_options
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None,
+          target_override: TargetOverride) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
                          lock_timeout=lock_timeout)
     if dry_run:
-        sys.exit(_plan(manifest, as_json, options))
-    session = HostSession(load_manifest(manifest), options)
+        sys.exit(_plan(manifest, as_json, options, target_override=target_override))
+    session = HostSession(target_override.load(manifest), options)
 
     def on_event(event: dict[str, Any]) -> None:
         if as_json:

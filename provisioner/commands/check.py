@@ -18,6 +18,7 @@ from provisioner.lock import use_lock
 from provisioner.manifest import LoadedManifest, load_manifest
 from provisioner.preflight import PreflightError, gather_facts, resolve_or_refuse
 from provisioner.resolve import Resolution
+from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
 
@@ -36,12 +37,14 @@ def _groups(value: str | None) -> list[str] | None:
               help="Record the key of a host seen for the first time (a changed key is always refused).")
 @click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
               help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts).")
+@target_options
 def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, use_running: bool,
-          trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          trust_new_hosts: bool, known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Run the on-host checks for MANIFEST (exit 0: all passed, 2: a check failed, 1: error)."""
     try:
         report = _run(manifest, only, use_running, ConnectOptions(trust_new_hosts=trust_new_hosts,
-                                                                   known_hosts=known_hosts), quiet=as_json)
+                                                                   known_hosts=known_hosts), quiet=as_json,
+                      target_override=target_override)
     except ProvisionError as exc:
         click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
         sys.exit(EXIT_ERROR)
@@ -77,8 +80,9 @@ def plans_for_host(loaded: LoadedManifest, transport: Transport, only: list[str]
                                 refused=refused)
 
 
-def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool) -> CheckReport:
-    loaded = load_manifest(path)
+def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool,
+         target_override: TargetOverride | None = None) -> CheckReport:
+    loaded = (target_override or TargetOverride()).apply(load_manifest(path))
     manifest = loaded.manifest
     selected_groups(manifest, _groups(only))  # a bad --only is refused before connecting
 
