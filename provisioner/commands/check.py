@@ -18,6 +18,7 @@ from provisioner.lock import use_lock
 from provisioner.manifest import LoadedManifest, load_manifest
 from provisioner.preflight import PreflightError, gather_facts, resolve_or_refuse
 from provisioner.resolve import Resolution
+from provisioner.resolve.no_gpu import no_gpu_message, refused_without_gpu
 from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
@@ -69,9 +70,14 @@ def plans_for_host(loaded: LoadedManifest, transport: Transport, only: list[str]
     groups, _disabled = selected_groups(manifest, only)
     resolution: Resolution | None = None
     refused: str | None = None
-    if "smoke" in groups:
+    if groups:
         client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.command_timeout)
         facts = gather_facts(client, manifest)
+        # Told as plan and apply tell it, before any check runs: every check would only skip or fail.
+        if refused_without_gpu(manifest.gpu.arch, manifest.gpu.allow_cpu, manifest.cuda.version,
+                               len(facts.nvidia.gpus)):
+            raise ProvisionError(no_gpu_message(transport.display))
+    if "smoke" in groups:
         try:
             resolution, _notes = use_lock(loaded, resolve_or_refuse(manifest, facts, transport.display))
         except PreflightError as exc:

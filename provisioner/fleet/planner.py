@@ -55,7 +55,7 @@ class FleetPlan:
         else:
             plan.report = report
             plan.areas = _group_by_area(report.resources, areas_of(prepared.session.expansion.resources))
-            plan.gpu = gpu_summary(facts, manifest.gpu.model_dump(), manifest.cuda.min_driver)
+            plan.gpu = gpu_summary(facts, manifest.gpu.model_dump(), manifest.cuda.min_driver, manifest.cuda.version)
             if report.errors or plan.gpu["problems"]:
                 plan.error = "; ".join([*(f"{r['id']}: {r.get('error')}" for r in report.errors),
                                         *plan.gpu["problems"]])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from provisioner.catalog import ArchInfo, Catalog, arch_number
 from provisioner.facts import Facts, Gpu
 from provisioner.manifest.model import Manifest
+from provisioner.resolve.no_gpu import NO_GPU_FIX, NO_GPU_REASON
 from provisioner.resolve.result import GpuChoice, Mode, Violation
 
 MACHINE_PLATFORMS = {"x86_64": "linux_x86_64", "amd64": "linux_x86_64"}
@@ -90,14 +91,7 @@ def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
             host.notes.append("no NVIDIA GPU found; installing the CPU build of torch (gpu.allow_cpu)")
             return True
         detail = f" (nvidia-smi: {facts.nvidia.error.strip()})" if facts.nvidia.error else ""
-        host.violations.append(
-            Violation(
-                field="gpu",
-                reason=f"no NVIDIA GPU found on the host{detail}",
-                fix="Install the NVIDIA driver so that nvidia-smi lists the GPU; or set gpu.allow_cpu: true for a "
-                "CPU-only install; or set gpu.arch (e.g. sm_89) when building for another machine",
-            )
-        )
+        host.violations.append(Violation(field="gpu", reason=f"{NO_GPU_REASON}{detail}", fix=NO_GPU_FIX))
         return False
     gpu = facts.gpu(spec.index)
     if gpu is None:
