@@ -94,11 +94,13 @@ def starter_manifest(facts: Facts, target: Target, catalog: Catalog, model_id: s
         raise StarterError(f"{target.connection}: cannot tell the compute capability of GPU {index} ({gpu.name}); "
                            "write the manifest by hand with gpu.arch set (e.g. sm_86)")
     gpu_section: dict[str, Any] = {"arch": gpu.sm, "index": index}
-    entries = catalog.model_entries()
+    # The models a workflow starts from (those with a workflow set), not the encoders and VAEs they load.
+    candidates = [e for e in catalog.model_entries() if e.workflow_set]
+    entries = candidates
     if model_id is not None:
-        entries = [e for e in entries if e.id == model_id]
+        entries = [e for e in candidates if e.id == model_id]
         if not entries:
-            known = ", ".join(e.id for e in catalog.model_entries())
+            known = ", ".join(e.id for e in candidates)
             raise StarterError(f"--model {model_id}: not in the catalog; one of: {known}")
     refusals: list[str] = []
     for entry in entries:
@@ -109,7 +111,7 @@ def starter_manifest(facts: Facts, target: Target, catalog: Catalog, model_id: s
             disk = f"{facts.disk_free_bytes / GIB:.0f} GiB free" if facts.disk_free_bytes else "disk unknown"
             files = len(resolution.models)
             return Starter(data, f"provision init: {target.connection}: GPU {index} {gpu.name} ({gpu.sm}, {vram}), "
-                           f"{disk} at {target.root}.",
+                           f"{disk} at {facts.root or target.root}.",
                            [f"Models: {entry.id} and its workflow set ({files} files), the first catalog model that "
                             "fits this GPU and disk;", "`provision resolve` shows the choice in full."], resolution)
         refusals.append(f"{entry.id}: {resolution.violations[0].reason}")
