@@ -19,6 +19,7 @@ from provisioner.manifest import LoadedManifest, load_manifest
 from provisioner.preflight import PreflightError, gather_facts, resolve_or_refuse
 from provisioner.resolve import Resolution
 from provisioner.resolve.no_gpu import no_gpu_message, refused_without_gpu
+from provisioner.stack import needs_resolution
 from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
@@ -74,8 +75,8 @@ def plans_for_host(loaded: LoadedManifest, transport: Transport, only: list[str]
         client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.command_timeout)
         facts = gather_facts(client, manifest)
         # Told as plan and apply tell it, before any check runs: every check would only skip or fail.
-        if refused_without_gpu(manifest.gpu.arch, manifest.gpu.allow_cpu, manifest.cuda.version,
-                               len(facts.nvidia.gpus)):
+        if needs_resolution(manifest) and refused_without_gpu(manifest.gpu.arch, manifest.gpu.allow_cpu,
+                                                              manifest.cuda.version, len(facts.nvidia.gpus)):
             raise ProvisionError(no_gpu_message(transport.display))
     if "smoke" in groups:
         try:

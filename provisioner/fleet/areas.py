@@ -73,8 +73,9 @@ def areas_of(resources: list[HostResource]) -> dict[str, str]:
 
 
 def gpu_summary(facts: dict[str, Any], manifest_gpu: dict[str, Any], min_driver: str | None,
-                cuda_version: str = "auto") -> dict[str, Any]:
-    """The GPU/driver cell: what the host has, and whether it contradicts the manifest's pins."""
+                cuda_version: str = "auto", stack: bool = True) -> dict[str, Any]:
+    """The GPU/driver cell: what the host has, and whether it contradicts the manifest's pins (a missing GPU
+    only where the manifest installs the stack, as plan refuses it)."""
     nvidia = facts.get("nvidia") or {}
     gpus = nvidia.get("gpus") or []
     driver = nvidia.get("driver")
@@ -87,7 +88,7 @@ def gpu_summary(facts: dict[str, Any], manifest_gpu: dict[str, Any], min_driver:
         if gpus:
             problems.append(f"no GPU {index}: set gpu.index to one of "
                             f"{', '.join(str(g.get('index', i)) for i, g in enumerate(gpus))}")
-        elif refused_without_gpu(arch, bool(manifest_gpu.get("allow_cpu")), cuda_version, 0):
+        elif stack and refused_without_gpu(arch, bool(manifest_gpu.get("allow_cpu")), cuda_version, 0):
             problems.append(f"{NO_GPU_REASON}: {NO_GPU_FIX}")
         text = "no GPU"
     else:
