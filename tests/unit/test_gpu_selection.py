@@ -88,3 +88,18 @@ def test_conflicting_instances_and_cuda_device_are_refused(tmp_path: Path, servi
                                                            words: str) -> None:
     with pytest.raises(ProvisionError, match=words):
         load_manifest(manifest_at(tmp_path, service=service))
+
+
+def test_the_systemd_unit_carries_the_services_gpu(tmp_path: Path) -> None:
+    from provisioner.expand import expand
+
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump({"name": "unit", "target": {"root": "/opt/comfy"}, "resources": [
+        {"kind": "service", "name": "comfyui-gpu1", "argv": ["venv/bin/python", "main.py", "--port", "8189"],
+         "env": {"CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}}]}))
+    unit = expand(load_manifest(path), environ={}).resources[0].spec["unit"]
+    assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID\nEnvironment=CUDA_VISIBLE_DEVICES=1\n" in unit
+    # A value systemd would read as more than a literal is refused at load.
+    path.write_text(path.read_text().replace("PCI_BUS_ID", "'a b'"))
+    with pytest.raises(ProvisionError, match="CUDA_DEVICE_ORDER"):
+        load_manifest(path)
