@@ -38,6 +38,7 @@ from provisioner.render.terminal import quiet_option
 from provisioner.report import Masker
 from provisioner.rootlock import lock_timeout_option
 from provisioner.stack import needs_resolution
+from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, open_transport
 from provisioner.usage import UsageErrorsExit1
 
@@ -85,6 +86,7 @@ class LazyGroup(UsageErrorsExit1):
     LAZY: ClassVar[dict[str, str]] = {
         "check": "provisioner.commands.check:check",
         "fleet": "provisioner.commands.fleet:fleet",
+        "init": "provisioner.commands.init:init_command",
         "lock": "provisioner.commands.lock:lock_command",
         "resolve": "provisioner.commands.resolve:resolve_command",
         "snapshot": "provisioner.commands.snapshot:snapshot_group",
@@ -179,18 +181,19 @@ def schema() -> None:
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Save the plan to this file; `provision apply PLANFILE` applies exactly it.")
 @connect_options
+@target_options
 @quiet_option
 @user_errors
 def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, out: Path | None, trust_new_hosts: bool,
-         known_hosts: Path | None) -> None:
+         known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
     options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
-    sys.exit(_plan(manifest, as_json, options, changes_only, out))
+    sys.exit(_plan(manifest, as_json, options, changes_only, out, target_override))
 
 
 def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False,
-          out: Path | None = None) -> int:
-    session = HostSession(load_manifest(manifest), options)
+          out: Path | None = None, target_override: TargetOverride | None = None) -> int:
+    session = HostSession((target_override or TargetOverride()).load(manifest), options)
     with ledger_run("plan", session) as run:
         report = session.plan()
         mask = Masker(session.secrets)
@@ -220,10 +223,12 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
               "(for hosts without internet, or many hosts).")
 @lock_timeout_option
 @connect_options
+@target_options
 @quiet_option
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None,
+          target_override: TargetOverride) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe. MANIFEST may be
     a plan saved by `plan -o`: then exactly its changes are applied, or nothing if the host moved since."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
@@ -236,11 +241,14 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
 
         if dry_run:
             raise ProvisionError(f"{manifest} is a saved plan: --dry-run takes a manifest")
+        if target_override:
+            raise ProvisionError(f"{manifest} is a saved plan: it names its host; --target, -i and --root "
+                                 "apply to a manifest")
         loaded, options, guard = open_saved_plan(manifest, options)
     elif dry_run:
-        sys.exit(_plan(manifest, as_json, options))
+        sys.exit(_plan(manifest, as_json, options, target_override=target_override))
     else:
-        loaded = load_manifest(manifest)
+        loaded = target_override.load(manifest)
     session = HostSession(loaded, options)
     # The secrets are known once the stack is expanded, inside apply: mask with the current list.
     progress = ApplyProgress(lambda text: Masker(session.secrets)(text), verbose=verbose, enabled=not as_json)

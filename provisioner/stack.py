@@ -6,6 +6,7 @@ from __future__ import annotations
 import posixpath
 from typing import TYPE_CHECKING, Any
 
+from provisioner.instances import comfy_instances
 from provisioner.manifest.model import Manifest
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         "hf_auth": _hf_auth(manifest),
         "restart": restart,
         "service_argv": service_argv(manifest, resolution),
+        "instances": [
+            {"name": i.name, "port": i.port, "env": i.env(), "log": i.log,
+             "argv": service_argv(manifest, resolution, i.port)}
+            for i in comfy_instances(manifest, cpu=resolution.mode == "cpu")
+        ],
     }
 
 
@@ -85,12 +91,14 @@ def _hf_auth(manifest: Manifest) -> dict[str, Any] | None:
     return token.model_dump(mode="json") if token else None
 
 
-def service_argv(manifest: Manifest, resolution: Resolution) -> list[str]:
-    """ComfyUI's command line, for the service and for the smoke test alike. Without a GPU to use
-    (CPU mode) ComfyUI needs --cpu: torch exits "Found no NVIDIA driver on your system" otherwise."""
+def service_argv(manifest: Manifest, resolution: Resolution, port: int | None = None) -> list[str]:
+    """ComfyUI's command line (of the instance on `port`), for the service and for the smoke test alike.
+    Without a GPU to use (CPU mode) ComfyUI needs --cpu: torch exits "Found no NVIDIA driver on your
+    system" otherwise."""
     service = manifest.service
+    port = service.port if port is None else port
     cpu = ["--cpu"] if resolution.mode == "cpu" and "--cpu" not in service.extra_args else []
     # An adopted venv is the one ComfyUI runs in (absolute path), else the managed one under the root.
     python = f"{manifest.python.adopt}/bin/python" if manifest.python.adopt else f"{manifest.python.venv}/bin/python"
-    return [python, "main.py", "--listen", service.listen, "--port", str(service.port),
+    return [python, "main.py", "--listen", service.listen, "--port", str(port),
             *cpu, *service.extra_args]

@@ -296,7 +296,10 @@ def _run_handlers(
         emit("progress", id="handler:" + name, phase="applying", changes=[])
         entry: Dict[str, Any] = {"name": name}
         if spec.get("restart"):
-            entry["error"] = _restart_service(request, spec["restart"], ctx, started_now, broken)
+            # One handler may restart several services (one ComfyUI per GPU); each error is kept.
+            names = spec["restart"] if isinstance(spec["restart"], list) else [spec["restart"]]
+            errors = [_restart_service(request, name, ctx, started_now, broken) for name in names]
+            entry["error"] = "; ".join(e for e in errors if e) or None
         else:
             cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
             done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)

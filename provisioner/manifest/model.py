@@ -252,6 +252,14 @@ class ModelSpec(Strict):
         return value
 
 
+class ServiceInstance(Strict):
+    """One ComfyUI of several on a host: the GPU it serves from and its port."""
+
+    gpu: int = Field(ge=0, description="nvidia-smi index of the GPU this ComfyUI uses (it sees it as cuda:0).")
+    port: int = Field(ge=1, le=65535)
+    name: Name | None = Field(default=None, description="Service name; default comfyui-gpuN.")
+
+
 class ServiceSpec(Strict):
     enabled: bool = True
     manager: Literal["auto", "systemd", "process", "container"] = "auto"
@@ -261,6 +269,11 @@ class ServiceSpec(Strict):
     # Real ComfyUI takes 15-25 s (more with many plugins) before /system_stats answers.
     ready_timeout: float = Field(default=180.0, gt=0, le=3600,
                                  description="Seconds ComfyUI may take, started or restarted, to answer /system_stats.")
+    instances: list[ServiceInstance] = Field(
+        default_factory=list,
+        description="One ComfyUI per entry, each on its own GPU and port (e.g. [{gpu: 0, port: 8188}, "
+        "{gpu: 1, port: 8189}]); empty: one ComfyUI on gpu.index and service.port.",
+    )
 
     @field_validator("extra_args")
     @classmethod
@@ -268,7 +281,24 @@ class ServiceSpec(Strict):
         for arg in args:
             if not re.match(r"^[A-Za-z0-9=_.,:/+-]+$", arg):
                 raise ValueError(f"service argument {arg!r} may use only letters, digits and = _ . , : / + -")
+            if arg.split("=", 1)[0] == "--cuda-device":
+                # The service gets CUDA_VISIBLE_DEVICES from gpu.index; --cuda-device would override it
+                # behind the checks' back.
+                raise ValueError("--cuda-device is set for you: choose the GPU with gpu.index, or one per "
+                                 "ComfyUI with service.instances")
         return args
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, instances: list[ServiceInstance]) -> list[ServiceInstance]:
+        ports = [str(i.port) for i in instances]
+        names = [i.name or f"comfyui-gpu{i.gpu}" for i in instances]
+        for what, values in (("port", ports), ("name", names)):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"two service.instances share the {what} {', '.join(twice)}: give each its own"
+                                 + (" (two instances on one GPU need distinct names)" if what == "name" else ""))
+        return instances
 
 
 class ChecksSpec(Strict):
@@ -286,7 +316,7 @@ class HandlerSpec(Strict):
     a command (`argv`), or the restart of a service resource (`restart: NAME`)."""
 
     argv: list[str] | None = Field(default=None, min_length=1)
-    restart: Name | None = Field(default=None, description="Name of a service resource to restart.")
+    restart: Name | list[Name] | None = Field(default=None, description="Name(s) of service resources to restart.")
     cwd: RelativePath | None = None
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 

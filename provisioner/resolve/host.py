@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from provisioner.catalog import ArchInfo, Catalog, arch_number
 from provisioner.facts import Facts, Gpu
 from provisioner.manifest.model import Manifest
+from provisioner.resolve.no_gpu import NO_GPU_FIX, NO_GPU_REASON
 from provisioner.resolve.result import GpuChoice, Mode, Violation
 
 MACHINE_PLATFORMS = {"x86_64": "linux_x86_64", "amd64": "linux_x86_64"}
@@ -90,14 +91,7 @@ def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
             host.notes.append("no NVIDIA GPU found; installing the CPU build of torch (gpu.allow_cpu)")
             return True
         detail = f" (nvidia-smi: {facts.nvidia.error.strip()})" if facts.nvidia.error else ""
-        host.violations.append(
-            Violation(
-                field="gpu",
-                reason=f"no NVIDIA GPU found on the host{detail}",
-                fix="Install the NVIDIA driver so that nvidia-smi lists the GPU; or set gpu.allow_cpu: true for a "
-                "CPU-only install; or set gpu.arch (e.g. sm_89) when building for another machine",
-            )
-        )
+        host.violations.append(Violation(field="gpu", reason=f"{NO_GPU_REASON}{detail}", fix=NO_GPU_FIX))
         return False
     gpu = facts.gpu(spec.index)
     if gpu is None:
@@ -130,7 +124,25 @@ def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
             )
         )
     host.arch = f"sm_{arch_number(detected)}"
+    _check_instance_gpus(manifest, facts, host, detected)
     return False
+
+
+def _check_instance_gpus(manifest: Manifest, facts: Facts, host: Host, arch: str) -> None:
+    """Each ComfyUI of service.instances needs its GPU, of the arch the stack is resolved for."""
+    gpus = facts.nvidia.gpus
+    indexes = ", ".join(str(g.index if g.index is not None else i) for i, g in enumerate(gpus))
+    for position, instance in enumerate(manifest.service.instances):
+        gpu = facts.gpu(instance.gpu)
+        field = f"service.instances[{position}].gpu"
+        if gpu is None:
+            host.violations.append(Violation(field=field, reason=f"{field} is {instance.gpu} but the host has GPU "
+                                             f"index {indexes}", fix=f"Set {field} to one of: {indexes}"))
+        elif gpu.sm is not None and arch_number(gpu.sm) != arch_number(arch):
+            host.violations.append(Violation(
+                field=field, reason=f"GPU {instance.gpu} ({gpu.name}) is {gpu.sm}, but the stack is resolved for "
+                f"GPU {manifest.gpu.index} ({arch}): one venv serves every instance",
+                fix=f"Leave GPU {instance.gpu} out of service.instances, or use one manifest per GPU arch"))
 
 
 def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:

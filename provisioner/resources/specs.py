@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from provisioner.agent.distributions import normalize
 from provisioner.values import (
@@ -344,6 +344,8 @@ class WheelBuildSpec(ResourceBase):
 
     def key(self) -> str:
         return self.path
+# Written into a unit's Environment= line unquoted: only characters systemd reads literally.
+ServiceEnvValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:/+@-]*$")]
 
 
 class HttpReadiness(BaseModel):
@@ -366,6 +368,8 @@ class ServiceUnitSpec(ResourceBase):
     argv: list[str] = Field(min_length=1, description="argv[0] may be relative to the root, e.g. venv/bin/python.")
     cwd: RelativePath | None = None
     env_file: OwnedPath | None = None
+    env: dict[EnvKey, ServiceEnvValue] = Field(
+        default_factory=dict, description="Variables of this service alone (CUDA_VISIBLE_DEVICES); over env_file's.")
     log: OwnedPath | None = Field(default=None, description="Log file of the process manager (logs/NAME.log).")
     manager: Literal["auto", "systemd", "process"] = "auto"
     state: Literal["running", "stopped"] = "running"
