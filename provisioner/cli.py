@@ -168,12 +168,14 @@ def schema() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
+@click.option("--prune", is_flag=True, help="Also remove large data (models) the manifest dropped.")
 @connect_options
 @user_errors
-def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_new_hosts: bool,
+def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, prune: bool, trust_new_hosts: bool,
          known_hosts: Path | None) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
-    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
+    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts), prune=prune,
+                         ledger=current_ledger().path)
     sys.exit(_plan(manifest, as_json, options, changes_only))
 
 
@@ -198,19 +200,20 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--force", is_flag=True, help="Discard local modifications in git checkouts.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the output of the programs the agent runs.")
+@click.option("--prune", is_flag=True, help="Also remove large data (models) the manifest dropped.")
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
 @lock_timeout_option
 @connect_options
 @user_errors
-def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
+def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool, prune: bool,
           download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
-                         lock_timeout=lock_timeout)
+                         lock_timeout=lock_timeout, prune=prune)
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from provisioner.agent.fsutil import human_size
 from provisioner.engine import ApplyReport, PlanReport
 
 STATUS_LABEL = {
@@ -14,6 +15,8 @@ STATUS_LABEL = {
     "create": ("+ create  ", "green"),
     "change": ("~ change  ", "yellow"),
     "drifted": ("! drifted ", "magenta"),
+    "destroy": ("- destroy ", "red"),
+    "kept": ("  kept    ", "cyan"),
     "error": ("x error   ", "red"),
 }
 OUTCOME_LABEL = {
@@ -51,7 +54,7 @@ def _change_lines(change: dict[str, Any]) -> list[str]:
         arrow = _value(change["new"])
     elif change["action"] == "discard":
         arrow = f"discard {_value(change['old'])}"
-    elif change["action"] == "remove":
+    elif change["action"] in ("remove", "destroy"):
         arrow = f"remove {_value(change['old'])}"
     lines = [f"            {change['field']}: {arrow}  ({reason})"]
     lines += [f"              {line}" for line in detail.splitlines()]
@@ -72,10 +75,19 @@ def render_plan(report: PlanReport, mask: Masker, show_ok: bool = True) -> str:
         if resource.get("error"):
             lines += [f"            {line}" for line in resource["error"].splitlines()]
         lines += [f"            note: {note}" for note in resource.get("notes") or []]
+        if resource["status"] == "kept":
+            lines.append(f"            {resource.get('reason', '')}")
+    for entry in report.unmanaged:
+        what = "link" if entry.link else human_size(entry.bytes)
+        lines.append(click.style("? unmanaged ", fg="blue") + f"{entry.kind} {entry.path} ({what})")
     counts = {status: sum(1 for r in report.resources if r["status"] == status) for status in STATUS_LABEL}
+    destroy_bytes = sum(r.bytes for r in report.removals if r.status == "destroy")
     lines += ["", (
         f"Plan: {counts['create']} to create, {counts['change']} to change, {counts['drifted']} drifted, "
-        f"{counts['ok']} ok" + (f", {counts['error']} errors" if counts["error"] else "")
+        f"{counts['destroy']} to destroy ({human_size(destroy_bytes)}), {counts['ok']} ok"
+        + (f", {counts['kept']} kept" if counts["kept"] else "")
+        + (f", {len(report.unmanaged)} unmanaged" if report.unmanaged else "")
+        + (f", {counts['error']} errors" if counts["error"] else "")
         + f" ({report.seconds:.2f}s)."
     )]
     if not report.pending:

@@ -1,0 +1,189 @@
+"""Removal: resources dropped from the manifest or marked `state: absent` are planned as destroy (with their
+bytes) and removed by apply; models stay without --prune; what the manifest does not know is listed as
+unmanaged and left alone; links are removed as links, never followed out of the root. Real git, pip, HTTP,
+over every transport."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.engine import HostSession, PlanReport
+from provisioner.manifest import load_manifest
+from tests.support.gitrepos import UpstreamRepo
+from tests.support.hosts import TargetHost, installed_version, write_manifest
+from tests.support.runs import apply, plan
+from tests.support.servers import serve_directory
+
+LORA = os.urandom(256 * 1024 + 3)
+BLOB = os.urandom(64 * 1024 + 5)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[str]:
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "style.safetensors").write_bytes(LORA)
+    (served / "blob.bin").write_bytes(BLOB)
+    with serve_directory(served) as base:
+        yield base
+
+
+def _full(upstream: UpstreamRepo, index: str, base: str) -> list[dict[str, Any]]:
+    return [
+        {"kind": "directory", "path": "ComfyUI/custom_nodes"},
+        {"kind": "file", "path": "notes.txt", "content": "hello\n"},
+        {"kind": "git", "path": "ComfyUI/custom_nodes/plugin", "repo": upstream.url, "ref": "v1.0.0",
+         "notify": ["restarted"]},
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "venv": "venv", "name": "base", "packages": ["provdep==1.0.0"], "index_url": index},
+        {"kind": "pip", "venv": "venv", "name": "demo", "packages": ["provdemo==1.0.0"], "index_url": index},
+        {"kind": "download", "path": "ComfyUI/models/loras/style.safetensors", "url": f"{base}/style.safetensors"},
+        {"kind": "download", "path": "data/blob.bin", "url": f"{base}/blob.bin"},
+    ]
+
+
+HANDLERS = {"restarted": {"argv": ["sh", "-c", "echo x >> restarts.log"]}}
+
+
+def _write(tmp_path: Path, host: TargetHost, resources: list[dict[str, Any]], name: str = "m.yaml") -> Path:
+    return write_manifest(tmp_path, host, {"resources": resources, "handlers": HANDLERS}, name=name)
+
+
+def _rows(report: PlanReport) -> dict[str, dict[str, Any]]:
+    return {r.id: r.as_json() for r in report.removals}
+
+
+def test_dropped_resources_are_destroyed_and_models_need_prune(host: TargetHost, tmp_path: Path,
+                                                               upstream: UpstreamRepo, package_index: str,
+                                                               files: str) -> None:
+    full = _full(upstream, package_index, files)
+    first = apply(_write(tmp_path, host, full))
+    assert first.ok, first.as_json()
+    assert installed_version(host, "provdemo") == "1.0.0"
+    reduced = _write(tmp_path, host, [full[0], full[3], full[4]], name="reduced.yaml")
+
+    report = plan(reduced)
+    rows = _rows(report)
+    assert report.exit_code() == 2
+    assert rows["file:notes.txt"]["status"] == "destroy" and rows["file:notes.txt"]["bytes"] == 6
+    assert rows["download:data/blob.bin"]["status"] == "destroy"
+    assert rows["download:data/blob.bin"]["bytes"] == len(BLOB)
+    plugin = rows["git:ComfyUI/custom_nodes/plugin"]
+    assert plugin["status"] == "destroy" and plugin["bytes"] > 0
+    assert rows["pip:venv#demo"]["status"] == "destroy"
+    lora = rows["download:ComfyUI/models/loras/style.safetensors"]
+    assert lora["status"] == "kept" and lora["large"] and lora["bytes"] == len(LORA)
+    assert "would remove with --prune" in lora["reason"]
+    # The JSON form carries the same rows, structured.
+    as_json = json.loads(json.dumps(report.as_json()))
+    assert {r["id"] for r in as_json["destroy"]} == set(rows)
+
+    applied = apply(reduced)
+    assert applied.ok, applied.as_json()
+    assert not host.exists("notes.txt") and not host.exists("data/blob.bin")
+    assert not host.exists("ComfyUI/custom_nodes/plugin")
+    assert installed_version(host, "provdemo") is None
+    assert installed_version(host, "provdep") == "1.0.0"  # still pinned by the other pip resource
+    assert host.read("restarts.log").count("x") == 2  # once for the clone, once for its removal
+    assert host.exists("ComfyUI/models/loras/style.safetensors")
+
+    again = plan(reduced)
+    assert again.exit_code() == 0, again.as_json()
+    assert [r.id for r in again.removals] == ["download:ComfyUI/models/loras/style.safetensors"]
+
+    pruned_plan = plan(reduced, prune=True)
+    assert pruned_plan.exit_code() == 2
+    assert _rows(pruned_plan)["download:ComfyUI/models/loras/style.safetensors"]["status"] == "destroy"
+    pruned = apply(reduced, prune=True)
+    assert pruned.ok and not host.exists("ComfyUI/models/loras/style.safetensors")
+    final = plan(reduced, prune=True)
+    assert final.exit_code() == 0 and final.removals == []
+
+
+def test_state_absent_removes_a_model_without_prune(host: TargetHost, tmp_path: Path, files: str) -> None:
+    model = {"kind": "download", "path": "ComfyUI/models/loras/style.safetensors", "url": f"{files}/style.safetensors"}
+    assert apply(_write(tmp_path, host, [model])).ok
+    absent = _write(tmp_path, host, [dict(model, state="absent")], name="absent.yaml")
+    report = plan(absent)
+    row = _rows(report)["download:ComfyUI/models/loras/style.safetensors"]
+    assert report.exit_code() == 2 and row["status"] == "destroy" and row["bytes"] == len(LORA)
+    assert "state: absent" in row["reason"]
+    assert apply(absent).ok
+    assert not host.exists("ComfyUI/models/loras/style.safetensors")
+    assert plan(absent).exit_code() == 0
+
+
+def test_unmanaged_nodes_and_models_are_listed_and_left_alone(host: TargetHost, tmp_path: Path,
+                                                             upstream: UpstreamRepo, files: str) -> None:
+    manifest = _write(tmp_path, host, [
+        {"kind": "git", "path": "ComfyUI/custom_nodes/plugin", "repo": upstream.url, "ref": "v1.0.0"},
+        {"kind": "download", "path": "ComfyUI/models/loras/style.safetensors", "url": f"{files}/style.safetensors"},
+    ])
+    assert apply(manifest).ok
+    host.sh(f"mkdir -p {host.path('ComfyUI/custom_nodes/ManagerNode')} && "
+            f"printf 'print(1)\\n' > {host.path('ComfyUI/custom_nodes/ManagerNode/__init__.py')} && "
+            f"printf 'lora!' > {host.path('ComfyUI/models/loras/colleague.safetensors')}")
+    report = plan(manifest)
+    assert report.exit_code() == 0, report.as_json()
+    listed = {(u.path, u.kind, u.bytes) for u in report.unmanaged}
+    assert listed == {("ComfyUI/custom_nodes/ManagerNode", "custom_node", 9),
+                      ("ComfyUI/models/loras/colleague.safetensors", "model", 5)}
+    assert report.as_json()["unmanaged"][0].keys() >= {"path", "kind", "bytes"}
+    assert apply(manifest, prune=True).ok
+    assert host.read("ComfyUI/models/loras/colleague.safetensors") == "lora!"
+    assert host.exists("ComfyUI/custom_nodes/ManagerNode/__init__.py")
+
+
+def test_links_planted_to_escape_the_root_are_not_followed(host: TargetHost, tmp_path: Path,
+                                                           upstream: UpstreamRepo) -> None:
+    outside = host.path("../outside")
+    manifest = _write(tmp_path, host, [
+        {"kind": "file", "path": "conf/app.txt", "content": "app\n"},
+        {"kind": "git", "path": "src", "repo": upstream.url, "ref": "v1.0.0"},
+    ])
+    assert apply(manifest).ok
+    host.sh(f"mkdir -p {outside} && printf keep > {outside}/precious.txt && "
+            f"rm {host.path('conf/app.txt')} && ln -s {outside}/precious.txt {host.path('conf/app.txt')} && "
+            f"ln -s {outside} {host.path('src/escape')}")
+    emptied = _write(tmp_path, host, [], name="empty.yaml")
+    rows = _rows(plan(emptied))
+    assert rows["file:conf/app.txt"]["status"] == "destroy" and rows["file:conf/app.txt"]["bytes"] < 100
+    assert apply(emptied).ok
+    assert not host.exists("src")
+    assert host.run(["test", "-L", host.path("conf/app.txt")], check=False).returncode != 0
+    assert host.read("../outside/precious.txt") == "keep"
+    assert plan(emptied).exit_code() == 0
+
+
+def test_a_generation_edited_on_the_host_removes_nothing(host: TargetHost, tmp_path: Path) -> None:
+    manifest = _write(tmp_path, host, [{"kind": "file", "path": "a.txt", "content": "a\n"}])
+    assert apply(manifest).ok
+    host.sh(f"printf victim > {host.path('victim.txt')}")
+    generation = host.path(".provision/generations/000001.json")
+    record = json.loads(host.read(".provision/generations/000001.json"))
+    record["resources"].append({"id": "file:victim.txt", "kind": "file", "digest": "0" * 64, "notify": [],
+                                "spec": {"kind": "file", "path": "victim.txt", "mode": None, "owner": None,
+                                         "group": None, "state": "present", "sha256": "0" * 64}})
+    host.sh(f"cat > {generation} <<'EOF'\n{json.dumps(record)}\nEOF")
+    report = plan(_write(tmp_path, host, [{"kind": "file", "path": "a.txt", "content": "a\n"}], name="same.yaml"))
+    row = _rows(report)["file:victim.txt"]
+    assert row["status"] == "kept" and "does not vouch" in row["reason"] and report.exit_code() == 0
+    assert apply(manifest).ok and host.read("victim.txt") == "victim"
+
+
+def test_rollback_brings_back_what_a_destroy_removed(host: TargetHost, tmp_path: Path) -> None:
+    both = _write(tmp_path, host, [{"kind": "file", "path": "a.txt", "content": "a\n"},
+                                   {"kind": "file", "path": "b.txt", "content": "b\n"}])
+    assert apply(both).generation == 1
+    only_a = _write(tmp_path, host, [{"kind": "file", "path": "a.txt", "content": "a\n"}], name="a.yaml")
+    assert apply(only_a).generation == 2 and not host.exists("b.txt")
+    back = HostSession(load_manifest(only_a)).rollback()
+    assert back.ok and back.rollback_to == 1 and host.read("b.txt") == "b\n"
+    # Forward again: generation 3 (the rollback) is trusted, so b.txt is destroyed once more.
+    assert apply(only_a).ok and not host.exists("b.txt")
