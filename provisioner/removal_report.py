@@ -69,10 +69,15 @@ def watched_folders(manifest: Manifest, resources: list[HostResource]) -> dict[s
         path = resource.spec.get("path")
         if not isinstance(path, str):
             continue
-        parent = posixpath.dirname(path.rstrip("/"))
-        if posixpath.basename(parent) == "custom_nodes":
-            custom_nodes.append(parent)
-        elif posixpath.basename(parent) in MODEL_FOLDERS and posixpath.basename(posixpath.dirname(parent)) == "models":
-            models.append(parent)
+        # A resource that is such a folder, or that writes into one.
+        for folder in (path.rstrip("/"), posixpath.dirname(path.rstrip("/"))):
+            if posixpath.basename(folder) == "custom_nodes":
+                custom_nodes.append(folder)
+            elif _is_model_folder(folder):
+                models.append(folder)
     return {"custom_nodes": sorted(set(custom_nodes)), "models": sorted(set(models)), "models_roots": roots,
             "model_folders": list(MODEL_FOLDERS)}
+
+
+def _is_model_folder(path: str) -> bool:
+    return posixpath.basename(path) in MODEL_FOLDERS and posixpath.basename(posixpath.dirname(path)) == "models"

@@ -42,7 +42,9 @@ def listing(request: Dict[str, Any], ctx: Context, known: List[str]) -> List[Dic
             full = os.path.join(folder, name)
             if name.startswith(".") or name in SKIPPED or MARK in name or full in tracked:
                 continue
-            if any(m == full or m.startswith(full + os.sep) or full.startswith(m + os.sep) for m in managed):
+            # Managed: the entry itself, or a folder holding a managed path (models/loras/sub/x.safetensors).
+            # A managed folder above (the ComfyUI checkout, a directory resource) does not make it managed.
+            if any(m == full or m.startswith(full + os.sep) for m in managed):
                 continue
             out.append(_entry(full, kind, ctx))
     return out

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from provisioner.engine import HostSession, PlanReport
 from provisioner.manifest import load_manifest
-from tests.support.gitrepos import UpstreamRepo
+from tests.support.gitrepos import UpstreamRepo, make_upstream
 from tests.support.hosts import TargetHost, installed_version, write_manifest
 from tests.support.runs import apply, plan
 from tests.support.servers import serve_directory
@@ -119,9 +121,21 @@ def test_state_absent_removes_a_model_without_prune(host: TargetHost, tmp_path: 
     assert plan(absent).exit_code() == 0
 
 
+def _comfyui_like(tmp_path: Path) -> UpstreamRepo:
+    """A checkout that tracks files in custom_nodes and models and ignores the rest, as ComfyUI does."""
+    repo = make_upstream(tmp_path / "upstreams", "comfy")
+    repo.commit({"main.py": "print('comfy')\n", "custom_nodes/example_node.py.example": "# example\n",
+                 "models/loras/put_loras_here": ""}, "files")
+    repo.commit({".gitignore": "/models/\n/custom_nodes/\n!custom_nodes/example_node.py.example\n"}, "ignore",
+                tag="v1.0.0")
+    return repo
+
+
 def test_unmanaged_nodes_and_models_are_listed_and_left_alone(host: TargetHost, tmp_path: Path,
                                                              upstream: UpstreamRepo, files: str) -> None:
+    comfy = _comfyui_like(tmp_path)
     manifest = _write(tmp_path, host, [
+        {"kind": "git", "path": "ComfyUI", "repo": comfy.url, "ref": "v1.0.0"},
         {"kind": "git", "path": "ComfyUI/custom_nodes/plugin", "repo": upstream.url, "ref": "v1.0.0"},
         {"kind": "download", "path": "ComfyUI/models/loras/style.safetensors", "url": f"{files}/style.safetensors"},
     ])
@@ -132,6 +146,7 @@ def test_unmanaged_nodes_and_models_are_listed_and_left_alone(host: TargetHost, 
     report = plan(manifest)
     assert report.exit_code() == 0, report.as_json()
     listed = {(u.path, u.kind, u.bytes) for u in report.unmanaged}
+    # The checkout's own example node and placeholder are not listed; the plugin and the model are managed.
     assert listed == {("ComfyUI/custom_nodes/ManagerNode", "custom_node", 9),
                       ("ComfyUI/models/loras/colleague.safetensors", "model", 5)}
     assert report.as_json()["unmanaged"][0].keys() >= {"path", "kind", "bytes"}
@@ -187,3 +202,35 @@ def test_rollback_brings_back_what_a_destroy_removed(host: TargetHost, tmp_path:
     assert back.ok and back.rollback_to == 1 and host.read("b.txt") == "b\n"
     # Forward again: generation 3 (the rollback) is trusted, so b.txt is destroyed once more.
     assert apply(only_a).ok and not host.exists("b.txt")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "provisioner", *args], capture_output=True, text=True, timeout=180)
+
+
+def test_cli_plan_shows_destroy_kept_and_unmanaged_and_prune_removes(host: TargetHost, tmp_path: Path,
+                                                                     files: str) -> None:
+    model = {"kind": "download", "path": "ComfyUI/models/loras/style.safetensors", "url": f"{files}/style.safetensors"}
+    note = {"kind": "file", "path": "notes.txt", "content": "hello\n"}
+    assert _cli("apply", str(_write(tmp_path, host, [model, note]))).returncode == 0
+    host.sh(f"printf 'lora!' > {host.path('ComfyUI/models/loras/colleague.safetensors')}")
+    empty = _write(tmp_path, host, [{"kind": "directory", "path": "ComfyUI/models/loras"}], name="empty.yaml")
+
+    text = _cli("plan", str(empty))
+    assert text.returncode == 2, text.stderr
+    assert "- destroy file:notes.txt" in text.stdout and "6 B go" in text.stdout
+    assert "would remove with --prune: 256.0 KiB" in text.stdout
+    assert "? unmanaged model ComfyUI/models/loras/colleague.safetensors (5 B)" in text.stdout
+    assert "1 to destroy (6 B)" in text.stdout and "1 kept, 1 unmanaged" in text.stdout
+
+    assert _cli("apply", str(empty)).returncode == 0
+    kept = json.loads(_cli("plan", str(empty), "--json").stdout)
+    assert [(r["kind"], r["status"], r["bytes"]) for r in kept["destroy"]] == [("download", "kept", len(LORA))]
+    assert kept["unmanaged"] == [{"path": "ComfyUI/models/loras/colleague.safetensors", "kind": "model",
+                                  "bytes": 5, "link": False}]
+    pruned = _cli("apply", str(empty), "--prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert not host.exists("ComfyUI/models/loras/style.safetensors")
+    assert host.read("ComfyUI/models/loras/colleague.safetensors") == "lora!"
+    clean = _cli("plan", str(empty), "--prune", "--json")
+    assert clean.returncode == 0 and json.loads(clean.stdout)["destroy"] == []
