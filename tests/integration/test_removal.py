@@ -234,3 +234,43 @@ def test_cli_plan_shows_destroy_kept_and_unmanaged_and_prune_removes(host: Targe
     assert host.read("ComfyUI/models/loras/colleague.safetensors") == "lora!"
     clean = _cli("plan", str(empty), "--prune", "--json")
     assert clean.returncode == 0 and json.loads(clean.stdout)["destroy"] == []
+
+
+def test_a_dropped_service_is_stopped_through_its_record(host: TargetHost, tmp_path: Path) -> None:
+    script = {"kind": "file", "path": "app/sleep.py", "content": "import time\ntime.sleep(300)\n"}
+    service = {"kind": "service", "name": "app", "manager": "process", "argv": ["python3", "app/sleep.py"],
+               "settle_seconds": 0.5}
+    assert apply(_write(tmp_path, host, [script, service])).ok
+    pid = int(json.loads(host.read(".provision/services/app.json"))["pid"])
+    try:
+        only_script = _write(tmp_path, host, [script], name="no-service.yaml")
+        rows = _rows(plan(only_script))
+        assert rows["service:app"]["status"] == "destroy"
+        assert apply(only_script).ok
+        assert not host.exists(".provision/services/app.json")
+        state = host.run(["sh", "-c", f"cat /proc/{pid}/stat 2>/dev/null | cut -d' ' -f3"]).stdout.strip()
+        assert state in ("", "Z"), state  # gone (or a zombie of an exited agent's child, reaped by init)
+        assert plan(only_script).exit_code() == 0
+    finally:
+        host.run(["kill", str(pid)], check=False)
+
+
+def test_a_destroy_killed_after_setting_a_folder_aside_is_finished_by_the_next_apply(
+        host: TargetHost, tmp_path: Path, upstream: UpstreamRepo) -> None:
+    checkout = {"kind": "git", "path": "src", "repo": upstream.url, "ref": "v1.0.0"}
+    keep = {"kind": "file", "path": "keep.txt", "content": "k\n"}
+    assert apply(_write(tmp_path, host, [checkout, keep])).ok
+    # What a destroy killed between its rename and its delete leaves: the folder aside, under the name of a
+    # run that is no longer alive (PID 999999999 never is), and no new generation.
+    aside = host.path("src.provision-old-999999999.1")
+    host.run(["mv", host.path("src"), aside])
+    reduced = _write(tmp_path, host, [keep], name="reduced.yaml")
+    report = plan(reduced)
+    assert report.removals == [] and report.exit_code() == 0  # nothing of it is left in use
+    # The interrupted run wrote no generation: the next apply still knows src, and sweeps what was set aside.
+    host.run(["mv", aside, host.path("src")])
+    host.run(["mkdir", "-p", aside])
+    assert [r.id for r in plan(reduced).removals] == ["git:src"]
+    assert apply(reduced).ok
+    assert not host.exists("src") and not host.exists("src.provision-old-999999999.1")
+    assert plan(reduced).exit_code() == 0
