@@ -84,7 +84,8 @@ def render_plan(report: PlanReport, mask: Masker, show_ok: bool = True) -> str:
     destroy_bytes = sum(r.bytes for r in report.removals if r.status == "destroy")
     lines += ["", (
         f"Plan: {counts['create']} to create, {counts['change']} to change, {counts['drifted']} drifted, "
-        f"{counts['destroy']} to destroy ({human_size(destroy_bytes)}), {counts['ok']} ok"
+        + (f"{counts['destroy']} to destroy ({human_size(destroy_bytes)}), " if counts["destroy"] else "")
+        + f"{counts['ok']} ok"
         + (f", {counts['kept']} kept" if counts["kept"] else "")
         + (f", {len(report.unmanaged)} unmanaged" if report.unmanaged else "")
         + (f", {counts['error']} errors" if counts["error"] else "")
