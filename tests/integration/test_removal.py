@@ -192,14 +192,17 @@ def test_a_generation_edited_on_the_host_removes_nothing(host: TargetHost, tmp_p
     assert apply(manifest).ok and host.read("victim.txt") == "victim"
 
 
-def test_rollback_brings_back_what_a_destroy_removed(host: TargetHost, tmp_path: Path) -> None:
-    both = _write(tmp_path, host, [{"kind": "file", "path": "a.txt", "content": "a\n"},
-                                   {"kind": "file", "path": "b.txt", "content": "b\n"}])
+def test_rollback_brings_back_what_a_destroy_removed(host: TargetHost, tmp_path: Path, files: str) -> None:
+    a = {"kind": "file", "path": "a.txt", "content": "a\n"}
+    blob = {"kind": "download", "path": "data/blob.bin", "url": f"{files}/blob.bin"}
+    both = _write(tmp_path, host, [a, blob, {"kind": "file", "path": "b.txt", "content": "b\n"}])
     assert apply(both).generation == 1
-    only_a = _write(tmp_path, host, [{"kind": "file", "path": "a.txt", "content": "a\n"}], name="a.yaml")
+    only_a = _write(tmp_path, host, [a, blob], name="a.yaml")
     assert apply(only_a).generation == 2 and not host.exists("b.txt")
     back = HostSession(load_manifest(only_a)).rollback()
     assert back.ok and back.rollback_to == 1 and host.read("b.txt") == "b\n"
+    # A rollback does not fetch downloads again, and does not take them for dropped either.
+    assert host.exists("data/blob.bin")
     # Forward again: generation 3 (the rollback) is trusted, so b.txt is destroyed once more.
     assert apply(only_a).ok and not host.exists("b.txt")
 

@@ -11,8 +11,12 @@ from pydantic import ValidationError
 
 from provisioner.agent import orphans, records, removal, state
 from provisioner.agent.protocol import Context, ResourceFailure
-from provisioner.engine import PlanReport
+from provisioner.catalog import load_catalog
+from provisioner.engine import PlanReport, expand_stack
+from provisioner.facts import load_facts
+from provisioner.manifest import load_manifest
 from provisioner.manifest.model import ModelSpec
+from provisioner.resolve import render_resolution, resolve
 from provisioner.resolve.models import plan_models
 from provisioner.resources.specs import CommandSpec, FileSpec, ServiceUnitSpec
 
@@ -158,17 +162,30 @@ def test_state_absent_specs() -> None:
         CommandSpec.model_validate({"name": "c", "argv": ["x"], "creates": "x", "state": "absent"})
 
 
-def test_an_absent_model_is_resolved_apart_from_the_ones_to_install(catalog: Any) -> None:
+def test_an_absent_model_is_resolved_apart_from_the_ones_to_install() -> None:
     specs = [ModelSpec(repo="a/b", file="keep.safetensors", url="https://example.invalid/keep", folder="loras"),
              ModelSpec(repo="a/b", file="old.safetensors", url="https://example.invalid/old", folder="loras",
                        state="absent")]
-    plan = plan_models(specs, catalog, None, nunchaku=False)
+    plan = plan_models(specs, load_catalog(), None, nunchaku=False)
     assert [m.filename for m in plan.models] == ["keep.safetensors"]
     assert [m.filename for m in plan.absent] == ["old.safetensors"]
 
 
-@pytest.fixture
-def catalog() -> Any:
-    from provisioner.catalog import load_catalog
-
-    return load_catalog()
+def test_a_stack_model_marked_absent_expands_to_an_absent_download(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    base = (repo / "manifests" / "rtx4090.yaml").read_text()
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"extends: {repo / 'manifests' / 'rtx4090.yaml'}\nname: absent-lora\n"
+                        "models:\n  - {repo: a/b, file: old-style.safetensors, folder: loras, "
+                        "url: 'https://example.invalid/old-style.safetensors', state: absent}\n")
+    assert "models:" in base
+    loaded = load_manifest(manifest)
+    facts = load_facts(Path(__file__).resolve().parent / "facts" / "rtx4090.json")
+    result = resolve(loaded.manifest, facts, load_catalog())
+    assert result.ok, render_resolution(result)
+    assert [m.filename for m in result.absent_models] == ["old-style.safetensors"]
+    assert "old-style.safetensors" not in [m.filename for m in result.models]
+    downloads = {r.spec["path"]: r.spec for r in expand_stack(loaded, facts, result).expansion.resources
+                 if r.kind == "download"}
+    assert downloads["ComfyUI/models/loras/old-style.safetensors"]["state"] == "absent"
+    assert {s["state"] for p, s in downloads.items() if "old-style" not in p} == {"present"}
