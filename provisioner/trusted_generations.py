@@ -106,8 +106,12 @@ def remember_apply(path: Path | None, host: str, request: dict[str, Any], result
 
 
 def trusted_for_plan(path: Path | None, host: str) -> Trusted:
-    """What this controller recorded for `host` (maybe nothing): what plan and apply may remove."""
-    return TrustedGenerations(ledger_path(path)).for_host(host)
+    """What this controller recorded for `host` (maybe nothing): what plan and apply may remove. A ledger
+    that cannot be read vouches for nothing: plan still works, and removes nothing it cannot verify."""
+    try:
+        return TrustedGenerations(ledger_path(path)).for_host(host)
+    except ProvisionError:
+        return {}
 
 
 def trusted_for_rollback(path: Path | None, host: str, root: str) -> Trusted:

@@ -299,7 +299,7 @@ def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_n
     """Restart the service resource called `name`; the error text, or None on success."""
     for resource in request["resources"]:
         if resource["kind"] == "service" and resource["spec"]["name"] == name:
-            if resource["id"] in started_now:
+            if resource["id"] in started_now or resource["spec"].get("state") == "absent":
                 return None  # (re)started by this apply, after the changes that notified it
             after = dependencies.blocker(resource, broken)
             if after is not None or resource in broken:

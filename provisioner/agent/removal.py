@@ -53,7 +53,10 @@ def footprint(resource: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     """What the resource still holds on the host; `exists` False when nothing is left."""
     kind, spec = resource["kind"], resource["spec"]
     if kind in PATH_KINDS:
-        return _path_footprint(kind, leaf_path(ctx, spec["path"]))
+        observed = _path_footprint(kind, leaf_path(ctx, spec["path"]))
+        if kind == "git" and observed.get("is_dir") and not observed.get("link"):
+            observed["modified"] = _modified(observed["path"])
+        return observed
     if kind == "pip":
         venv = ctx.path(spec["venv"])
         names = [_name(p) for p in spec.get("packages") or []]
@@ -81,6 +84,20 @@ def _path_footprint(kind: str, path: str) -> Dict[str, Any]:
     if stat.S_ISDIR(st.st_mode):
         return {"exists": True, "path": path, "bytes": tree_bytes(path), "is_dir": True}
     return {"exists": True, "path": path, "bytes": st.st_size + partial_bytes, "is_dir": False}
+
+
+def _modified(path: str) -> List[str]:
+    """Tracked files changed and untracked files in a checkout (ignored ones are not the user's work)."""
+    from . import procs
+
+    if not os.path.isdir(os.path.join(path, ".git")):
+        return []
+    done = procs.run(["git", "-C", path, "status", "--porcelain", "--untracked-files=all"])
+    if not done.ok:
+        return []
+    # Bytecode ComfyUI's imports leave in a plugin without a .gitignore is not work.
+    return [line[3:] for line in done.output.splitlines()
+            if line.strip() and "__pycache__/" not in line and not line.endswith(".pyc")]
 
 
 def _name(package: Any) -> str:
@@ -157,6 +174,10 @@ def _what(kind: str, observed: Dict[str, Any], packages: List[str]) -> str:
 
 def _kept_reason(resource: Dict[str, Any], observed: Dict[str, Any], request: Dict[str, Any], explicit: bool,
                  going: List[str]) -> Optional[str]:
+    modified = observed.get("modified") or []
+    if modified and not (request.get("options") or {}).get("force"):
+        return "checkout has local work (%d files changed or untracked, e.g. %s); --force removes it" % (
+            len(modified), modified[0])
     if explicit:
         return None
     if is_large(resource, observed, request) and not (request.get("options") or {}).get("prune"):

@@ -169,11 +169,15 @@ def test_links_planted_to_escape_the_root_are_not_followed(host: TargetHost, tmp
     emptied = _write(tmp_path, host, [], name="empty.yaml")
     rows = _rows(plan(emptied))
     assert rows["file:conf/app.txt"]["status"] == "destroy" and rows["file:conf/app.txt"]["bytes"] < 100
-    assert apply(emptied).ok
+    # The planted link is untracked in the checkout: local work, kept unless --force.
+    assert rows["git:src"]["status"] == "kept" and "escape" in rows["git:src"]["reason"]
+    assert apply(emptied).ok and host.exists("src/README.md")
+    assert _rows(plan(emptied, force=True))["git:src"]["status"] == "destroy"
+    assert apply(emptied, force=True).ok
     assert not host.exists("src")
     assert host.run(["test", "-L", host.path("conf/app.txt")], check=False).returncode != 0
     assert host.read("../outside/precious.txt") == "keep"
-    assert plan(emptied).exit_code() == 0
+    assert plan(emptied).exit_code() == 0 and plan(emptied).removals == []
 
 
 def test_a_generation_edited_on_the_host_removes_nothing(host: TargetHost, tmp_path: Path) -> None:

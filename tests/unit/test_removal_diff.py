@@ -189,3 +189,22 @@ def test_a_stack_model_marked_absent_expands_to_an_absent_download(tmp_path: Pat
                  if r.kind == "download"}
     assert downloads["ComfyUI/models/loras/old-style.safetensors"]["state"] == "absent"
     assert {s["state"] for p, s in downloads.items() if "old-style" not in p} == {"present"}
+
+
+def test_a_checkout_with_local_work_is_kept_unless_forced(tmp_path: Path) -> None:
+    import subprocess
+
+    checkout = tmp_path / "src"
+    checkout.mkdir()
+    for argv in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
+                                 "-m", "one"]):
+        subprocess.run(["git", "-C", str(checkout), *argv], check=True)
+    (checkout / "__pycache__").mkdir()
+    (checkout / "__pycache__" / "x.cpython-312.pyc").write_bytes(b"\0")
+    ctx, resource = Context(str(tmp_path)), _resource("git", path="src")
+    assert removal.row(resource, ctx, _request(), explicit=False)["status"] == "destroy"  # bytecode is not work
+    (checkout / "notes.md").write_text("mine")
+    kept = removal.row(resource, ctx, _request(), explicit=True)
+    assert kept["status"] == "kept" and "notes.md" in kept["reason"] and "--force" in kept["reason"]
+    forced = dict(_request(), options={"force": True})
+    assert removal.row(resource, ctx, forced, explicit=False)["status"] == "destroy"
