@@ -180,14 +180,20 @@ def schema() -> None:
 @click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Save the plan to this file; `provision apply PLANFILE` applies exactly it.")
+@click.option("--prune", is_flag=True, help="Also remove large data (models) the manifest dropped.")
 @connect_options
 @target_options
 @quiet_option
 @user_errors
-def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, out: Path | None, trust_new_hosts: bool,
-         known_hosts: Path | None, target_override: TargetOverride) -> None:
+def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, out: Path | None, prune: bool,
+         trust_new_hosts: bool, known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
-    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
+    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts), prune=prune,
+                         ledger=current_ledger().path)
+    if out is not None and target_override:
+        # A saved plan is applied from its manifest alone; it must name the host it was made for.
+        raise ProvisionError("-o saves a plan of a manifest as written: put the target in the manifest "
+                             "instead of --target, -i or --root")
     sys.exit(_plan(manifest, as_json, options, changes_only, out, target_override))
 
 
@@ -218,6 +224,7 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--force", is_flag=True, help="Discard local modifications in git checkouts.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the output of the programs the agent runs.")
+@click.option("--prune", is_flag=True, help="Also remove large data (models) the manifest dropped.")
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
@@ -226,7 +233,7 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @target_options
 @quiet_option
 @user_errors
-def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
+def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool, prune: bool,
           download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None,
           target_override: TargetOverride) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe. MANIFEST may be
@@ -234,7 +241,7 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
-                         lock_timeout=lock_timeout)
+                         lock_timeout=lock_timeout, prune=prune)
     guard = None
     if _is_plan_file(manifest):
         from provisioner.planfile import open_saved_plan

@@ -14,10 +14,16 @@ from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
 from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, find_mirrors_file, load_mirrors
 from provisioner.manifest.loader import LoadedManifest
+from provisioner.removal_report import Removal, UnmanagedEntry, removals, unmanaged_entries, watched_folders
 from provisioner.rootlock import DEFAULT_LOCK_TIMEOUT, lock_request
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
-from provisioner.trusted_generations import remember_apply, remember_rollback, trusted_for_rollback
+from provisioner.trusted_generations import (
+    remember_apply,
+    remember_rollback,
+    trusted_for_plan,
+    trusted_for_rollback,
+)
 
 if TYPE_CHECKING:
     from provisioner.facts import Facts
@@ -37,6 +43,8 @@ class RunOptions:
     ledger: Path | None = None
     #: Seconds to wait for another run's lock on the target root (0: refuse at once).
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    #: Also remove large data (models) that the manifest dropped; `state: absent` removes it regardless.
+    prune: bool = False
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
@@ -58,10 +66,16 @@ class PlanReport:
     seconds: float
     origins: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: What the manifest does not know in custom_nodes and the model folders (information only).
+    unmanaged: list[UnmanagedEntry] = field(default_factory=list)
 
     @property
     def pending(self) -> list[dict[str, Any]]:
-        return [r for r in self.resources if r["status"] != "ok"]
+        return [r for r in self.resources if r["status"] not in ("ok", "kept")]
+
+    @property
+    def removals(self) -> list[Removal]:
+        return removals(self.resources)
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -75,7 +89,9 @@ class PlanReport:
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
                 "resources": [dict(_public_row(r), origin=self.origins.get(r["id"])) for r in self.resources],
-                "notes": self.notes, "summary": summarize(self.resources, "status")}
+                "notes": self.notes, "summary": summarize(self.resources, "status"),
+                "destroy": [r.as_json() for r in self.removals],
+                "unmanaged": [u.as_json() for u in self.unmanaged]}
 
 
 @dataclass
@@ -95,7 +111,7 @@ class ApplyReport:
 
     @property
     def unconverged(self) -> list[dict[str, Any]]:
-        return [r for r in self.reprobe if r["status"] != "ok"]
+        return [r for r in self.reprobe if r["status"] not in ("ok", "kept")]
 
     @property
     def ok(self) -> bool:
@@ -208,12 +224,14 @@ class HostSession:
         lock = self.lock_notes.lines if self.lock_notes else []
         return [*mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
 
-    def _request(self) -> dict[str, Any]:
+    def _request(self, host: str) -> dict[str, Any]:
         manifest = self.loaded.manifest
         return {
             "root": manifest.target.root,
             "extra_roots": manifest.target.extra_roots,
-            "options": self._options(),
+            "options": {**self._options(), "prune": self.options.prune},
+            "trusted": trusted_for_plan(self.options.ledger, host),
+            "watch": watched_folders(manifest, self.expansion.resources),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
             "lock": lock_request(self.options.lock_timeout),
             **self.expansion.payload(),
@@ -231,9 +249,10 @@ class HostSession:
         with self.transport_factory(self.loaded, self.options) as transport:
             client = self._client(transport)
             self._prepare(client, transport.display)
-            result = client.call("probe", self._request())
+            result = client.call("probe", self._request(transport.display))
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
-                              round(time.monotonic() - started, 3), self._origins(), self.notes())
+                              round(time.monotonic() - started, 3), self._origins(), self.notes(),
+                              unmanaged_entries(result.get("unmanaged")))
 
     def apply(self, on_event: EventCallback | None = None, guard: ApplyGuard | None = None) -> ApplyReport:
         started = time.monotonic()
@@ -261,7 +280,7 @@ class HostSession:
     def _stage_downloads(self, client: AgentClient, transport: Transport,
                          on_event: EventCallback | None) -> tuple[dict[str, Any], list[str]]:
         """The apply request, with the host's missing downloads pushed from the controller cache when it is on."""
-        request = self._request()
+        request = self._request(transport.display)
         if self.options.download_cache is None:
             return request, []
         # Loaded only when the cache is on: a plain apply never pays for urllib.

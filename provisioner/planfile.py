@@ -58,6 +58,8 @@ class SavedPlan(BaseModel):
     host: str
     root: str
     deep: bool
+    #: Planned with --prune: the large data it plans to remove is part of the plan.
+    prune: bool = False
     #: sha256 of every input file expansion may read, by absolute path ('' for an expected, absent file).
     inputs: dict[str, str]
     #: The host facts the resolution read (None for manifests without a stack to resolve).
@@ -131,7 +133,7 @@ def save_plan(path: Path, session: HostSession, report: PlanReport) -> SavedPlan
     plan = SavedPlan(
         provision=__version__, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         manifest=str(session.loaded.path.resolve()), manifest_name=report.manifest, host=report.host,
-        root=session.loaded.manifest.target.root, deep=session.options.deep,
+        root=session.loaded.manifest.target.root, deep=session.options.deep, prune=session.options.prune,
         inputs=input_files(session.loaded, session.mirrors_path), facts=_facts(session),
         payload_digest=payload_digest(session), secrets_hmac=_secrets_hmac(session, key),
         resources=[PlannedResource(id=r["id"], status=r["status"], changes=r.get("changes") or [],
@@ -227,6 +229,6 @@ def open_saved_plan(path: Path, options: RunOptions) -> tuple[LoadedManifest, Ru
         raise PlanFileError(f"{path}: the plan's manifest {manifest} is gone; nothing was changed")
     loaded = load_manifest(manifest)
     # Probe as the plan did: a plan made with --deep compares re-hashed states.
-    options = dataclasses.replace(options, deep=plan.deep)
+    options = dataclasses.replace(options, deep=plan.deep, prune=plan.prune)
     refuse_changed_inputs(plan, loaded, find_mirrors_file(loaded.path), path)
     return loaded, options, PlanGuard(plan, path)

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from provisioner.agent.fsutil import human_size
 from provisioner.engine import ApplyReport, PlanReport
 
 STATUS_LABEL = {
@@ -20,6 +21,7 @@ STATUS_LABEL = {
     "drifted": ("! drifted ", "magenta"),
     "destroy": ("- destroy ", "red"),
     "unmanaged": ("? unmanaged ", "cyan"),
+    "kept": ("  kept    ", "cyan"),
     "error": ("x error   ", "red"),
 }
 OUTCOME_LABEL = {
@@ -86,6 +88,11 @@ def render_plan(report: PlanReport, mask: Masker, show_ok: bool = True) -> str:
         if resource.get("error"):
             lines += [f"            {line}" for line in resource["error"].splitlines()]
         lines += [f"            note: {note}" for note in resource.get("notes") or []]
+        if resource["status"] == "kept":
+            lines.append(f"            {resource.get('reason', '')}")
+    for entry in report.unmanaged:
+        what = "link" if entry.link else human_size(entry.bytes)
+        lines.append(click.style("? unmanaged ", fg="cyan") + f"{entry.kind} {entry.path} ({what})")
     lines += ["", plan_summary(report)]
     if not report.pending:
         lines.append("No changes: the host matches the manifest.")
@@ -96,9 +103,12 @@ def plan_summary(report: PlanReport) -> str:
     """The plan's counts line (all that --quiet prints of a plan)."""
     counts = {status: sum(1 for r in report.resources if r["status"] == status) for status in STATUS_LABEL}
     parts = [f"{counts['create']} to create", f"{counts['change']} to change", f"{counts['drifted']} drifted"]
-    parts += [f"{counts['destroy']} to destroy"] if counts["destroy"] else []
+    destroy_bytes = sum(r.bytes for r in report.removals if r.status == "destroy")
+    parts += [f"{counts['destroy']} to destroy ({human_size(destroy_bytes)})"] if counts["destroy"] else []
     parts.append(f"{counts['ok']} ok")
-    parts += [f"{counts['unmanaged']} unmanaged"] if counts["unmanaged"] else []
+    parts += [f"{counts['kept']} kept"] if counts["kept"] else []
+    unmanaged = counts["unmanaged"] + len(report.unmanaged)
+    parts += [f"{unmanaged} unmanaged"] if unmanaged else []
     parts += [f"{counts['error']} errors"] if counts["error"] else []
     return "Plan: " + ", ".join(parts) + f" ({report.seconds:.2f}s)."
 

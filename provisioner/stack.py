@@ -45,8 +45,12 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         "models": [
             # An approximate catalog size is for the disk check in preflight; only an exact one is verified.
             {"path": f"{models_dir}/{m.folder}/{m.filename}", "url": m.url, "sha256": m.sha256,
-             "size": None if m.size_approx else m.size}
+             "size": None if m.size_approx else m.size, "state": "present"}
             for m in resolution.models if m.url
+        ] + [
+            {"path": f"{models_dir}/{m.folder}/{m.filename}", "url": m.url, "sha256": m.sha256, "size": None,
+             "state": "absent"}
+            for m in resolution.absent_models if m.url
         ],
         "hf_auth": _hf_auth(manifest),
         "restart": restart,

@@ -75,7 +75,8 @@ class FleetPlan:
         exit_code = {"ok": 0, "drift": 2}.get(plan.status, 1)
         pending = len(plan.report.pending) if plan.report else 0
         summary = {"fleet": str(self.inventory.path), "connection": plan.connection, "error": plan.error,
-                   "areas": {area: sum(1 for r in rows if r["status"] != "ok") for area, rows in plan.areas.items()}}
+                   "areas": {area: sum(1 for r in rows if r["status"] not in ("ok", "kept"))
+                             for area, rows in plan.areas.items()}}
         self.ledger.record(LedgerEntry(self.run_id, started, plan.seconds, "plan", plan.manifest, plan.name,
                                        plan.status if plan.status != "error" else "failed", exit_code, pending,
                                        None, summary))

@@ -22,7 +22,7 @@ def area_cell(plan: HostPlan, area: str) -> dict[str, Any]:
     rows = plan.areas.get(area) or []
     if not rows:
         return {"state": "absent", "text": "·", "pending": []}
-    pending = [_pending(row) for row in rows if row["status"] != "ok"]
+    pending = [_pending(row) for row in rows if row["status"] not in ("ok", "kept")]
     if any(row["status"] == "error" for row in rows):
         return {"state": "error", "text": f"error ({len(pending)})", "pending": pending}
     if pending:

@@ -231,6 +231,8 @@ class ModelSpec(Strict):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0)
     rank: int | None = Field(default=None, ge=1)
+    state: Literal["present", "absent"] = Field(
+        default="present", description="absent: delete the file from the host (no --prune needed).")
     companions: bool = Field(
         default=True,
         description="Also install what this model's standard workflow loads with it (text encoders, VAE, "

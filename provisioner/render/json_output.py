@@ -17,7 +17,7 @@ from provisioner.render.format_version import FORMAT_VERSION
 
 #: Plan row statuses, as the agent reports them, and the count each one adds to.
 PLAN_COUNT_OF_STATUS = {"create": "create", "change": "change", "drifted": "drift", "destroy": "destroy",
-                        "unmanaged": "unmanaged", "ok": "ok", "error": "error"}
+                        "kept": "kept", "unmanaged": "unmanaged", "ok": "ok", "error": "error"}
 #: Apply outcomes, as the agent reports them, and the count each one adds to.
 APPLY_COUNT_OF_OUTCOME = {"changed": "changed", "destroyed": "destroyed", "ok": "ok", "failed": "failed",
                           "skipped": "skipped"}
@@ -52,6 +52,8 @@ class PlanCounts(_Shape):
     change: int = 0
     drift: int = 0
     destroy: int = 0
+    #: Would go, but stays: large data without --prune, or a checkout holding local work.
+    kept: int = 0
     unmanaged: int = 0
     ok: int = 0
     error: int = 0
@@ -63,6 +65,23 @@ class ApplyCounts(_Shape):
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+
+
+class Removal(_Shape):
+    id: str
+    kind: str
+    key: str
+    status: Literal["destroy", "kept"]
+    bytes: int
+    reason: str
+    large: bool
+
+
+class Unmanaged(_Shape):
+    path: str
+    kind: str
+    bytes: int
+    link: bool = False
 
 
 class PlanResource(_OpenShape):
@@ -98,6 +117,10 @@ class PlanOutput(_Shape):
     #: Every change of every resource that is not ok, in plan order.
     changes: list[Change]
     notes: list[str]
+    #: What an earlier generation created and the manifest dropped (status destroy, or kept with why).
+    destroy: list[Removal] = Field(default_factory=list)
+    #: What custom_nodes and the model folders hold that the manifest does not know; never touched.
+    unmanaged: list[Unmanaged] = Field(default_factory=list)
 
 
 class ApplyOutput(_Shape):
@@ -177,9 +200,13 @@ def apply_counts(rows: list[dict[str, Any]]) -> ApplyCounts:
 
 def plan_output(report: PlanReport) -> PlanOutput:
     rows = [_plan_row(r, report.origins.get(r["id"])) for r in report.resources]
+    counts = plan_counts(report.resources)
+    counts.unmanaged += len(report.unmanaged)
     return PlanOutput(host=report.host, root=report.root, manifest=report.manifest, seconds=report.seconds,
-                      summary=plan_counts(report.resources), resources=rows,
-                      changes=[c for r in report.pending for c in changes_of(r)], notes=report.notes)
+                      summary=counts, resources=rows,
+                      changes=[c for r in report.pending for c in changes_of(r)], notes=report.notes,
+                      destroy=[Removal(**r.as_json()) for r in report.removals],
+                      unmanaged=[Unmanaged(**u.as_json()) for u in report.unmanaged])
 
 
 def _apply_row(row: dict[str, Any]) -> ApplyResource:

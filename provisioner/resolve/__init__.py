@@ -80,6 +80,7 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
     result.notes += notes
     result.violations += violations
     result.models = plan.models
+    result.absent_models = plan.absent
     if combo is not None:
         _fill_choices(result, manifest, catalog, host, combo, facts)
     elif (found := find_plugin(manifest, catalog)) is not None:

@@ -115,6 +115,8 @@ class Resolution(_Result):
     plugin: PluginChoice | None = None
     comfyui: ComfyUIChoice | None = None
     models: list[ModelChoice] = Field(default_factory=list)
+    absent_models: list[ModelChoice] = Field(
+        default_factory=list, description="Files the manifest marks state: absent, removed from the host.")
     fallback: str | None = Field(default=None, description="Why plain ComfyUI loaders replace nunchaku.")
     notes: list[str] = Field(default_factory=list)
     violations: list[Violation] = Field(default_factory=list)

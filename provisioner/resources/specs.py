@@ -51,7 +51,14 @@ class ResourceBase(BaseModel):
         raise NotImplementedError
 
 
-class DirectorySpec(ResourceBase):
+class Removable(BaseModel):
+    """`state: absent` removes what the resource made (large data included: saying so is explicit)."""
+
+    state: Literal["present", "absent"] = Field(
+        default="present", description="absent: remove it from the host (plan shows what goes and its bytes).")
+
+
+class DirectorySpec(Removable, ResourceBase):
     kind: Literal["directory"] = "directory"
     path: ModelPath = Field(description="Under the root, or inside one of target.extra_roots (model folders).")
     mode: str | None = Field(default=None, description="Octal mode, e.g. '0755'.")
@@ -64,7 +71,7 @@ class DirectorySpec(ResourceBase):
         return self.path
 
 
-class FileSpec(ResourceBase):
+class FileSpec(Removable, ResourceBase):
     kind: Literal["file"] = "file"
     path: OwnedPath
     content: str | None = Field(default=None, description="Literal content.")
@@ -78,6 +85,8 @@ class FileSpec(ResourceBase):
 
     @model_validator(mode="after")
     def _one_source(self) -> FileSpec:
+        if self.state == "absent" and self.content is None and self.template is None:
+            self.content = ""  # nothing to write: the file goes
         if (self.content is None) == (self.template is None):
             raise ValueError("a file needs exactly one of 'content' or 'template'")
         return self
@@ -95,7 +104,7 @@ class SecretFromEnv(BaseModel):
     optional: bool = False
 
 
-class EnvFileSpec(ResourceBase):
+class EnvFileSpec(Removable, ResourceBase):
     kind: Literal["envfile"] = "envfile"
     path: OwnedPath
     values: dict[EnvKey, EnvValue] = Field(default_factory=dict)
@@ -123,7 +132,7 @@ def _env_value(value: Any) -> Any:
     return value
 
 
-class VenvSpec(ResourceBase):
+class VenvSpec(Removable, ResourceBase):
     kind: Literal["venv"] = "venv"
     path: OwnedPath
     python: str = Field(
@@ -161,7 +170,7 @@ class UnrelatedPackage(BaseModel):
                        description="What the other project is, for the plan line.")
 
 
-class PipSpec(ResourceBase):
+class PipSpec(Removable, ResourceBase):
     kind: Literal["pip"] = "pip"
     venv: OwnedPath
     packages: list[PinnedRequirement | PinnedPackage] = Field(default_factory=list)
@@ -199,7 +208,7 @@ def _distribution(requirement: str) -> str:
     return normalize(re.split(r"[\[=]", requirement, maxsplit=1)[0])
 
 
-class RequirementsSpec(ResourceBase):
+class RequirementsSpec(Removable, ResourceBase):
     """A requirements.txt (ComfyUI's or a plugin's) installed into a venv under constraints."""
 
     kind: Literal["requirements"] = "requirements"
@@ -216,7 +225,7 @@ class RequirementsSpec(ResourceBase):
         return self.file
 
 
-class GitSpec(ResourceBase):
+class GitSpec(Removable, ResourceBase):
     kind: Literal["git"] = "git"
     path: OwnedPath
     repo: Url
@@ -227,7 +236,7 @@ class GitSpec(ResourceBase):
         return self.path
 
 
-class DownloadSpec(ResourceBase):
+class DownloadSpec(Removable, ResourceBase):
     """A large file over HTTP(S): resumable, verified by sha256, checked through a stat cache."""
 
     kind: Literal["download"] = "download"
@@ -372,7 +381,8 @@ class ServiceUnitSpec(ResourceBase):
         default_factory=dict, description="Variables of this service alone (CUDA_VISIBLE_DEVICES); over env_file's.")
     log: OwnedPath | None = Field(default=None, description="Log file of the process manager (logs/NAME.log).")
     manager: Literal["auto", "systemd", "process"] = "auto"
-    state: Literal["running", "stopped"] = "running"
+    state: Literal["running", "stopped", "absent"] = Field(
+        default="running", description="absent: stop it (through its verified record) and remove its unit.")
     description: SingleLine = Field(default="", description="The unit's Description= line.")
     settle_seconds: float = Field(default=1.0, ge=0, le=60,
                                   description="Without `ready`: how long it must survive after start.")
@@ -398,6 +408,16 @@ _SERVICE_ARG = re.compile(r"^[A-Za-z0-9=_.,:/+@-]+$")
 
 class CommandSpec(ResourceBase):
     kind: Literal["command"] = "command"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removal(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "state" in data:
+            raise ValueError(
+                "a command has no state to remove: what it did cannot be undone by provision; drop the command "
+                "and declare what it created (a file, a directory) with state: absent")
+        return data
+
     name: Name
     argv: list[str] = Field(min_length=1)
     creates: RelativePath | None = Field(default=None, description="Skip when this path exists.")

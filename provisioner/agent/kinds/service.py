@@ -160,6 +160,20 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         _remove(_record_path(spec, ctx))
 
 
+def remove(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> None:
+    """Stop the service through its verified record (a PID that is another process is left alone), then
+    remove the record, or disable the unit and remove its file."""
+    if observed["manager"] == "systemd":
+        name = _unit_name(spec)
+        procs.run(["systemctl", "disable", "--now", name])
+        _remove(_unit_path(spec))
+        procs.check(["systemctl", "daemon-reload"], "systemctl daemon-reload")
+        return
+    if observed["running"]:
+        _stop(int(observed["record"]["pid"]))
+    _remove(_record_path(spec, ctx))
+
+
 def restart(spec: Dict[str, Any], ctx: Context) -> None:
     """Handler action: restart the service (start it if it is not running)."""
     observed = probe(spec, ctx)
