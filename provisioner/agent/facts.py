@@ -1,5 +1,6 @@
 """Host facts gathered in one call: OS, CPU, memory, disk, Python, systemd, NVIDIA driver and GPUs,
-the compilers a source build would use, and what is installed in the target venv. Anything absent is a null fact, never an error."""
+the compilers a source build would use, and what is installed in the target venv. Anything absent is a
+null fact, never an error."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from . import procs
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Optional, Tuple
 
 _NVCC_RELEASE = re.compile(r"release (\d+\.\d+), V(\d+(?:\.\d+)*)")
 _DEFAULT_CUDA_HOME = "/usr/local/cuda"
@@ -37,7 +37,7 @@ def _cpu_count() -> Optional[int]:
         return os.cpu_count()
 
 
-def _find_nvcc() -> tuple:
+def _find_nvcc() -> Tuple[Optional[str], Optional[str]]:
     """(nvcc path or None, CUDA_HOME or None), in torch.utils.cpp_extension's order."""
     for variable in ("CUDA_HOME", "CUDA_PATH"):
         home = os.environ.get(variable)

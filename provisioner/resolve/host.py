@@ -29,6 +29,10 @@ class Host:
     driver: str | None = None
     fallback: str | None = None
     no_wheels: bool = False
+    #: Why no prebuilt wheel can exist for this host (aarch64), where a source build may still serve it.
+    wheels_impossible: str | None = None
+    #: The stack builds nunchaku on the host instead of downloading a wheel.
+    building: bool = False
     notes: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
 
@@ -52,7 +56,9 @@ def assess_host(manifest: Manifest, facts: Facts, catalog: Catalog) -> Host:
             host.notes.append("nunchaku is skipped: it needs an NVIDIA GPU, and this is a CPU-only install")
     elif host.arch is not None:
         _decide_precision(manifest, catalog, host)
-    _check_machine(facts, catalog, host)
+    _check_machine(manifest, facts, catalog, host)
+    if host.mode == "nunchaku" and manifest.nunchaku.build == "source":
+        host.building = True
     _check_impostor(manifest, facts, host)
     _check_driver_floor(manifest, host)
     _check_vram_floor(manifest, host)
@@ -162,6 +168,8 @@ def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
                 )
             )
         return
+    if _unsupported_build(manifest, catalog, host, family):
+        return
     if info is not None and info.reason:
         reason = f"nunchaku cannot run on {host.arch} ({family}): {info.reason}"
     elif number < OLDEST_SUPPORTED_SM:
@@ -197,6 +205,30 @@ def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
         )
 
 
+def _unsupported_build(manifest: Manifest, catalog: Catalog, host: Host, family: str) -> bool:
+    """An arch nunchaku's setup.py refuses (Hopper) built anyway behind the override; True when it decides."""
+    assert host.arch is not None
+    spec = manifest.nunchaku
+    unsupported = catalog.unsupported_arch(str(arch_number(host.arch)))
+    if unsupported is None or spec.build == "wheel":
+        return False
+    field = "nunchaku.build_options.allow_unsupported_arch"
+    if not spec.build_options.allow_unsupported_arch:
+        if spec.build != "source":
+            return False  # auto: the plain-loader fallback (or its refusal) as without source builds
+        host.violations.append(Violation(
+            field=field,
+            reason=f"nunchaku.build is source, but {host.arch} ({family}) is not in nunchaku's list of supported archs "
+            "(its setup.py asserts it)",
+            fix=f"Set {field}: true to build it anyway for diagnostics ({unsupported.effect}), or set "
+            "nunchaku.build: auto for the plain-loader fallback"))
+        return True
+    host.mode = "nunchaku"
+    host.precision = unsupported.precision
+    host.building = True
+    return True
+
+
 def _check_system(facts: Facts, host: Host) -> bool:
     """Every wheel provision installs is a Linux one; True when the facts describe another system."""
     system = facts.system
@@ -215,7 +247,7 @@ def _check_system(facts: Facts, host: Host) -> bool:
     return True
 
 
-def _check_machine(facts: Facts, catalog: Catalog, host: Host) -> None:
+def _check_machine(manifest: Manifest, facts: Facts, catalog: Catalog, host: Host) -> None:
     if _check_system(facts, host):
         host.platform = None
         return
@@ -226,13 +258,18 @@ def _check_machine(facts: Facts, catalog: Catalog, host: Host) -> None:
             host.platform = f"linux_{machine}"
         return
     host.platform = f"linux_{machine}"
-    host.no_wheels = True
     known = catalog.nunchaku.unsupported_machines.get(machine)
+    if manifest.nunchaku.build != "wheel":
+        host.wheels_impossible = known or f"no nunchaku wheels exist for {machine} hosts"
+        host.building = True
+        return
+    host.no_wheels = True
     host.violations.append(
         Violation(
             field="host",
             reason=known or f"no nunchaku wheels exist for {machine} hosts (only linux_x86_64 and win_amd64)",
-            fix="Use an x86_64 host, or set nunchaku.enabled: false for a plain ComfyUI install",
+            fix="Set nunchaku.build: auto (or source) to build nunchaku on the host, use an x86_64 host, or set "
+            "nunchaku.enabled: false for a plain ComfyUI install",
         )
     )
 
