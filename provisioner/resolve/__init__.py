@@ -103,8 +103,8 @@ def _search_backend(manifest: Manifest, catalog: Catalog, host: Host, needs: Nee
         host.building = True
     combo, violations, notes = search_source(manifest, catalog, host, needs, adopted, facts)
     if host.wheels_impossible and combo is not None:
-        notes.insert(0, f"no prebuilt nunchaku wheel fits ({host.wheels_impossible}); nunchaku.build: auto "
-                     "builds it from source on the host")
+        notes.insert(0, f"no prebuilt nunchaku wheel fits ({host.wheels_impossible}); nunchaku.build: "
+                     f"{manifest.nunchaku.build} builds it from source on the host")
     return combo, violations, notes
 
 

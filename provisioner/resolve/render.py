@@ -68,7 +68,7 @@ def _build_lines(lines: list[str], build: SourceBuildChoice) -> None:
         f"{s.path.rsplit('/', 1)[-1]}@{s.commit[:8] if s.commit else 'gitlink'}" for s in build.submodules))
     jobs = str(build.max_jobs) if build.max_jobs else f"auto (~{build.predicted_jobs})" if build.predicted_jobs \
         else "auto"
-    lines.append(f"{pad}arches {', '.join(build.arches + build.add_supported_arches)} "
+    lines.append(f"{pad}arches {', '.join(build.arches)} "
                  f"(NUNCHAKU_INSTALL_MODE={build.install_mode}), MAX_JOBS {jobs}"
                  + (f", CC {build.cc}" if build.cc else "") + (f", CXX {build.cxx}" if build.cxx else ""))
     needs = build.prerequisites

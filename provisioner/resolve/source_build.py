@@ -114,7 +114,7 @@ def fill_source_build(result: Resolution, manifest: Manifest, catalog: Catalog, 
         job_memory_bytes=hosting.job_memory_bytes,
     )
     result.violations += toolchain_violations(manifest, facts, prerequisites)
-    key = build_key(release.version, host.python, torch_version, build.cuda, [*arches, *added], host.platform,
+    key = build_key(release.version, host.python, torch_version, build.cuda, arches, host.platform,
                     None if pinned else f"{repo}@{ref}")
     kernel = _kernel_path(catalog, host, added)
     why = (f"no prebuilt wheel is used: nunchaku {release.version} is compiled on the host against torch "
