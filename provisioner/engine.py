@@ -83,8 +83,10 @@ class ApplyReport:
     failed: bool
     seconds: float
     rollback_to: int | None = None
-    #: Downloads pushed from the controller's cache, by resource id.
+    #: Downloads (and built wheels) pushed from the controller's cache, by resource id.
     pushed: list[str] = field(default_factory=list)
+    #: What every report of this stack must repeat, e.g. the unsupported-arch override of a source build.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def unconverged(self) -> list[dict[str, Any]]:
@@ -107,6 +109,7 @@ class ApplyReport:
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
                 "handlers": self.handlers, "unconverged": self.unconverged, "pushed": self.pushed,
+                "warnings": self.warnings,
                 "failures": self.failures,
                 "summary": summarize(self.resources, "outcome")}
 
@@ -190,10 +193,15 @@ class HostSession:
         return self._expansion
 
     def notes(self) -> list[str]:
-        """What plan shows besides the resources: the mirrors in use, the lock, withheld tokens."""
+        """What plan shows besides the resources: warnings, the mirrors in use, the lock, withheld tokens."""
         mirrors = [f"URLs rewritten by the mirrors in {self.mirrors_path}"] if self.mirrors_path else []
         lock = self.lock_notes.lines if self.lock_notes else []
-        return [*mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
+        return [*self.warnings(), *mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
+
+    def warnings(self) -> list[str]:
+        """The resolution's warnings every report repeats (a source build behind the unsupported-arch override)."""
+        wheel = self.resolution.nunchaku if self.resolution else None
+        return list(wheel.build.warnings) if wheel is not None and wheel.build is not None else []
 
     def _request(self) -> dict[str, Any]:
         manifest = self.loaded.manifest
@@ -239,7 +247,7 @@ class HostSession:
                 raise
             report = ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                  result["handlers"], result["reprobe"], result["generation"], result["failed"],
-                                 round(time.monotonic() - started, 3), pushed=pushed)
+                                 round(time.monotonic() - started, 3), pushed=pushed, warnings=self.warnings())
             transport.finalize(report.ok)
             return report
 

@@ -340,6 +340,8 @@ def _gpu_choice(manifest: Manifest, catalog: Catalog, host: Host) -> GpuChoice:
     family = info.family if info else None
     if host.precision:
         why = f"{host.arch} ({family}) runs nunchaku {host.precision.upper()} models in {dtype}"
+        if info and info.precision is None:
+            why += " only behind nunchaku.build_options.allow_unsupported_arch (a diagnostics build)"
         if info and info.note:
             why += f"; {info.note}"
     elif host.mode == "cpu":
