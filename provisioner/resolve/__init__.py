@@ -12,7 +12,7 @@ from provisioner.catalog import Catalog, ModelEntry, TorchRelease, parse_version
 from provisioner.facts import Facts, TorchInstall, Venv
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import Combo, Needs
-from provisioner.resolve.host import Host, assess_host
+from provisioner.resolve.host import Host, assess_host, can_build
 from provisioner.resolve.installed import describe_venv
 from provisioner.resolve.models import ModelPlan, plan_models
 from provisioner.resolve.outside import same_build, venv_torch
@@ -98,10 +98,19 @@ def _search_backend(manifest: Manifest, catalog: Catalog, host: Host, needs: Nee
         combo, violations, notes = search_nunchaku(manifest, catalog, host, needs, adopted)
         if combo is not None or manifest.nunchaku.build != "auto":
             return combo, violations, notes
-        reasons = "; ".join(v.reason for v in violations)
-        host.wheels_impossible = reasons
+        if not can_build(facts):
+            notes.append("nunchaku.build: auto builds from source only where the host's facts show nvcc; "
+                         "nunchaku.build: source builds here regardless (the host's preflight then checks nvcc)")
+            return combo, violations, notes
+        built, build_problems, build_notes = search_source(manifest, catalog, host, needs, adopted, facts)
+        if built is None:
+            notes.append("a source build does not fit either: " + "; ".join(v.reason for v in build_problems))
+            return combo, violations, notes
+        host.wheels_impossible = "; ".join(v.reason for v in violations)
         host.building = True
-    combo, violations, notes = search_source(manifest, catalog, host, needs, adopted, facts)
+        combo, violations, notes = built, build_problems, build_notes
+    else:
+        combo, violations, notes = search_source(manifest, catalog, host, needs, adopted, facts)
     if host.wheels_impossible and combo is not None:
         notes.insert(0, f"no prebuilt nunchaku wheel fits ({host.wheels_impossible}); nunchaku.build: "
                      f"{manifest.nunchaku.build} builds it from source on the host")

@@ -229,6 +229,12 @@ def _unsupported_build(manifest: Manifest, catalog: Catalog, host: Host, family:
     return True
 
 
+def can_build(facts: Facts) -> bool:
+    """Whether the facts show a host that could compile nunchaku (an nvcc that answers): auto builds only there."""
+    toolchain = facts.toolchain
+    return toolchain is not None and toolchain.nvcc is not None and toolchain.nvcc.version is not None
+
+
 def _check_system(facts: Facts, host: Host) -> bool:
     """Every wheel provision installs is a Linux one; True when the facts describe another system."""
     system = facts.system
@@ -259,7 +265,8 @@ def _check_machine(manifest: Manifest, facts: Facts, catalog: Catalog, host: Hos
         return
     host.platform = f"linux_{machine}"
     known = catalog.nunchaku.unsupported_machines.get(machine)
-    if manifest.nunchaku.build != "wheel":
+    build = manifest.nunchaku.build
+    if build == "source" or (build == "auto" and can_build(facts)):
         host.wheels_impossible = known or f"no nunchaku wheels exist for {machine} hosts"
         host.building = True
         return
@@ -268,8 +275,10 @@ def _check_machine(manifest: Manifest, facts: Facts, catalog: Catalog, host: Hos
         Violation(
             field="host",
             reason=known or f"no nunchaku wheels exist for {machine} hosts (only linux_x86_64 and win_amd64)",
-            fix="Set nunchaku.build: auto (or source) to build nunchaku on the host, use an x86_64 host, or set "
-            "nunchaku.enabled: false for a plain ComfyUI install",
+            fix="Use an x86_64 host; or set nunchaku.build: source to build nunchaku on this host"
+            + (" (nunchaku.build: wheel forbids it now)" if build == "wheel" else
+               " (auto builds only where the facts show nvcc)")
+            + "; or set nunchaku.enabled: false for a plain ComfyUI install",
         )
     )
 
@@ -356,7 +365,7 @@ def _gpu_choice(manifest: Manifest, catalog: Catalog, host: Host) -> GpuChoice:
         name=name,
         arch=host.arch,
         family=family,
-        precision=info.precision if info and host.mode == "nunchaku" else None,
+        precision=host.precision if host.mode == "nunchaku" else None,  # int4 on Hopper behind the override
         dtype=dtype,
         vram_gib=vram,
         tflops_floor=floor,

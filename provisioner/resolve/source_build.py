@@ -13,7 +13,7 @@ from provisioner.facts import Facts, TorchInstall
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import Combo, Needs
 from provisioner.resolve.host import Host
-from provisioner.resolve.outside import minor_of
+from provisioner.resolve.outside import assumed_cuda_builds, minor_of
 from provisioner.resolve.result import (
     BuildPrerequisites,
     NunchakuChoice,
@@ -58,8 +58,8 @@ def search_source(manifest: Manifest, catalog: Catalog, host: Host, needs: Needs
         cudas = minors.setdefault(minor_of(version), set())
         if adopted is not None and adopted.cuda:
             cudas.add(adopted.cuda)
-        if manifest.cuda.version not in ("auto", "cpu"):
-            cudas.add(manifest.cuda.version)
+        if not cudas:  # a torch the catalog does not know: the CUDA builds pinned, else the newest release's
+            cudas.update(assumed_cuda_builds(catalog, manifest.cuda.version))
     builds = [Build(torch=minor, cuda=cuda) for minor, cudas in minors.items() for cuda in sorted(cudas)
               if floor is None or version_key(cuda) >= version_key(floor)]
     platform = host.platform or ""
