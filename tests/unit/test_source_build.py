@@ -115,7 +115,8 @@ def test_an_explicit_list_setup_py_cannot_build_is_refused() -> None:
     options = {"build": "source", "build_options": {"arches": ["sm_86", "sm_89"]}}
     text = problems(run(facts("rtx4090", toolchain()), nunchaku=options))
     assert "[nunchaku.build_options.arches]" in text and "is neither" in text
-    exact = built(run(facts("rtx4090", toolchain()), nunchaku={"build": "source", "build_options": {"arches": ["sm_89"]}}))
+    exact = built(run(facts("rtx4090", toolchain()),
+                      nunchaku={"build": "source", "build_options": {"arches": ["sm_89"]}}))
     assert exact.arches == ["89"] and exact.install_mode == "FAST"
 
 
