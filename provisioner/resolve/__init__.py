@@ -12,7 +12,7 @@ from provisioner.catalog import Catalog, ModelEntry, TorchRelease, parse_version
 from provisioner.facts import Facts, TorchInstall, Venv
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import Combo, Needs
-from provisioner.resolve.host import Host, assess_host, can_build
+from provisioner.resolve.host import Host, assess_host
 from provisioner.resolve.installed import describe_venv
 from provisioner.resolve.models import ModelPlan, plan_models
 from provisioner.resolve.outside import same_build, venv_torch
@@ -31,8 +31,7 @@ from provisioner.resolve.result import (
     Violation,
 )
 from provisioner.resolve.settings import resolve_settings
-from provisioner.resolve.source_build import fill_source_build, search_source
-from provisioner.resolve.stack import search_nunchaku
+from provisioner.resolve.source_build import fill_source_build, search_backend
 
 __all__ = [
     "ComfyUIChoice",
@@ -75,7 +74,7 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
         return _without_choices(result)
     adopted = _adopted_torch(manifest, facts)
     if nunchaku:
-        combo, violations, notes = _search_backend(manifest, catalog, host, needs, adopted, facts)
+        combo, violations, notes = search_backend(manifest, catalog, host, needs, adopted, facts)
     else:
         combo, violations, notes = search_plain(manifest, catalog, host, needs, host.mode == "cpu", adopted)
     result.notes += notes
@@ -89,32 +88,6 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
     _check_capacity(result, manifest, facts, catalog, host, plan)
     describe_venv(result, manifest, facts)
     return _without_choices(result) if result.violations else result
-
-
-def _search_backend(manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopted: TorchInstall | None,
-                    facts: Facts) -> tuple[Combo | None, list[Violation], list[str]]:
-    """A prebuilt wheel where one fits; a source build where the manifest asks for one, or (auto) none fits."""
-    if not host.building:
-        combo, violations, notes = search_nunchaku(manifest, catalog, host, needs, adopted)
-        if combo is not None or manifest.nunchaku.build != "auto":
-            return combo, violations, notes
-        if not can_build(facts):
-            notes.append("nunchaku.build: auto builds from source only where the host's facts show nvcc; "
-                         "nunchaku.build: source builds here regardless (the host's preflight then checks nvcc)")
-            return combo, violations, notes
-        built, build_problems, build_notes = search_source(manifest, catalog, host, needs, adopted, facts)
-        if built is None:
-            notes.append("a source build does not fit either: " + "; ".join(v.reason for v in build_problems))
-            return combo, violations, notes
-        host.wheels_impossible = "; ".join(v.reason for v in violations)
-        host.building = True
-        combo, violations, notes = built, build_problems, build_notes
-    else:
-        combo, violations, notes = search_source(manifest, catalog, host, needs, adopted, facts)
-    if host.wheels_impossible and combo is not None:
-        notes.insert(0, f"no prebuilt nunchaku wheel fits ({host.wheels_impossible}); nunchaku.build: "
-                     f"{manifest.nunchaku.build} builds it from source on the host")
-    return combo, violations, notes
 
 
 def _without_choices(result: Resolution) -> Resolution:

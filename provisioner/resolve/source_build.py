@@ -12,7 +12,7 @@ from provisioner.catalog import Build, Catalog, NunchakuRelease, arch_number, ve
 from provisioner.facts import Facts, TorchInstall
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.combo import Combo, Needs
-from provisioner.resolve.host import Host
+from provisioner.resolve.host import Host, can_build
 from provisioner.resolve.outside import assumed_cuda_builds, minor_of
 from provisioner.resolve.result import (
     BuildPrerequisites,
@@ -42,6 +42,34 @@ def override_warning(catalog: Catalog, arch: str) -> str | None:
         return None
     return (f"unsupported-arch override: sm_{arch} is not in nunchaku's list; built for diagnostics; "
             f"{unsupported.effect}")
+
+
+def search_backend(manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopted: TorchInstall | None,
+                   facts: Facts) -> tuple[Combo | None, list[Violation], list[str]]:
+    """A prebuilt wheel where one fits; a source build where the manifest asks for one, or (auto) none fits."""
+    if not host.building:
+        combo, violations, notes = search_nunchaku(manifest, catalog, host, needs, adopted)
+        if combo is not None or manifest.nunchaku.build != "auto":
+            return combo, violations, notes
+        if not can_build(facts):
+            notes.append("nunchaku.build: auto builds from source only where the host's facts show an nvcc "
+                         + ("(these come from an agent that does not report compilers)" if facts.toolchain is None
+                            else "(this host has none)")
+                         + "; nunchaku.build: source builds regardless, and the host's preflight checks nvcc")
+            return combo, violations, notes
+        built, build_problems, build_notes = search_source(manifest, catalog, host, needs, adopted, facts)
+        if built is None:
+            notes.append("a source build does not fit either: " + "; ".join(v.reason for v in build_problems))
+            return combo, violations, notes
+        host.wheels_impossible = "; ".join(v.reason for v in violations)
+        host.building = True
+        combo, violations, notes = built, build_problems, build_notes
+    else:
+        combo, violations, notes = search_source(manifest, catalog, host, needs, adopted, facts)
+    if host.wheels_impossible and combo is not None:
+        notes.insert(0, f"no prebuilt nunchaku wheel fits ({host.wheels_impossible}); nunchaku.build: "
+                     f"{manifest.nunchaku.build} builds it from source on the host")
+    return combo, violations, notes
 
 
 def search_source(manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopted: TorchInstall | None,
