@@ -238,7 +238,8 @@ class HostSession:
                 if self.lock_notes:
                     self.lock_notes.refuse_if_stale(transport.display)
                 request, pushed = self._stage_downloads(client, transport, on_event)
-                pushed += self._push_built_wheels(client, transport, request, on_event)
+                request, wheels = self._push_built_wheels(client, transport, request, on_event)
+                pushed += wheels
                 result = client.call("apply", request, on_event)
                 remember_apply(self.options.ledger, transport.display, request, result)
                 self._fetch_built_wheels(transport, result, set(pushed), on_event)
@@ -266,21 +267,18 @@ class HostSession:
         return request, [p.id for p in pushed]
 
     def _push_built_wheels(self, client: AgentClient, transport: Transport, request: dict[str, Any],
-                           on_event: EventCallback | None) -> list[str]:
-        """Wheels this host would build that the controller cache holds for the same build key: pushed, so the
-        host's probe finds them and no build runs there."""
+                           on_event: EventCallback | None) -> tuple[dict[str, Any], list[str]]:
+        """Wheels this host would build that the controller cache holds for the same build key: pushed and named
+        as the resource's staged file, so the host places them instead of building."""
         if self.options.download_cache is None or not any(r.kind == "wheel_build" for r in self.expansion.resources):
-            return []
-        from provisioner.built_wheels import BuiltWheelCache, builds_of, push_wheel, wheels_to_push
+            return request, []
+        from provisioner.built_wheels import BuiltWheelCache, builds_of, push_wheels, wheels_to_push
 
         cache = BuiltWheelCache(self.options.download_cache)
         probed = client.call("probe", request)
         statuses = {r["id"]: r["status"] for r in probed["resources"]}
-        pushed = []
-        for build, cached in wheels_to_push(builds_of(self.expansion.resources), statuses, cache):
-            push_wheel(transport, probed["root"], build, cached, on_event)
-            pushed.append(build.id)
-        return pushed
+        pushes = wheels_to_push(builds_of(self.expansion.resources), statuses, cache)
+        return push_wheels(transport, probed["root"], request, pushes, on_event), [b.id for b, _ in pushes]
 
     def _fetch_built_wheels(self, transport: Transport, result: dict[str, Any], pushed: set[str],
                             on_event: EventCallback | None) -> None:
@@ -291,7 +289,8 @@ class HostSession:
 
         cache = BuiltWheelCache(self.options.download_cache)
         outcomes = {r["id"]: r["outcome"] for r in result["resources"]}
-        for build in wheels_to_fetch(builds_of(self.expansion.resources), outcomes, pushed, cache):
+        reprobe = {r["id"]: r["status"] for r in result["reprobe"]}
+        for build in wheels_to_fetch(builds_of(self.expansion.resources), outcomes, reprobe, pushed, cache):
             fetch_wheel(transport, result["root"], build, cache, on_event)
 
     def rollback(self, to: int | None = None, on_event: EventCallback | None = None) -> ApplyReport:

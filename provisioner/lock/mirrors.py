@@ -35,6 +35,7 @@ from provisioner.resources.specs import (
     PipSpec,
     RequirementsSpec,
     ResourceBase,
+    WheelBuildSpec,
 )
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def mirror_spec(rid: str, spec: ResourceBase, mirrors: Mirrors) -> MirroredSpec:
         return MirroredSpec(spec.model_copy(update={"repo": mirrors.rewrite(spec.repo)}))
     if isinstance(spec, DownloadSpec):
         return _mirror_download(rid, spec, mirrors)
-    if getattr(spec, "kind", None) == "wheel_build":
+    if isinstance(spec, WheelBuildSpec):
         return MirroredSpec(_mirror_wheel_build(spec, mirrors))
     if isinstance(spec, PipSpec | RequirementsSpec):
         update: dict[str, Any] = _mirror_indexes(spec, mirrors)
@@ -205,11 +206,10 @@ def mirror_spec(rid: str, spec: ResourceBase, mirrors: Mirrors) -> MirroredSpec:
     return MirroredSpec(spec)
 
 
-def _mirror_wheel_build(spec: Any, mirrors: Mirrors) -> ResourceBase:
+def _mirror_wheel_build(spec: WheelBuildSpec, mirrors: Mirrors) -> WheelBuildSpec:
     """A source build fetches its repository and each submodule: every one of them goes through the rules."""
     submodules = [module.model_copy(update={"url": mirrors.rewrite(module.url)}) for module in spec.submodules]
-    mirrored: ResourceBase = spec.model_copy(update={"repo": mirrors.rewrite(spec.repo), "submodules": submodules})
-    return mirrored
+    return spec.model_copy(update={"repo": mirrors.rewrite(spec.repo), "submodules": submodules})
 
 
 def _mirror_download(rid: str, spec: DownloadSpec, mirrors: Mirrors) -> MirroredSpec:

@@ -7,12 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from provisioner.catalog import load_catalog
-from provisioner.expand import base_context
+from provisioner.expand import base_context, expand
 from provisioner.facts import load_facts
-from provisioner.lock.mirrors import Mirrors, Rewrite, mirror_spec, rewrite_resolution
+from provisioner.lock.mirrors import Mirrors, Rewrite, rewrite_resolution
 from provisioner.manifest import load_manifest
 from provisioner.manifest.loader import LoadedManifest
 from provisioner.resolve import Resolution, render_resolution, resolve
@@ -67,6 +65,13 @@ def test_the_role_builds_instead_of_downloading() -> None:
     assert build["workdir"] == f"build/nunchaku-{build['build_key'][:12]}"
 
 
+def test_the_expanded_resource_is_a_valid_wheel_build() -> None:
+    loaded, _resolution, context = _h200()
+    kinds = [r.kind for r in expand(loaded, environ={}, extra_context=context).resources]
+    assert "wheel_build" in kinds and "download" not in kinds
+    assert kinds.index("wheel_build") < max(i for i, k in enumerate(kinds) if k == "pip")
+
+
 def test_a_wheel_resolution_still_downloads() -> None:
     loaded = load_manifest(REPO / "manifests" / "rtx4090.yaml")
     facts = load_facts(FACTS / "rtx4090.json")
@@ -77,32 +82,12 @@ def test_a_wheel_resolution_still_downloads() -> None:
     assert kinds == ["download", "pip"]
 
 
-class _BuildShaped(BaseModel):
-    """Only what mirror_spec reads of a wheel_build spec: its kind, repo and submodule URLs."""
-
-    model_config = ConfigDict(extra="allow")
-
-    kind: str = "wheel_build"
-    repo: str
-    submodules: list[_Submodule]
-
-
-class _Submodule(BaseModel):
-    path: str
-    url: str
-    commit: str | None
-
-
-_BuildShaped.model_rebuild()
-
-
 def test_mirrors_rewrite_the_repository_and_every_submodule() -> None:
-    _loaded, resolution, context = _h200()
-    build = context["stack"]["nunchaku"]["build"]
-    spec = _BuildShaped(repo=build["repo"], submodules=build["submodules"])
-    mirrored = mirror_spec("wheel_build:x", spec, MIRRORS).spec
-    assert mirrored.repo == "file:///srv/git/nunchaku-ai/nunchaku"  # type: ignore[attr-defined]
-    urls = [s.url for s in mirrored.submodules]  # type: ignore[attr-defined]
+    loaded, resolution, context = _h200()
+    [build] = [r for r in expand(loaded, environ={}, extra_context=context, mirrors=MIRRORS).resources
+               if r.kind == "wheel_build"]
+    assert build.spec["repo"] == "file:///srv/git/nunchaku-ai/nunchaku"
+    urls = [s["url"] for s in build.spec["submodules"]]
     assert urls[0] == "file:///srv/git/NVIDIA/cutlass.git" and all(u.startswith("file:///srv/git/") for u in urls)
     shown = rewrite_resolution(resolution, MIRRORS).nunchaku
     assert shown is not None and shown.build is not None and shown.build.repo.startswith("file:///srv/git/")
