@@ -106,8 +106,10 @@ class ApplyReport:
     failed: bool
     seconds: float
     rollback_to: int | None = None
-    #: Downloads pushed from the controller's cache, by resource id.
+    #: Downloads (and built wheels) pushed from the controller's cache, by resource id.
     pushed: list[str] = field(default_factory=list)
+    #: What every report of this stack must repeat, e.g. the unsupported-arch override of a source build.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def unconverged(self) -> list[dict[str, Any]]:
@@ -130,7 +132,7 @@ class ApplyReport:
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
                 "handlers": self.handlers, "unconverged": [_public_row(r) for r in self.unconverged],
-                "pushed": self.pushed,
+                "pushed": self.pushed, "warnings": self.warnings,
                 "failures": self.failures,
                 "summary": summarize(self.resources, "outcome")}
 
@@ -219,10 +221,15 @@ class HostSession:
         return self._expansion
 
     def notes(self) -> list[str]:
-        """What plan shows besides the resources: the mirrors in use, the lock, withheld tokens."""
+        """What plan shows besides the resources: warnings, the mirrors in use, the lock, withheld tokens."""
         mirrors = [f"URLs rewritten by the mirrors in {self.mirrors_path}"] if self.mirrors_path else []
         lock = self.lock_notes.lines if self.lock_notes else []
-        return [*mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
+        return [*self.warnings(), *mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
+
+    def warnings(self) -> list[str]:
+        """The resolution's warnings every report repeats (a source build behind the unsupported-arch override)."""
+        wheel = self.resolution.nunchaku if self.resolution else None
+        return list(wheel.build.warnings) if wheel is not None and wheel.build is not None else []
 
     def _request(self, host: str) -> dict[str, Any]:
         manifest = self.loaded.manifest
@@ -266,14 +273,17 @@ class HostSession:
                 request, pushed = self._stage_downloads(client, transport, on_event)
                 if expect is not None:
                     request["expect"] = expect
+                request, wheels = self._push_built_wheels(client, transport, request, on_event)
+                pushed += wheels
                 result = client.call("apply", request, on_event)
                 remember_apply(self.options.ledger, transport.display, request, result)
+                self._fetch_built_wheels(transport, result, set(pushed), on_event)
             except BaseException:
                 transport.finalize(False)
                 raise
             report = ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                  result["handlers"], result["reprobe"], result["generation"], result["failed"],
-                                 round(time.monotonic() - started, 3), pushed=pushed)
+                                 round(time.monotonic() - started, 3), pushed=pushed, warnings=self.warnings())
             transport.finalize(report.ok)
             return report
 
@@ -290,6 +300,33 @@ class HostSession:
         cache = DownloadCache(self.options.download_cache)
         request, pushed = stage_downloads(client, transport, request, self.expansion, cache, on_event)
         return request, [p.id for p in pushed]
+
+    def _push_built_wheels(self, client: AgentClient, transport: Transport, request: dict[str, Any],
+                           on_event: EventCallback | None) -> tuple[dict[str, Any], list[str]]:
+        """Wheels this host would build that the controller cache holds for the same build key: pushed and named
+        as the resource's staged file, so the host places them instead of building."""
+        if self.options.download_cache is None or not any(r.kind == "wheel_build" for r in self.expansion.resources):
+            return request, []
+        from provisioner.built_wheels import BuiltWheelCache, builds_of, push_wheels, wheels_to_push
+
+        cache = BuiltWheelCache(self.options.download_cache)
+        probed = client.call("probe", request)
+        statuses = {r["id"]: r["status"] for r in probed["resources"]}
+        pushes = wheels_to_push(builds_of(self.expansion.resources), statuses, cache)
+        return push_wheels(transport, probed["root"], request, pushes, on_event), [b.id for b, _ in pushes]
+
+    def _fetch_built_wheels(self, transport: Transport, result: dict[str, Any], pushed: set[str],
+                            on_event: EventCallback | None) -> None:
+        """Wheels this apply built go into the controller cache, for the next host with the same build key."""
+        if self.options.download_cache is None or not any(r.kind == "wheel_build" for r in self.expansion.resources):
+            return
+        from provisioner.built_wheels import BuiltWheelCache, builds_of, fetch_wheel, wheels_to_fetch
+
+        cache = BuiltWheelCache(self.options.download_cache)
+        outcomes = {r["id"]: r["outcome"] for r in result["resources"]}
+        reprobe = {r["id"]: r["status"] for r in result["reprobe"]}
+        for build in wheels_to_fetch(builds_of(self.expansion.resources), outcomes, reprobe, pushed, cache):
+            fetch_wheel(transport, result["root"], build, cache, on_event)
 
     def rollback(self, to: int | None = None, on_event: EventCallback | None = None) -> ApplyReport:
         """Re-apply generation `to` (default: the one before the last successful apply)."""

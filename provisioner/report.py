@@ -135,6 +135,7 @@ def render_apply(report: ApplyReport, mask: Masker) -> str:
             lines += [f"            {line}" for line in handler["error"].splitlines()]
     if not any(r["outcome"] in ("changed", "failed") for r in report.resources):
         lines = lines[:2]
+    lines += [click.style(f"  warning: {warning}", fg="yellow") for warning in report.warnings]
     lines += ["", apply_summary(report)]
     if report.failures:
         lines.append(click.style(f"Failed: {', '.join(report.failures)}", fg="red"))

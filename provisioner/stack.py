@@ -6,11 +6,13 @@ from __future__ import annotations
 import posixpath
 from typing import TYPE_CHECKING, Any
 
+from provisioner.catalog import load_catalog
 from provisioner.instances import comfy_instances
 from provisioner.manifest.model import Manifest
 
 if TYPE_CHECKING:
     from provisioner.resolve import Resolution
+    from provisioner.resolve.result import SourceBuildChoice
 
 RESTART_HANDLER = "restart-comfyui"
 
@@ -39,7 +41,7 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         "manage_models_dir": models_dir not in manifest.target.extra_roots,
         "torch_pins": torch_pins,
         "torch_index_url": resolution.torch.index_url if resolution.torch else None,
-        "nunchaku": _nunchaku(resolution),
+        "nunchaku": _nunchaku(manifest, resolution),
         "comfyui": resolution.comfyui.model_dump(mode="json") if resolution.comfyui else None,
         "plugins": _plugins(manifest, resolution, comfy_dir),
         "models": [
@@ -63,15 +65,42 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
     }
 
 
-def _nunchaku(resolution: Resolution) -> dict[str, Any] | None:
+def _nunchaku(manifest: Manifest, resolution: Resolution) -> dict[str, Any] | None:
     wheel = resolution.nunchaku
     if wheel is None:
         return None
     # The wheel's version carries the torch label (1.0.1+torch2.7): pinning it exactly makes a wheel
     # built for another torch, or PyPI's unrelated `nunchaku`, show up as drift.
     version = wheel.filename.split("-")[1]
-    return {"wheel_path": f"cache/wheels/{wheel.filename}", "url": wheel.urls[0], "sha256": wheel.sha256,
-            "requirement": f"nunchaku=={version}", "version": version}
+    path = f"cache/wheels/{wheel.filename}"
+    return {"wheel_path": path, "url": wheel.urls[0] if wheel.urls else None, "sha256": wheel.sha256,
+            "requirement": f"nunchaku=={version}", "version": version,
+            "build": wheel_build_fields(manifest, wheel.build, path) if wheel.build else None,
+            "build_tools": list(load_catalog().nunchaku.source_build.build_tools) if wheel.build else []}
+
+
+def wheel_build_fields(manifest: Manifest, build: SourceBuildChoice, path: str) -> dict[str, Any]:
+    """The `wheel_build` resource that makes the wheel at `path` on the host (upstream URLs: the expansion
+    sends the repo and every submodule through the mirrors)."""
+    env = {"NUNCHAKU_INSTALL_MODE": build.install_mode, "NUNCHAKU_BUILD_WHEELS": "1", "CC": build.cc,
+           "CXX": build.cxx, "CUDA_HOME": build.cuda_home}
+    return {
+        "path": path,
+        "project": "nunchaku",
+        "repo": build.repo,
+        "ref": build.ref,
+        "commit": build.commit,
+        "submodules": [s.model_dump(mode="json") for s in build.submodules],
+        "python": f"{manifest.python.venv}/bin/python",
+        # Kept between applies: an interrupted build resumes from its finished objects.
+        "workdir": f"build/nunchaku-{build.build_key[:12]}",
+        "env": {key: value for key, value in env.items() if value},
+        "add_supported_arches": list(build.add_supported_arches),
+        "expect_arches": list(build.arches),
+        "prerequisites": build.prerequisites.model_dump(mode="json"),
+        "max_jobs": build.max_jobs,
+        "build_key": build.build_key,
+    }
 
 
 def _plugins(manifest: Manifest, resolution: Resolution, comfy_dir: str) -> list[dict[str, Any]]:

@@ -140,6 +140,8 @@ class ApplyOutput(_Shape):
     unconverged: list[PlanResource]
     pushed: list[str]
     failures: list[str]
+    #: What every report of the stack repeats, e.g. a source build's unsupported-arch override.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class HistoryOutput(_Shape):
@@ -223,7 +225,7 @@ def apply_output(report: ApplyReport) -> ApplyOutput:
         resources=[_apply_row(r) for r in report.resources],
         changes=[c for r in report.resources if r["outcome"] != "ok" for c in changes_of(r)],
         handlers=report.handlers, unconverged=[_plan_row(r, None) for r in report.unconverged],
-        pushed=report.pushed, failures=report.failures)
+        pushed=report.pushed, failures=report.failures, warnings=report.warnings)
 
 
 def history_output(runs: list[dict[str, Any]]) -> HistoryOutput:
