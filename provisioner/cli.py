@@ -341,7 +341,7 @@ def facts(target: str, root: str | None, venv: str | None, trust_new_hosts: bool
         manifest = load_manifest(Path(target)).manifest
         connection = manifest.target
         root = root or manifest.target.root
-        venv = venv or manifest.python.venv
+        venv = venv or manifest.python.adopt or manifest.python.venv
     else:
         try:
             connection = Target(connection=target)

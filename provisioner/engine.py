@@ -236,6 +236,7 @@ class HostSession:
         return {
             "root": manifest.target.root,
             "extra_roots": manifest.target.extra_roots,
+            "adopted_venvs": [manifest.python.adopt] if manifest.python.adopt else [],
             "options": {**self._options(), "prune": self.options.prune},
             "trusted": trusted_for_plan(self.options.ledger, host),
             "watch": watched_folders(manifest, self.expansion.resources),
@@ -336,7 +337,9 @@ class HostSession:
             self._prepare(client, transport.display)
             root = self.loaded.manifest.target.root
             trusted = trusted_for_rollback(self.options.ledger, transport.display, root)
+            adopt = self.loaded.manifest.python.adopt
             request = {"root": root, "extra_roots": self.loaded.manifest.target.extra_roots,
+                       "adopted_venvs": [adopt] if adopt else [],
                        "options": self._options(), "to": to,
                        "secrets": self.expansion.secret_values_by_key(), "trusted": trusted,
                        "lock": lock_request(self.options.lock_timeout)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,7 +159,11 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
 
 
 def _refuse_outside_extra_roots(loaded: LoadedManifest, rid: str, declared: _Declared) -> None:
-    """An absolute path (only model files and folders may have one) must lie inside a target.extra_roots entry."""
+    """An absolute path (only model files and folders may have one) must lie inside a target.extra_roots entry;
+    an absolute venv must be the adopted one."""
+    _refuse_foreign_venv(loaded, rid, declared)
+    if getattr(declared.spec, "kind", None) == "venv":
+        return
     path = getattr(declared.spec, "path", None)
     if not isinstance(path, str) or not path.startswith("/"):
         return
@@ -169,6 +174,26 @@ def _refuse_outside_extra_roots(loaded: LoadedManifest, rid: str, declared: _Dec
             f"resource {rid}: {path} is outside the target root and outside every target.extra_roots entry "
             f"({listed}); add its folder to target.extra_roots (model files and folders only), or give a path "
             "under the root"), ProvisionError)
+
+
+def _refuse_foreign_venv(loaded: LoadedManifest, rid: str, declared: _Declared) -> None:
+    """A venv outside the root is only ever the one the manifest adopts (python.adopt)."""
+    spec = declared.spec
+    kind = getattr(spec, "kind", None)
+    field = "path" if kind == "venv" else "venv"
+    path = getattr(spec, field, None) if kind in ("venv", "pip", "requirements") else None
+    if not isinstance(path, str) or not path.startswith("/"):
+        return
+    adopted = loaded.manifest.python.adopt
+    if adopted is None or posixpath.normpath(path) != posixpath.normpath(adopted):
+        raise declared.error(loaded, (field,), (
+            f"resource {rid}: venv {path} is outside the target root and is not the adopted venv "
+            f"(python.adopt: {adopted or 'unset'}); give a venv under the root, or adopt {path} with python.adopt"),
+            ProvisionError)
+    if kind == "venv" and not getattr(spec, "adopt", False):
+        raise declared.error(loaded, ("adopt",), (
+            f"resource {rid}: the adopted venv {path} is someone else's: declare it with adopt: true, so it is "
+            "used as it is and never created, rebuilt or removed"), ProvisionError)
 
 
 def _at_roles_entry(loaded: LoadedManifest, exc: RoleRenderError) -> RoleError:

@@ -29,7 +29,8 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
     torch_pins = list(resolution.torch.requirements) if resolution.torch else []
     restart = [RESTART_HANDLER] if manifest.service.enabled and comfy else []
     return {
-        "venv": manifest.python.venv,
+        # An adopted venv (python.adopt) is where everything is installed and ComfyUI runs.
+        "venv": manifest.python.adopt or manifest.python.venv,
         "comfy_dir": comfy_dir,
         "models_dir": models_dir,
         "shared_models_root": bool(comfy and comfy.models_root),
@@ -91,7 +92,7 @@ def wheel_build_fields(manifest: Manifest, build: SourceBuildChoice, path: str) 
         "ref": build.ref,
         "commit": build.commit,
         "submodules": [s.model_dump(mode="json") for s in build.submodules],
-        "python": f"{manifest.python.venv}/bin/python",
+        "python": f"{manifest.python.adopt or manifest.python.venv}/bin/python",
         # Kept between applies: an interrupted build resumes from its finished objects.
         "workdir": f"build/nunchaku-{build.build_key[:12]}",
         "env": {key: value for key, value in env.items() if value},

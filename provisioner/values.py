@@ -78,6 +78,15 @@ def check_owned_path(value: str) -> str:
     return value
 
 
+def check_venv_path(value: str) -> str:
+    """A venv: under the root (relative), or an absolute path, which expansion accepts only as the adopted
+    venv (python.adopt)."""
+    if value.startswith("/"):
+        check_absolute_path(value)
+        return posixpath.normpath(value)
+    return check_owned_path(value)
+
+
 def check_model_path(value: str) -> str:
     """A model file or folder: under the root (relative), or an absolute path, which expansion accepts only
     inside one of `target.extra_roots`."""
@@ -184,6 +193,7 @@ def check_env_key(value: str) -> str:
 
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]
 OwnedPath = Annotated[str, AfterValidator(check_owned_path)]
+VenvPath = Annotated[str, AfterValidator(check_venv_path)]
 SingleLine = Annotated[str, AfterValidator(check_single_line)]
 EnvValue = Annotated[str, AfterValidator(check_env_value)]
 AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]

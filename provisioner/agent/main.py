@@ -55,7 +55,7 @@ def _locked(handler: Callable[[Dict[str, Any]], Dict[str, Any]], request: Dict[s
 
 
 def _context(request: Dict[str, Any]) -> Context:
-    return Context(request["root"], request.get("options"), request.get("extra_roots"))
+    return Context(request["root"], request.get("options"), request.get("extra_roots"), request.get("adopted_venvs"))
 
 
 def _facts(request: Dict[str, Any]) -> Dict[str, Any]:

@@ -35,6 +35,8 @@ def candidates(request: Dict[str, Any], ctx: Context) -> List[Dict[str, Any]]:
         if (not isinstance(record, dict) or record.get("kind") not in NAMES or not isinstance(record.get("spec"), dict)
                 or record.get("id") in wanted or any(o["record"].get("id") == record.get("id") for o in out)):
             continue
+        if record["kind"] == "venv" and record["spec"].get("adopt"):
+            continue  # someone else's venv: provision used it, it never removes it
         out.append({"record": record, "generation": numbers[-1], "trusted": records.digest(record) in vouched})
     return sorted(out, key=_order)
 

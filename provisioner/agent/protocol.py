@@ -56,8 +56,10 @@ class Context:
     """What every probe/apply needs: the target root and the run's options."""
 
     def __init__(self, root: str, options: Optional[Dict[str, Any]] = None,
-                 extra_roots: Optional[List[str]] = None) -> None:
+                 extra_roots: Optional[List[str]] = None, adopted_venvs: Optional[List[str]] = None) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
+        #: Venvs outside the root the manifest adopts (python.adopt): used as they are, never created or removed.
+        self.adopted_venvs = [os.path.normpath(v) for v in adopted_venvs or []]
         #: Folders outside the root where model files and folders may live (target.extra_roots).
         self.extra_roots = [os.path.normpath(r) for r in extra_roots or []]
         self.options = options or {}
@@ -111,6 +113,16 @@ class Context:
         real = os.path.realpath(probe)
         if real != real_extra and not real.startswith(real_extra.rstrip("/") + "/"):
             raise ResourceFailure("path %r resolves to %s, outside the extra root %s" % (path, real, extra))
+        return full
+
+    def venv_path(self, path: str) -> str:
+        """path() for a venv, which may also be the adopted venv: exactly that absolute path, nothing under it."""
+        if not path.startswith("/"):
+            return self.path(path)
+        full = os.path.normpath(path)
+        if ".." in path.split("/") or full not in self.adopted_venvs:
+            raise ResourceFailure("venv %r is outside the target root %s and is not the adopted venv (%s)" % (
+                path, self.root, ", ".join(self.adopted_venvs) or "none"))
         return full
 
     def owned_path(self, relative: str) -> str:

@@ -58,7 +58,7 @@ def footprint(resource: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
             observed["modified"] = _modified(observed["path"])
         return observed
     if kind == "pip":
-        venv = ctx.path(spec["venv"])
+        venv = ctx.venv_path(spec["venv"])
         names = [_name(p) for p in spec.get("packages") or []]
         have = installed(venv) if os.path.exists(os.path.join(venv, "bin", "python")) else {}
         present = sorted(n for n in names if normalize(n) in have)

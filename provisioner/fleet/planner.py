@@ -15,6 +15,7 @@ from provisioner.fleet.results import FleetPlanResult, HostPlan, ProgressCallbac
 from provisioner.fleet.runner import FleetOptions
 from provisioner.fleet.sessions import PreparedHost, prepare_hosts
 from provisioner.ledger import Ledger, LedgerEntry, new_run_id
+from provisioner.preflight import facts_request
 from provisioner.stack import needs_resolution
 
 
@@ -48,7 +49,7 @@ class FleetPlan:
             # A stack manifest's plan already gathered the facts; others need one more (read-only) call.
             facts = (prepared.session.facts.model_dump(mode="json") if prepared.session.facts is not None else
                      AgentClient(prepared.transport, python=manifest.target.python).call(
-                         "facts", {"root": manifest.target.root, "venv": manifest.python.venv}))
+                         "facts", facts_request(manifest)))
         except TransportError as exc:
             plan.status, plan.error = "unreachable", prepared.mask(str(exc))
         except ProvisionError as exc:

@@ -19,6 +19,7 @@ from provisioner.values import (
     RelativePath,
     SingleLine,
     Url,
+    VenvPath,
     check_absolute_path,
     check_relative_path,
     check_url,
@@ -134,13 +135,21 @@ def _env_value(value: Any) -> Any:
 
 class VenvSpec(Removable, ResourceBase):
     kind: Literal["venv"] = "venv"
-    path: OwnedPath
+    path: VenvPath
+    adopt: bool = Field(default=False, description="Someone else's venv (python.adopt): used as it is, never "
+                        "created, rebuilt or removed.")
     python: str = Field(
         default="python3",
         description="Interpreter: a version ('3.11'), a command on PATH ('python3.11') or an absolute path.",
         pattern=r"^(/?[A-Za-z0-9._/-]+)$",
     )
     system_site_packages: bool = False
+
+    @model_validator(mode="after")
+    def _adopted_stays(self) -> VenvSpec:
+        if self.adopt and self.state == "absent":
+            raise ValueError("an adopted venv is someone else's: provision never removes it; drop state: absent")
+        return self
 
     def key(self) -> str:
         return self.path
@@ -172,7 +181,7 @@ class UnrelatedPackage(BaseModel):
 
 class PipSpec(Removable, ResourceBase):
     kind: Literal["pip"] = "pip"
-    venv: OwnedPath
+    venv: VenvPath
     packages: list[PinnedRequirement | PinnedPackage] = Field(default_factory=list)
     remove_unrelated: list[UnrelatedPackage] = Field(
         default_factory=list, description="Same-named packages of another project to uninstall (PyPI's nunchaku)."
@@ -212,7 +221,7 @@ class RequirementsSpec(Removable, ResourceBase):
     """A requirements.txt (ComfyUI's or a plugin's) installed into a venv under constraints."""
 
     kind: Literal["requirements"] = "requirements"
-    venv: OwnedPath
+    venv: VenvPath
     file: OwnedPath
     constraints: list[PinnedRequirement] = Field(default_factory=list)
     index_url: Url | None = None

@@ -53,7 +53,8 @@ def test_the_role_builds_instead_of_downloading() -> None:
     assert set(build) - {"kind", "when"} == CONTRACT_FIELDS
     assert build["path"] == "cache/wheels/nunchaku-1.2.1+cu13.0torch2.11-cp312-cp312-linux_x86_64.whl"
     assert install["packages"] == ["nunchaku==1.2.1+cu13.0torch2.11"] and install["find_links"] == ["cache/wheels"]
-    assert build["python"] == "venv/bin/python" and install["venv"] == "venv"
+    # The H200 manifest adopts the machine's torch venv: the build runs against its torch, the wheel goes there.
+    assert build["python"] == "/opt/torch/.venv/bin/python" and install["venv"] == tools["venv"] == "/opt/torch/.venv"
     assert set(build["env"]) <= ENV_KEYS
     assert build["env"] == {"NUNCHAKU_INSTALL_MODE": "FAST", "NUNCHAKU_BUILD_WHEELS": "1", "CC": "/usr/bin/gcc",
                             "CXX": "/usr/bin/g++", "CUDA_HOME": "/usr/local/cuda"}

@@ -37,7 +37,7 @@ def _packages(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def _python(spec: Dict[str, Any], ctx: Context) -> Tuple[str, str]:
-    venv = ctx.path(spec["venv"])
+    venv = ctx.venv_path(spec["venv"])
     return venv, os.path.join(venv, "bin", "python")
 
 

@@ -32,7 +32,7 @@ def _marker(spec: Dict[str, Any], ctx: Context) -> str:
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     path = ctx.path(spec["file"])
-    venv = ctx.path(spec["venv"])
+    venv = ctx.venv_path(spec["venv"])
     if not os.path.isfile(path):
         return {"file": False, "venv": os.path.exists(os.path.join(venv, "bin", "python"))}
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -76,7 +76,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    venv = ctx.path(spec["venv"])
+    venv = ctx.venv_path(spec["venv"])
     python = os.path.join(venv, "bin", "python")
     path = ctx.path(spec["file"])
     if not os.path.exists(python):

@@ -62,7 +62,7 @@ def _major_minor(version: Optional[str]) -> Optional[str]:
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
-    path = ctx.path(spec["path"])
+    path = ctx.venv_path(spec["path"])
     python = os.path.join(path, "bin", "python")
     version = _pyvenv_version(path)
     runs = version is not None and os.access(python, os.X_OK)
@@ -119,6 +119,8 @@ def _wanted_version(spec: Dict[str, Any], ctx: Context) -> str:
 
 
 def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[Change]:
+    if spec.get("adopt"):
+        return _adopted_diff(spec, observed)
     want = _wanted_version(spec, ctx)
     if not observed["exists"]:
         return [Change("python", None, want, "venv does not exist", "create")]
@@ -139,7 +141,25 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     return changes
 
 
+def _adopted_diff(spec: Dict[str, Any], observed: Dict[str, Any]) -> List[Change]:
+    """An adopted venv only has to work: its Python and its settings are its owner's business."""
+    if not observed["exists"]:
+        return [Change("venv", None, spec["path"], "the adopted venv %s does not exist: create it, or drop "
+                       "python.adopt to let provision make its own venv under the root" % spec["path"], "create")]
+    if not observed["is_venv"] or observed.get("pip"):
+        why = observed.get("pip") or "it is not a working venv"
+        return [Change("venv", "broken", spec["path"], "the adopted venv %s is broken (%s): repair it, or drop "
+                       "python.adopt; provision never rebuilds someone else's venv" % (spec["path"], why))]
+    return []
+
+
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    if spec.get("adopt"):
+        raise ResourceFailure(changes[0]["reason"] if changes else "the adopted venv %s is not usable" % spec["path"])
+    _build(spec, observed, ctx)
+
+
+def _build(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> None:
     """Build the venv in a staging folder beside it and rename it into place: a run killed half-way leaves
     the old venv (or none) at the path, never a venv without a whole pip."""
     path = ctx.owned_path(spec["path"])
