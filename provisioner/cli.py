@@ -201,16 +201,22 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
+@click.option("--parallel", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Steps run at once on the host, where they do not depend on each other (default 6; 1: one "
+              "after another).")
+@click.option("--parallel-downloads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Of those, downloads at once (default 4).")
 @lock_timeout_option
 @connect_options
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          download_cache: Path | None, parallel: int | None, parallel_downloads: int | None, lock_timeout: float,
+          trust_new_hosts: bool, known_hosts: Path | None) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
-                         lock_timeout=lock_timeout)
+                         lock_timeout=lock_timeout, parallel=parallel, parallel_downloads=parallel_downloads)
     if dry_run:
         sys.exit(_plan(manifest, as_json, options))
     session = HostSession(load_manifest(manifest), options)
@@ -220,9 +226,15 @@ def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool,
             return
         mask = Masker(session.secrets)
         if event["event"] == "log" and verbose:
-            click.echo(mask(f"    | {event['message']}"), err=True)
+            # Steps run in parallel: each line names the resource it comes from.
+            source = f"{event['id']}: " if event.get("id") else ""
+            click.echo(mask(f"    | {source}{event['message']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") == "applying":
             click.echo(mask(f"  … {event['id']}"), err=True)
+        elif event["event"] == "progress" and event.get("phase") == "changed":
+            click.echo(mask(f"  ✓ {event['id']} ({event.get('seconds', 0):.1f} s)"), err=True)
+        elif event["event"] == "progress" and event.get("phase") == "failed":
+            click.echo(mask(f"  ✗ {event['id']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") in ("caching", "pushed"):
             click.echo(mask(f"  ⇡ {event['message']}"), err=True)
         elif event["event"] == "progress" and event.get("phase") == "waiting":
