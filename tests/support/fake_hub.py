@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,10 @@ class HubState:
     response_delay: float = 0.0
     #: Send file bodies at this rate (0: as fast as the socket takes them), like a slow link to the CDN.
     bytes_per_second: float = 0.0
+    #: When set, a file body stalls after its first 64 KiB until this event is set (at most `hold_seconds`),
+    #: like a slow CDN: a test can keep a download in flight until it has seen what must overlap it.
+    hold: threading.Event | None = None
+    hold_seconds: float = 60.0
 
     def url_path(self, repo: str, path: str, revision: str = "main") -> str:
         return f"/{repo}/resolve/{revision}/{path}"
@@ -141,10 +146,22 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _send_body(self, body: bytes) -> None:
             rate = state.bytes_per_second  # as it was when the response began
-            if not rate:
-                self.wfile.write(body)
-                return
             piece = 64 * 1024
+            if state.hold is not None:
+                try:
+                    self.wfile.write(body[:piece])
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                    return
+                state.hold.wait(state.hold_seconds)
+                body = body[piece:]
+            if not rate:
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                return
             try:
                 for start in range(0, len(body), piece):
                     self.wfile.write(body[start:start + piece])
