@@ -51,6 +51,17 @@ class HubState:
     #: like a slow CDN: a test can keep a download in flight until it has seen what must overlap it.
     hold: threading.Event | None = None
     hold_seconds: float = 60.0
+    #: With `bytes_per_second`: one link shared by every response (its total is the rate), not a rate each.
+    shared_link: bool = False
+    _link_lock: threading.Lock = field(default_factory=threading.Lock)
+    _link_free_at: float = 0.0
+
+    def link_slot(self, size: int) -> float:
+        """Reserve the shared link for `size` bytes; the monotonic time the bytes may go out by."""
+        with self._link_lock:
+            start = max(time.monotonic(), self._link_free_at)
+            self._link_free_at = start + size / self.bytes_per_second
+            return self._link_free_at
 
     def url_path(self, repo: str, path: str, revision: str = "main") -> str:
         return f"/{repo}/resolve/{revision}/{path}"
@@ -166,7 +177,10 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
                 for start in range(0, len(body), piece):
                     self.wfile.write(body[start:start + piece])
                     self.wfile.flush()
-                    time.sleep(piece / rate)
+                    if state.shared_link:
+                        time.sleep(max(0.0, state.link_slot(piece) - time.monotonic()))
+                    else:
+                        time.sleep(piece / rate)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client went away mid-body (it was killed)
 
