@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -162,3 +164,51 @@ def test_a_sigkill_while_the_download_and_pip_run_together_converges_on_the_next
     assert installed_version(scene.host, "provdep") == "1.0.0"
     leftovers = [p for p in names_under(Path(scene.host.root)) if ".provision-" in p.name or p.suffix == ".part"]
     assert leftovers == []
+
+
+def _two_downloads(tmp_path: Path, hub: HubState, endpoint: str) -> Path:
+    host = TargetHost("local", "local", str(tmp_path / "root"))
+    resources = []
+    for name in ("a.safetensors", "b.safetensors"):
+        sha = hub.add("org/m", name, os.urandom(200_000))
+        resources.append({"kind": "download", "path": f"models/{name}", "sha256": sha,
+                          "url": f"{endpoint}/org/m/resolve/main/{name}"})
+    return write_manifest(tmp_path, host, {"resources": resources})
+
+
+def test_downloads_run_together_up_to_their_own_cap(tmp_path: Path) -> None:
+    hub = HubState(bytes_per_second=1_000_000)
+    with serve_hub(hub) as endpoint:
+        manifest = _two_downloads(tmp_path, hub, endpoint)
+        hub.hold = threading.Event()
+        seen: set[str] = set()
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["event"] == "progress" and event.get("phase") == "applying":
+                seen.add(event["id"])
+                if len(seen) == 2:  # both in flight: let them finish
+                    assert hub.hold is not None
+                    hub.hold.set()
+
+        together = HostSession(load_manifest(manifest), RunOptions()).apply(on_event)
+        assert together.ok, together.as_json()
+        a, b = together.resources
+        assert _overlap(a, b)
+        hub.hold = None
+        for path in (tmp_path / "root" / "models").iterdir():
+            path.unlink()
+        capped = HostSession(load_manifest(manifest), RunOptions(parallel_downloads=1)).apply()
+        assert capped.ok, capped.as_json()
+        a, b = capped.resources
+        assert a["outcome"] == b["outcome"] == "changed" and a["ended"] <= b["started"]
+
+
+def test_bad_limits_are_refused_by_the_cli(tmp_path: Path) -> None:
+    hub = HubState()
+    with serve_hub(hub) as endpoint:
+        manifest = _two_downloads(tmp_path, hub, endpoint)
+        done = subprocess.run([sys.executable, "-m", "provisioner", "apply", "--parallel", "0", str(manifest)],
+                              capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "--parallel" in done.stderr and "0" in done.stderr
+    assert not (tmp_path / "root" / "models").exists(), "nothing was applied"
