@@ -162,3 +162,26 @@ def test_requires_does_not_change_a_resource_digest(tmp_path: Path) -> None:
     assert [r.digest for r in plain.resources] == [r.digest for r in ordered.resources]
     assert ordered.payload()["resources"][0]["requires"] == ["file:b"]
     assert "requires" not in plain.payload()["resources"][0]
+
+
+def test_log_lines_of_a_step_carry_its_resource_id(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import threading
+
+    from provisioner.agent.protocol import log, set_step
+
+    def step(rid: str) -> None:
+        set_step(rid)
+        log(f"from {rid}")
+        set_step(None)
+
+    threads = [threading.Thread(target=step, args=(rid,)) for rid in ("pip:venv", "git:ComfyUI")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log("from the main thread")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted((e.get("id"), e["message"]) for e in lines if e.get("id")) == [
+        ("git:ComfyUI", "from git:ComfyUI"), ("pip:venv", "from pip:venv")]
+    assert next(e for e in lines if e["message"] == "from the main thread").get("id") is None
