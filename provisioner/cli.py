@@ -228,20 +228,26 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
+@click.option("--parallel", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Steps run at once on the host, where they do not depend on each other (default 6; 1: one "
+              "after another).")
+@click.option("--parallel-downloads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Of those, downloads at once (default 4).")
 @lock_timeout_option
 @connect_options
 @target_options
 @quiet_option
 @user_errors
 def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool, prune: bool,
-          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None,
-          target_override: TargetOverride) -> None:
+          download_cache: Path | None, parallel: int | None, parallel_downloads: int | None, lock_timeout: float,
+          trust_new_hosts: bool, known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Apply only what differs from MANIFEST, run notified handlers once, then re-probe. MANIFEST may be
     a plan saved by `plan -o`: then exactly its changes are applied, or nothing if the host moved since."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
-                         lock_timeout=lock_timeout, prune=prune)
+                         lock_timeout=lock_timeout, prune=prune, parallel=parallel,
+                         parallel_downloads=parallel_downloads)
     guard = None
     if _is_plan_file(manifest):
         from provisioner.planfile import open_saved_plan

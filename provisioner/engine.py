@@ -45,6 +45,9 @@ class RunOptions:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     #: Also remove large data (models) that the manifest dropped; `state: absent` removes it regardless.
     prune: bool = False
+    #: Steps the agent runs at once (1: one after another), and downloads among them (None: the agent's default).
+    parallel: int | None = None
+    parallel_downloads: int | None = None
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
@@ -245,8 +248,14 @@ class HostSession:
             **self.expansion.payload(),
         }
 
-    def _options(self) -> dict[str, bool]:
-        return {"force": self.options.force, "deep": self.options.deep, "verbose": self.options.verbose}
+    def _options(self) -> dict[str, bool | int]:
+        options: dict[str, bool | int] = {"force": self.options.force, "deep": self.options.deep,
+                                          "verbose": self.options.verbose}
+        if self.options.parallel is not None:
+            options["parallel"] = self.options.parallel
+        if self.options.parallel_downloads is not None:
+            options["parallel_downloads"] = self.options.parallel_downloads
+        return options
 
     def _client(self, transport: Transport) -> AgentClient:
         target = self.loaded.manifest.target

@@ -56,9 +56,13 @@ class HostResource:
     spec: dict[str, Any]
     digest: str
     notify: list[str]
+    requires: list[str] = field(default_factory=list)
 
     def payload(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "spec": self.spec, "digest": self.digest, "notify": self.notify}
+        payload = {"id": self.id, "kind": self.kind, "spec": self.spec, "digest": self.digest, "notify": self.notify}
+        if self.requires:
+            payload["requires"] = self.requires
+        return payload
 
 
 @dataclass
@@ -155,6 +159,7 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
                 raise ManifestError([loaded.source.issue(("secrets", exc.key), str(exc))]) from None
             raise declared.error(loaded, ("secrets", exc.key), str(exc), ProvisionError) from None
         out.resources.append(resource)
+    _refuse_bad_requires(loaded, specs, out)
     return out
 
 
@@ -194,6 +199,23 @@ def _refuse_foreign_venv(loaded: LoadedManifest, rid: str, declared: _Declared) 
         raise declared.error(loaded, ("adopt",), (
             f"resource {rid}: the adopted venv {path} is someone else's: declare it with adopt: true, so it is "
             "used as it is and never created, rebuilt or removed"), ProvisionError)
+
+
+def _refuse_bad_requires(loaded: LoadedManifest, specs: dict[str, _Declared], out: Expansion) -> None:
+    """`requires` naming no resource, or forming a cycle with what paths imply, is refused before any connection."""
+    from provisioner.agent.graph import build
+    from provisioner.agent.protocol import ResourceFailure
+
+    for rid, declared in specs.items():
+        for required in declared.spec.requires:
+            if required not in specs:
+                raise declared.error(loaded, ("requires",), (
+                    f"resource {rid} requires {required!r}, which no resource is (ids are kind:key, e.g. "
+                    f"git:ComfyUI; known: {', '.join(sorted(specs))})"), ProvisionError)
+    try:
+        build([r.payload() for r in out.resources])
+    except ResourceFailure as exc:
+        raise ProvisionError(f"{loaded.path}: {exc}") from None
 
 
 def _at_roles_entry(loaded: LoadedManifest, exc: RoleRenderError) -> RoleError:
@@ -236,7 +258,7 @@ def _is_branch_name(part: str | int) -> bool:
 
 def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer, context: dict[str, Any],
                    environ: dict[str, str], secrets: list[str]) -> HostResource:
-    data = spec.model_dump(mode="json", exclude={"notify"})
+    data = spec.model_dump(mode="json", exclude={"notify", "requires"})
     record = dict(data)
     if isinstance(spec, FileSpec):
         if spec.template is not None:
@@ -263,7 +285,7 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
         data.pop("secrets")
         record["secrets"] = {key: MASK for key in data["secret_values"]}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
-    return HostResource(rid, data["kind"], origin, data, digest, list(spec.notify))
+    return HostResource(rid, data["kind"], origin, data, digest, list(spec.notify), list(spec.requires))
 
 
 class RoleInputError(ManifestError, RoleError):

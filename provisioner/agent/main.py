@@ -5,7 +5,19 @@ from __future__ import annotations
 import os
 import time
 
-from . import dependencies, leftovers, masking, notifications, orphans, planguard, procs, records, removal, state
+from . import (
+    dependencies,
+    leftovers,
+    masking,
+    notifications,
+    orphans,
+    planguard,
+    procs,
+    records,
+    removal,
+    schedule,
+    state,
+)
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 from .rootlock import RootLock
@@ -153,48 +165,10 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     if request.get("expect") is not None:  # a saved plan: the host must be as it was planned
         owed = notifications.plan_rows(ctx, request.get("handlers") or {})
         planguard.refuse_if_moved(request["expect"], probed, owed)
-    by_id = {r["id"]: r for r in request["resources"]}
-    outcomes: List[Dict[str, Any]] = []
     notified = notifications.pending(ctx)  # handlers a killed or failed apply did not get to run
-    broken: List[Dict[str, Any]] = []  # failed or skipped: what later resources may need
-    remade: List[Dict[str, Any]] = []  # changed by this apply: what later resources saw before it
-    for result in probed:
-        resource = by_id[result["id"]]
-        if result["status"] != "error" and any(dependencies.needs(resource, r) for r in remade):
-            result = _probe_one(resource, ctx, state.converged_digests(ctx.state_dir()), request)  # a rebuilt venv
-        blocked_by = dependencies.blocker(resource, broken)
-        if blocked_by is not None:
-            broken.append(resource)
-            outcomes.append(dict(_strip(result), outcome="skipped", after=blocked_by))
-            emit("progress", id=result["id"], phase="skipped", after=blocked_by)
-            continue
-        if result["status"] == "error":
-            broken.append(resource)
-            outcomes.append(dict(_strip(result), outcome="failed"))
-            continue
-        if result["status"] in ("ok", "kept"):
-            outcomes.append(dict(_strip(result), outcome="ok"))
-            continue
-        emit("progress", id=result["id"], phase="applying", changes=result["changes"])
-        notifications.expect(ctx, resource.get("notify") or [])
-        step_started = time.time()
-        try:
-            if result["status"] == "destroy":
-                removal.destroy(resource, result["observed"], ctx)
-            else:
-                kind(resource["kind"]).apply(resource["spec"], result["observed"], result["changes"], ctx)
-        except (ResourceFailure, OSError) as exc:
-            broken.append(resource)
-            outcomes.append(dict(_strip(result), outcome="failed", error=str(exc)))
-            emit("progress", id=result["id"], phase="failed", error=str(exc))
-            continue
-        seconds = round(time.time() - step_started, 3)
-        outcomes.append(dict(_strip(result), outcome="changed", seconds=seconds))
-        remade.append(resource)
-        emit("progress", id=result["id"], phase="changed", seconds=seconds)
-        for handler in resource.get("notify") or []:
-            if handler not in notified:
-                notified.append(handler)
+    steps = schedule.run(request["resources"], probed, ctx, notified, schedule.reprobe_with(ctx, _probe_one, request))
+    outcomes: List[Dict[str, Any]] = [o for o in steps.outcomes if o is not None]
+    broken, notified = steps.broken, steps.notified
     if any(r["spec"].get("staged") for r in request["resources"]):
         from . import staging  # only applies the controller pushed files for
 
@@ -278,10 +252,6 @@ def _restore_secrets(resource_id: str, keys: Dict[str, Any], request: Dict[str, 
         raise ResourceFailure("%s: rolling back needs the secrets %s from the controller; export them"
                               % (resource_id, ", ".join(missing)))
     return {key: available[key] for key in keys}
-
-
-def _strip(result: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in ("observed", "observed_digest")}
 
 
 def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconverged: List[Dict[str, Any]],

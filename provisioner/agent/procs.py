@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import threading
 
-from .protocol import ResourceFailure, emit, log
+from .protocol import ResourceFailure, StepStopped, emit, log
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Sequence
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 OUTPUT_TAIL_LINES = 30
 #: How long a stopped step's processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 3.0
 _temp_dir: List[str] = []
+#: Programs running now, from any step's thread: stop_all() reaches every one of them.
+_running: Set[Any] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
 
 
 def use_temp_dir(path: str) -> None:
@@ -52,6 +57,8 @@ def run(
     each line as it comes (an exception it raises stops the program and its children)."""
     import subprocess
 
+    if _stopping.is_set():
+        raise StepStopped()  # the agent is stopping: a step in another thread starts nothing new
     full_env = dict(os.environ)
     if _temp_dir:
         full_env["TMPDIR"] = _temp_dir[0]
@@ -70,6 +77,8 @@ def run(
         return Completed(argv, 126, "%s: %s" % (argv[0], exc))
     lines: List[str] = []
     assert proc.stdout is not None
+    with _running_lock:
+        _running.add(proc)
     try:
         for raw in proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
@@ -86,10 +95,38 @@ def run(
     except BaseException:  # the agent is stopping (heartbeat.py): so does the step it was running
         _stop_tree(proc)
         raise
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+    if _stopping.is_set():
+        raise StepStopped()  # stopped by stop_all: not a failure of the resource
     return Completed(argv, proc.returncode, "\n".join(lines))
 
 
+def stopping() -> bool:
+    """Whether stop_all was called: long loops in steps (a download) end when it says so."""
+    return _stopping.is_set()
+
+
+def pause(seconds: float) -> None:
+    """time.sleep that ends early, with StepStopped, once stop_all is called."""
+    if _stopping.wait(seconds):
+        raise StepStopped()
+
+
+def stop_all() -> None:
+    """Stop every program the steps run now (each with its tree, SIGTERM then SIGKILL) and refuse new ones."""
+    _stopping.set()
+    with _running_lock:
+        procs = list(_running)
+    _stop_trees(procs)
+
+
 def _stop_tree(proc: Any) -> None:
+    _stop_trees([proc])
+
+
+def _stop_trees(procs: List[Any]) -> None:
     """SIGTERM the step and every process it started, then SIGKILL what is left after a short grace.
 
     The tree is found through /proc rather than a process group of its own, so that a signal to the whole
@@ -97,15 +134,19 @@ def _stop_tree(proc: Any) -> None:
     import contextlib
     import signal
     import subprocess
+    import time
 
     tree: List[int] = []  # kept from the first look: a child whose parent died is no longer below the step
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        tree.extend(pid for pid in [proc.pid, *descendants(proc.pid)] if pid not in tree)
+        for proc in procs:
+            tree.extend(pid for pid in [proc.pid, *descendants(proc.pid)] if pid not in tree)
         for pid in tree:
             with contextlib.suppress(OSError):  # it ended already
                 os.kill(pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=STOP_GRACE_SECONDS)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def descendants(pid: int) -> List[int]:

@@ -14,11 +14,20 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
 _write_lock = threading.Lock()
+#: The resource a thread is applying: its log lines carry that id, so parallel steps' output stays apart.
+_step = threading.local()
+
+
+def set_step(resource_id: Optional[str]) -> None:
+    """Name the resource this thread works on (None: none)."""
+    _step.id = resource_id
 
 
 def emit(event: str, **fields: Any) -> None:
     """Write one JSON line event to stdout, flushed so the controller can stream it."""
     fields["event"] = event
+    if event == "log" and "id" not in fields and getattr(_step, "id", None):
+        fields["id"] = _step.id
     # Masked before encoding: a secret with a quote or backslash in it is escaped in the JSON text.
     line = json.dumps(masking.mask(fields), sort_keys=True, default=str)
     with _write_lock:
@@ -35,6 +44,11 @@ class ControllerLost(BaseException):
     A BaseException, so that no `except Exception` (or `except OSError`) in a resource kind mistakes it
     for a failure of that resource and goes on with the next one (see heartbeat.py).
     """
+
+
+class StepStopped(BaseException):
+    """The agent is stopping (heartbeat.py): a step running in a worker thread ends here, through its `finally`
+    blocks, and starts no new program. A BaseException for the same reason as ControllerLost."""
 
 
 def log(message: str) -> None:

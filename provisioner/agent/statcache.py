@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 from .fsutil import atomic_write
 from .protocol import Context
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from typing import Any, Dict, Optional
 
 FILE = "statcache.json"
+#: Steps run in parallel threads (schedule.py): each records under this lock, over what the others wrote.
+_record_lock = threading.Lock()
 
 
 class StatCache:
@@ -40,5 +43,7 @@ class StatCache:
         return None
 
     def record(self, path: str, st: os.stat_result, sha256: str) -> None:
-        self.entries[path] = dict(self._stamp(st), sha256=sha256)
-        atomic_write(self.path, json.dumps(self.entries, sort_keys=True).encode("utf-8"), 0o600)
+        with _record_lock:
+            self.entries = self._load()
+            self.entries[path] = dict(self._stamp(st), sha256=sha256)
+            atomic_write(self.path, json.dumps(self.entries, sort_keys=True).encode("utf-8"), 0o600)

@@ -67,11 +67,13 @@ class ApplyProgress:
         resource = str(event.get("id") or self.current or "")
         if name == "log":
             if self.verbose:
-                self.view.note(self.mask(f"    | {event.get('message', '')}"))
+                # Steps run at once: each line names the resource it comes from.
+                source = f"{event['id']}: " if event.get("id") else ""
+                self.view.note(self.mask(f"    | {source}{event.get('message', '')}"))
         elif name != "progress":
             return
         elif phase == "applying":
-            if self.current and self.current != resource:
+            if self.current and self.current != resource and self.current.startswith("handler:"):
                 self.view.end(self.current, "done", "")  # a handler has no end event of its own
             self.current = resource
             self.view.begin(self.mask(resource))

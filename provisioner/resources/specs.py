@@ -47,6 +47,8 @@ class ResourceBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     notify: list[Name] = Field(default_factory=list, description="Handlers to run once if this resource changed.")
+    requires: list[str] = Field(default_factory=list, description=(
+        "Ids of resources (kind:key) this one waits for, beyond those its paths imply; it is skipped when one fails."))
 
     def key(self) -> str:
         raise NotImplementedError

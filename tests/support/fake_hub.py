@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,21 @@ class HubState:
     response_delay: float = 0.0
     #: Send file bodies at this rate (0: as fast as the socket takes them), like a slow link to the CDN.
     bytes_per_second: float = 0.0
+    #: When set, a file body stalls after its first 64 KiB until this event is set (at most `hold_seconds`),
+    #: like a slow CDN: a test can keep a download in flight until it has seen what must overlap it.
+    hold: threading.Event | None = None
+    hold_seconds: float = 60.0
+    #: With `bytes_per_second`: one link shared by every response (its total is the rate), not a rate each.
+    shared_link: bool = False
+    _link_lock: threading.Lock = field(default_factory=threading.Lock)
+    _link_free_at: float = 0.0
+
+    def link_slot(self, size: int) -> float:
+        """Reserve the shared link for `size` bytes; the monotonic time the bytes may go out by."""
+        with self._link_lock:
+            start = max(time.monotonic(), self._link_free_at)
+            self._link_free_at = start + size / self.bytes_per_second
+            return self._link_free_at
 
     def url_path(self, repo: str, path: str, revision: str = "main") -> str:
         return f"/{repo}/resolve/{revision}/{path}"
@@ -141,15 +157,30 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _send_body(self, body: bytes) -> None:
             rate = state.bytes_per_second  # as it was when the response began
-            if not rate:
-                self.wfile.write(body)
-                return
             piece = 64 * 1024
+            if state.hold is not None:
+                try:
+                    self.wfile.write(body[:piece])
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                    return
+                state.hold.wait(state.hold_seconds)
+                body = body[piece:]
+            if not rate:
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                return
             try:
                 for start in range(0, len(body), piece):
                     self.wfile.write(body[start:start + piece])
                     self.wfile.flush()
-                    time.sleep(piece / rate)
+                    if state.shared_link:
+                        time.sleep(max(0.0, state.link_slot(piece) - time.monotonic()))
+                    else:
+                        time.sleep(piece / rate)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client went away mid-body (it was killed)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import time
 
-from .. import staging
+from .. import procs, staging
 from ..fsutil import human_size, sha256_file
-from ..protocol import Change, Context, ResourceFailure, emit, log
+from ..protocol import Change, Context, ResourceFailure, StepStopped, emit, log
 from ..statcache import StatCache
 
 TYPE_CHECKING = False  # see the package docstring
@@ -195,7 +195,7 @@ def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
             last_error = "HTTP %s %s" % (exc.code, exc.reason)
         except (urllib.error.URLError, OSError) as exc:
             last_error = str(getattr(exc, "reason", exc))
-        time.sleep(min(2 ** attempt, 10) * 0.5)
+        procs.pause(min(2 ** attempt, 10) * 0.5)
     raise ResourceFailure("%s: download from %s failed after %d tries: %s"
                           % (spec["path"], _display_url(spec["url"]), RETRIES, last_error))
 
@@ -242,6 +242,8 @@ def _stream(response: Any, partial: str, have: int, total: Optional[int], spec: 
     last = time.time()
     with os.fdopen(fd, "wb") as handle:
         while True:
+            if procs.stopping():
+                raise StepStopped()  # the agent is stopping; the .part stays for the next apply to resume
             block = response.read(CHUNK)
             if not block:
                 break
