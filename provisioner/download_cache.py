@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from provisioner.agent.fsutil import sha256_file
-from provisioner.agent.kinds.download import token_safe_opener
+from provisioner.agent.transfer import token_safe_opener
 from provisioner.errors import ProvisionError
 
 CHUNK = 1 << 20

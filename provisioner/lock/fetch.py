@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from provisioner import __version__
-from provisioner.agent.kinds.download import token_safe_opener
+from provisioner.agent.transfer import token_safe_opener
 from provisioner.lock.errors import LockError
 
 CHUNK = 1 << 20
