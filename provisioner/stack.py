@@ -4,12 +4,17 @@ once from the manifest and its resolution so roles stay plain lists of resources
 from __future__ import annotations
 
 import posixpath
+from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
 
 from provisioner.manifest.model import Manifest
 
 if TYPE_CHECKING:
     from provisioner.resolve import Resolution
+    from provisioner.resolve.result import ModelChoice
+
+#: Where model URLs point before the mirrors file moves them (the catalog's download_url).
+HUB_ENDPOINT = "https://huggingface.co"
 
 RESTART_HANDLER = "restart-comfyui"
 
@@ -25,6 +30,7 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
     models_dir = (comfy.models_root if comfy and comfy.models_root else f"{comfy_dir}/models")
     torch_pins = list(resolution.torch.requirements) if resolution.torch else []
     restart = [RESTART_HANDLER] if manifest.service.enabled and comfy else []
+    python = service_argv(manifest, resolution)[0]
     return {
         "venv": manifest.python.venv,
         "comfy_dir": comfy_dir,
@@ -40,13 +46,24 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         "models": [
             # An approximate catalog size is for the disk check in preflight; only an exact one is verified.
             {"path": f"{models_dir}/{m.folder}/{m.filename}", "url": m.url, "sha256": m.sha256,
-             "size": None if m.size_approx else m.size}
+             "size": None if m.size_approx else m.size, "hub": _hub_file(m, python)}
             for m in resolution.models if m.url
         ],
         "hf_auth": _hf_auth(manifest),
         "restart": restart,
         "service_argv": service_argv(manifest, resolution),
     }
+
+
+def _hub_file(model: ModelChoice, python: str) -> dict[str, Any] | None:
+    """The Hub coordinates of a model whose URL is its Hub file URL (not one the manifest points elsewhere)."""
+    if model.repo is None or model.url is None:
+        return None
+    hub_url = f"{HUB_ENDPOINT}/{model.repo}/resolve/{model.revision}/{model.file}"
+    if model.url not in (hub_url, f"{HUB_ENDPOINT}/{model.repo}/resolve/{quote(model.revision, safe='')}/"
+                                  f"{quote(model.file)}"):
+        return None
+    return {"repo": model.repo, "revision": model.revision, "file": model.file, "python": python}
 
 
 def _nunchaku(resolution: Resolution) -> dict[str, Any] | None:
