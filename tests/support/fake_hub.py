@@ -215,7 +215,9 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
             headers = {"X-Repo-Commit": sha}
             if is_lfs(path):
                 digest = hashlib.sha256(content).hexdigest()
-                host = self.headers.get("Host", "127.0.0.1")
+                # The CDN is another host, as on the Hub (where it is a signed URL on another domain), so
+                # that clients drop the token on the redirect: localhost for a Hub reached as 127.0.0.1.
+                host = self.headers.get("Host", "127.0.0.1").replace("127.0.0.1", "localhost", 1)
                 headers.update({"ETag": f'"{git_blob_sha1(content)}"', "X-Linked-Etag": f'"{digest}"',
                                 "X-Linked-Size": str(len(content)),
                                 "Location": f"http://{host}/cdn-lfs/{digest}?sig={_signature(digest)}"})
