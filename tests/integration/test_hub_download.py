@@ -12,12 +12,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from provisioner.engine import HostSession, RunOptions
+from provisioner.manifest import load_manifest
 from tests.support.fake_hub import HubState, resolve_url, serve_hub
 from tests.support.hosts import TargetHost, write_manifest
-from tests.support.runs import apply, converge
+from tests.support.runs import apply, changed, converge
 
 REPO = "org/flux"
 FILE = "transformer/model.safetensors"
@@ -75,8 +78,19 @@ def _agent_gets(state: HubState) -> list[str | None]:
     return [c.user_agent for c in state.served(REPO, FILE) if c.method == "GET"]
 
 
-def _logs(report: object) -> str:
-    return json.dumps(report.as_json())  # type: ignore[attr-defined]
+def _converge_logged(manifest: Path, environ: dict[str, str] | None = None) -> str:
+    """Apply (which must succeed), then apply again (which must change nothing); the first apply's log lines."""
+    lines: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "log":
+            lines.append(str(event.get("message")))
+
+    first = HostSession(load_manifest(manifest), RunOptions(), environ=environ).apply(on_event)
+    assert first.ok, first.as_json()
+    second = apply(manifest, environ)
+    assert second.ok and changed(second) == [], second.as_json()
+    return "\n".join(lines) + json.dumps(first.as_json())
 
 
 def test_hub_file_comes_through_huggingface_hub_at_the_endpoint(local: TargetHost, tmp_path: Path, hf_python: str,
@@ -84,7 +98,7 @@ def test_hub_file_comes_through_huggingface_hub_at_the_endpoint(local: TargetHos
     state, endpoint = hub
     state.token = TOKEN
     manifest = _manifest(tmp_path, local, endpoint, hf_python, auth={"from_env": "TEST_HF_TOKEN"})
-    report = converge(manifest, {"TEST_HF_TOKEN": TOKEN})
+    logs = _converge_logged(manifest, {"TEST_HF_TOKEN": TOKEN})
     assert hashlib.sha256(Path(local.path(DEST)).read_bytes()).hexdigest() == SHA
     [head] = [c for c in state.served(REPO, FILE) if c.method == "HEAD"]
     # huggingface_hub asked this endpoint (HF_ENDPOINT honoured), with the token, and fetched the blob once.
@@ -92,8 +106,8 @@ def test_hub_file_comes_through_huggingface_hub_at_the_endpoint(local: TargetHos
     assert head.authorization == f"Bearer {TOKEN}"
     assert [c.authorization for c in state.fetched(SHA)] == [None], "the CDN got no token"
     assert _agent_gets(state) == [], "the agent's own client was not needed"
-    assert "downloaded by huggingface_hub" in _logs(report)
-    assert TOKEN not in _logs(report)
+    assert "downloaded by huggingface_hub" in logs
+    assert TOKEN not in logs
     leftovers = sorted(p.name for p in Path(local.path(DEST)).parent.iterdir())
     assert leftovers == ["model.safetensors"], "no .part, .hub or .lock left beside it"
 
@@ -154,9 +168,9 @@ def test_a_hub_that_omits_x_repo_commit_fails_huggingface_hub_and_the_agent_fall
         local: TargetHost, tmp_path: Path, hf_python: str, hub: tuple[HubState, str]) -> None:
     state, endpoint = hub
     state.omit_headers.add("X-Repo-Commit")  # what a plain file server (not a Hub mirror) looks like
-    report = converge(_manifest(tmp_path, local, endpoint, hf_python))
-    assert "huggingface_hub could not download it" in _logs(report)
-    assert "X-Repo-Commit" in _logs(report)
+    logs = _converge_logged(_manifest(tmp_path, local, endpoint, hf_python))
+    assert "huggingface_hub could not download it" in logs
+    assert "X-Repo-Commit" in logs
     assert _agent_gets(state) == ["provision-agent"]
 
 
@@ -190,9 +204,9 @@ def test_a_file_in_the_hugging_face_cache_is_linked_not_downloaded(local: Target
                                                                    hf_python: str, hub: tuple[HubState, str]) -> None:
     state, endpoint = hub
     blob = _seed_cache(tmp_path / "hf-home", MODEL, SHA)
-    report = converge(_manifest(tmp_path, local, endpoint, hf_python))
+    logs = _converge_logged(_manifest(tmp_path, local, endpoint, hf_python))
     assert state.calls == [] and state.cdn_calls == [], "nothing reached the Hub"
-    assert "from the Hugging Face cache" in _logs(report)
+    assert "from the Hugging Face cache" in logs
     placed = Path(local.path(DEST))
     assert placed.stat().st_ino == blob.stat().st_ino, "a hard link: same filesystem, no second copy"
     assert not placed.is_symlink()
