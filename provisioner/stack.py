@@ -4,8 +4,8 @@ once from the manifest and its resolution so roles stay plain lists of resources
 from __future__ import annotations
 
 import posixpath
-from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from provisioner.manifest.model import Manifest
 
@@ -56,14 +56,15 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
 
 
 def _hub_file(model: ModelChoice, python: str) -> dict[str, Any] | None:
-    """The Hub coordinates of a model whose URL is its Hub file URL (not one the manifest points elsewhere)."""
-    if model.repo is None or model.url is None:
+    """The Hub coordinates of a model whose URL is a Hub file URL of its repo (a lock pins the revision in
+    the URL to a commit); None for a model the manifest fetches from elsewhere."""
+    prefix = f"{HUB_ENDPOINT}/{model.repo}/resolve/"
+    if model.repo is None or model.url is None or not model.url.startswith(prefix):
         return None
-    hub_url = f"{HUB_ENDPOINT}/{model.repo}/resolve/{model.revision}/{model.file}"
-    if model.url not in (hub_url, f"{HUB_ENDPOINT}/{model.repo}/resolve/{quote(model.revision, safe='')}/"
-                                  f"{quote(model.file)}"):
+    revision, _, file = model.url[len(prefix):].partition("/")
+    if not revision or not file or "?" in file:
         return None
-    return {"repo": model.repo, "revision": model.revision, "file": model.file, "python": python}
+    return {"repo": model.repo, "revision": unquote(revision), "file": unquote(file), "python": python}
 
 
 def _nunchaku(resolution: Resolution) -> dict[str, Any] | None:
