@@ -295,7 +295,7 @@ def _handler(state: HubState) -> type[http.server.BaseHTTPRequestHandler]:
             if state.token and given is None:
                 self._error(401, "RepoNotFound", "Repository not found")  # the Hub hides what needs a login
                 return False
-            if repo in state.gated and given is None:
+            if repo in state.gated and given is None and not api:  # a gated repo's metadata is public
                 self._error(403, "GatedRepo", f"Access to model {repo} is restricted. You must have access to it "
                             "and be authenticated to access it. Please log in.")
                 return False
