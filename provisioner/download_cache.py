@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner import hub_cache_fetch
 from provisioner.agent import transfer
 from provisioner.agent.fsutil import sha256_file
 from provisioner.errors import ProvisionError
@@ -50,11 +51,14 @@ class DownloadCache:
         return self.directory / "url" / hashlib.sha256(url.encode("utf-8")).hexdigest()
 
     def get(self, url: str, *, sha256: str | None = None, size: int | None = None, token: str | None = None,
-            label: str = "", on_fetch: Callable[[str], None] | None = None) -> CachedFile:
+            label: str = "", on_fetch: Callable[[str], None] | None = None,
+            hub: dict[str, str] | None = None) -> CachedFile:
         """The cached file for `url`, downloaded first if it is missing or no longer matches.
 
         `token` goes only into the Authorization header; `label` names the resource in error messages;
-        `on_fetch` hears why a download starts (only the caller that downloads hears it).
+        `on_fetch` hears why a download starts (only the caller that downloads hears it); `hub` (the
+        resource's repo, revision and file) lets a Hub file come from the controller's Hugging Face cache
+        or through huggingface_hub.
         """
         target = self.path_for(url, sha256)
         label = label or display_url(url)
@@ -69,7 +73,9 @@ class DownloadCache:
                 return cached
             if on_fetch is not None:
                 on_fetch(reason)
-            digest = _download(url, target, token, size, label)
+            digest = _download_hub_file(url, hub, target, token, sha256, size, label)
+            if digest is None:
+                digest = _download(url, target, token, size, label)
             if sha256 and digest != sha256:
                 _discard(target)
                 raise DownloadCacheError(
@@ -158,6 +164,18 @@ def _discard(target: Path) -> None:
 
 
 # -- fetching --------------------------------------------------------------------------------------------
+
+def _download_hub_file(url: str, hub: dict[str, str] | None, target: Path, token: str | None, sha256: str | None,
+                       size: int | None, label: str) -> str | None:
+    source = hub_cache_fetch.hub_source(url, hub)
+    if source is None:
+        return None
+    if hub_cache_fetch.from_hf_cache(source, sha256, size, target):
+        return sha256
+    return hub_cache_fetch.download_with_hf(source, token, target, label, DownloadCacheError)
+
+
+# -- fetching (plain HTTP) --------------------------------------------------------------------------------------------
 
 def _download(url: str, target: Path, token: str | None, size: int | None, label: str) -> str:
     """Fetch `url` into `target` (through `<target>.part`, resuming with Range); returns its sha256."""

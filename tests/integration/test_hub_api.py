@@ -1,5 +1,6 @@
-"""Locking asks the Hub through huggingface_hub (HfApi, hf_hub_download) at the mirrors file's endpoint;
-the stand-in Hub answers the way the real one does, errors included."""
+"""The controller asks the Hub through huggingface_hub (HfApi for locking, hf_hub_download for locking's git
+files and the download cache) at the mirrors file's endpoint; the stand-in Hub answers the way the real one
+does, errors included."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoFile
 
+from provisioner.download_cache import DownloadCache
 from provisioner.lock.errors import LockError
 from provisioner.lock.hub import HubClient, HubFile
-from tests.support.fake_hub import HubState, serve_hub
+from tests.support.fake_hub import HubState, resolve_url, serve_hub
 from tests.support.servers import free_port
 
 MODEL = b"weights" * 5000
@@ -93,3 +95,33 @@ def test_the_stand_in_answers_paths_info_like_the_hub(hub: tuple[HubState, str])
     assert (model.lfs.sha256, model.lfs.size) == (hashlib.sha256(MODEL).hexdigest(), len(MODEL))
     config = by_path["config.json"]
     assert isinstance(config, RepoFile) and config.lfs is None and config.size == len(CONFIG)
+
+
+# -- the controller's download cache --------------------------------------------------------------------
+
+def test_the_controller_cache_fetches_a_hub_file_through_huggingface_hub(hub: tuple[HubState, str],
+                                                                         tmp_path: Path) -> None:
+    state, endpoint = hub
+    sha = hashlib.sha256(MODEL).hexdigest()
+    cached = DownloadCache(tmp_path / "cache").get(
+        resolve_url(endpoint, "org/repo", "model.safetensors"), sha256=sha, size=len(MODEL),
+        hub={"repo": "org/repo", "revision": "main", "file": "model.safetensors"})
+    assert cached.fetched and cached.path.read_bytes() == MODEL
+    [head] = state.served("org/repo", "model.safetensors")
+    assert head.method == "HEAD" and head.user_agent is not None and "hf_hub/" in head.user_agent
+    assert len(state.fetched(sha)) == 1
+    assert sorted(p.name for p in cached.path.parent.iterdir()) == [sha, f"{sha}.json", f"{sha}.lock"]
+
+
+def test_the_controller_cache_links_from_the_controllers_hugging_face_cache(hub: tuple[HubState, str],
+                                                                           tmp_path: Path) -> None:
+    state, endpoint = hub
+    sha = hashlib.sha256(MODEL).hexdigest()
+    blob = tmp_path / "hf-home" / "hub" / "models--org--repo" / "blobs" / sha
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(MODEL)
+    cached = DownloadCache(tmp_path / "cache").get(
+        resolve_url(endpoint, "org/repo", "model.safetensors"), sha256=sha, size=len(MODEL),
+        hub={"repo": "org/repo", "revision": "main", "file": "model.safetensors"})
+    assert cached.path.stat().st_ino == blob.stat().st_ino
+    assert state.calls == [] and state.cdn_calls == []
