@@ -39,8 +39,11 @@ def cache_dirs(environ: Optional[Mapping[str, str]] = None) -> List[str]:
     return [os.path.join(os.path.expanduser(home), "hub")]
 
 
-def find(hub: Dict[str, str], sha256: str, size: Optional[int]) -> Optional[str]:
-    """A file in the host's cache with this sha256 (and size, when known); None when there is none."""
+def find(hub: Dict[str, str], sha256: str, size: Optional[int], verify: bool = True) -> Optional[str]:
+    """A file in the host's cache with this sha256 (and size, when known); None when there is none.
+
+    Without `verify` only the size is compared (for plan, which must not hash gigabytes); apply verifies.
+    """
     for candidate in _candidates(hub, sha256):
         try:
             real = os.path.realpath(candidate)
@@ -49,7 +52,7 @@ def find(hub: Dict[str, str], sha256: str, size: Optional[int]) -> Optional[str]
             continue
         if not os.path.isfile(real) or (size is not None and st.st_size != size):
             continue
-        if sha256_file(real) == sha256:
+        if not verify or sha256_file(real) == sha256:
             return real
     return None
 

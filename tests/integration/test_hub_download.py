@@ -20,7 +20,7 @@ from provisioner.engine import HostSession, RunOptions
 from provisioner.manifest import load_manifest
 from tests.support.fake_hub import HubState, resolve_url, serve_hub
 from tests.support.hosts import TargetHost, write_manifest
-from tests.support.runs import apply, changed, converge
+from tests.support.runs import apply, changed, converge, plan
 
 REPO = "org/flux"
 FILE = "transformer/model.safetensors"
@@ -204,7 +204,10 @@ def test_a_file_in_the_hugging_face_cache_is_linked_not_downloaded(local: Target
                                                                    hf_python: str, hub: tuple[HubState, str]) -> None:
     state, endpoint = hub
     blob = _seed_cache(tmp_path / "hf-home", MODEL, SHA)
-    logs = _converge_logged(_manifest(tmp_path, local, endpoint, hf_python))
+    manifest = _manifest(tmp_path, local, endpoint, hf_python)
+    [row] = plan(manifest).resources
+    assert "from the Hugging Face cache" in row["changes"][0]["reason"], row
+    logs = _converge_logged(manifest)
     assert state.calls == [] and state.cdn_calls == [], "nothing reached the Hub"
     assert "from the Hugging Face cache" in logs
     placed = Path(local.path(DEST))

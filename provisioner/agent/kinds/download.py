@@ -33,7 +33,11 @@ def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     path = ctx.path(spec["path"])
     if not os.path.isfile(path):
         partial = ctx.path(spec["path"] + ".part")
-        return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0}
+        in_cache = None
+        if spec.get("hub") and spec.get("sha256"):
+            in_cache = hfcache.find(spec["hub"], spec["sha256"], spec.get("size"), verify=False)
+        return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0,
+                "hf_cache": in_cache}
     st = os.stat(path)
     cache = StatCache(ctx)
     sha = None if ctx.deep else cache.lookup(path, st)
@@ -50,6 +54,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
         size = spec.get("size")
         detail = " (%s)" % human_size(size) if size else ""
         resume = " resuming at %s" % human_size(observed["partial_bytes"]) if observed["partial_bytes"] else ""
+        if observed.get("hf_cache"):
+            resume = "; from the Hugging Face cache (%s, linked once its sha256 is checked)" % observed["hf_cache"]
         return [Change("file", None, _short(spec.get("sha256")) or spec["url"],
                        "not downloaded%s%s" % (detail, resume), "create")]
     changes = []
