@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 PROGRESS_EVERY_SECONDS = 2.0
+#: huggingface_hub's local_dir is `<file>.hub`, beside the file: on its filesystem, so the rename into place is
+#: atomic, and kept after a drop, so that its .incomplete file resumes on the next run.
+HUB_STAGING_SUFFIX = ".hub"
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
@@ -148,7 +151,8 @@ def _place_from_hub(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
     endpoint = hubfetch.endpoint_of(spec)
     if python is None or endpoint is None:
         return False
-    staged = hubfetch.fetch(spec, python, endpoint, _hub_staging(path))
+    # Through ctx.path: a link planted at <file>.hub must not lead huggingface_hub's writes out of the root.
+    staged = hubfetch.fetch(spec, python, endpoint, ctx.path(spec["path"] + HUB_STAGING_SUFFIX))
     if staged is None:
         return False
     digest = sha256_file(staged)
@@ -165,9 +169,7 @@ def _place_from_hub(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
 
 
 def _hub_staging(path: str) -> str:
-    """huggingface_hub's local_dir, beside the file: on its filesystem, so the rename into place is atomic,
-    and kept after a drop, so its .incomplete file resumes on the next run."""
-    return path + ".hub"
+    return path + HUB_STAGING_SUFFIX
 
 
 def _bytes_so_far(path: str) -> int:
