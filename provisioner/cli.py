@@ -24,9 +24,21 @@ from provisioner.ledger import Ledger, default_ledger_path, ledger_path_from_url
 from provisioner.ledger_run import LedgerRun, interrupt_on_sigterm
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest, Target
-from provisioner.report import Masker, render_apply, render_plan
+from provisioner.render.json_output import (
+    apply_output,
+    emit_json,
+    generations_output,
+    history_output,
+    plan_output,
+    versioned,
+)
+from provisioner.render.progress import ApplyProgress
+from provisioner.render.reports import show_apply, show_plan
+from provisioner.render.terminal import quiet_option
+from provisioner.report import Masker
 from provisioner.rootlock import lock_timeout_option
 from provisioner.stack import needs_resolution
+from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, open_transport
 from provisioner.usage import UsageErrorsExit1
 
@@ -47,10 +59,6 @@ def user_errors(func: F) -> F:
             sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _emit_json(data: Any, mask: Masker) -> None:
-    click.echo(mask(json.dumps(data, indent=2, sort_keys=True)))
 
 
 manifest_argument = click.argument("manifest", type=click.Path(path_type=Path))
@@ -78,9 +86,11 @@ class LazyGroup(UsageErrorsExit1):
     LAZY: ClassVar[dict[str, str]] = {
         "check": "provisioner.commands.check:check",
         "fleet": "provisioner.commands.fleet:fleet",
+        "init": "provisioner.commands.init:init_command",
         "lock": "provisioner.commands.lock:lock_command",
         "resolve": "provisioner.commands.resolve:resolve_command",
         "snapshot": "provisioner.commands.snapshot:snapshot_group",
+        "verify": "provisioner.commands.verify:verify",
         "workflow": "provisioner.commands.workflow:workflow",
     }
 
@@ -168,24 +178,40 @@ def schema() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("--changes-only", is_flag=True, help="Hide resources that are ok.")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Save the plan to this file; `provision apply PLANFILE` applies exactly it.")
+@click.option("--prune", is_flag=True, help="Also remove large data (models) the manifest dropped.")
 @connect_options
+@target_options
+@quiet_option
 @user_errors
-def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, trust_new_hosts: bool,
-         known_hosts: Path | None) -> None:
+def plan(manifest: Path, as_json: bool, deep: bool, changes_only: bool, out: Path | None, prune: bool,
+         trust_new_hosts: bool, known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Show how the host differs from MANIFEST (exit 0: none, 2: drift, 1: error)."""
-    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts))
-    sys.exit(_plan(manifest, as_json, options, changes_only))
+    options = RunOptions(deep=deep, connect=_connect(trust_new_hosts, known_hosts), prune=prune,
+                         ledger=current_ledger().path)
+    if out is not None and target_override:
+        # A saved plan is applied from its manifest alone; it must name the host it was made for.
+        raise ProvisionError("-o saves a plan of a manifest as written: put the target in the manifest "
+                             "instead of --target, -i or --root")
+    sys.exit(_plan(manifest, as_json, options, changes_only, out, target_override))
 
 
-def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False) -> int:
-    session = HostSession(load_manifest(manifest), options)
+def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool = False,
+          out: Path | None = None, target_override: TargetOverride | None = None) -> int:
+    session = HostSession((target_override or TargetOverride()).load(manifest), options)
     with ledger_run("plan", session) as run:
         report = session.plan()
         mask = Masker(session.secrets)
         if as_json:
-            _emit_json(report.as_json(), mask)
+            emit_json(plan_output(report), mask)
         else:
-            click.echo(render_plan(report, mask, show_ok=not changes_only))
+            show_plan(report, mask, show_ok=not changes_only)
+        if out is not None:
+            from provisioner.planfile import save_plan
+
+            save_plan(out, session, report)
+            click.echo(f"Saved the plan to {out}; `provision apply {out}` applies exactly it.", err=as_json)
         run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=len(report.pending),
                    summary=report.as_json()["summary"])
     return report.exit_code()
@@ -198,49 +224,62 @@ def _plan(manifest: Path, as_json: bool, options: RunOptions, changes_only: bool
 @click.option("--force", is_flag=True, help="Discard local modifications in git checkouts.")
 @click.option("--deep", is_flag=True, help="Re-hash large files instead of trusting the stat cache.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream the output of the programs the agent runs.")
+@click.option("--prune", is_flag=True, help="Also remove large data (models) the manifest dropped.")
 @click.option("--download-cache", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Fetch downloads once into this directory on this machine and push them to the host "
               "(for hosts without internet, or many hosts).")
 @lock_timeout_option
 @connect_options
+@target_options
+@quiet_option
 @user_errors
-def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool,
-          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None) -> None:
-    """Apply only what differs from MANIFEST, run notified handlers once, then re-probe."""
+def apply(manifest: Path, as_json: bool, dry_run: bool, force: bool, deep: bool, verbose: bool, prune: bool,
+          download_cache: Path | None, lock_timeout: float, trust_new_hosts: bool, known_hosts: Path | None,
+          target_override: TargetOverride) -> None:
+    """Apply only what differs from MANIFEST, run notified handlers once, then re-probe. MANIFEST may be
+    a plan saved by `plan -o`: then exactly its changes are applied, or nothing if the host moved since."""
     options = RunOptions(force=force, deep=deep, verbose=verbose, ledger=current_ledger().path,
                          connect=_connect(trust_new_hosts, known_hosts, verbose),
                          download_cache=download_cache.expanduser() if download_cache else None,
-                         lock_timeout=lock_timeout)
-    if dry_run:
-        sys.exit(_plan(manifest, as_json, options))
-    session = HostSession(load_manifest(manifest), options)
+                         lock_timeout=lock_timeout, prune=prune)
+    guard = None
+    if _is_plan_file(manifest):
+        from provisioner.planfile import open_saved_plan
 
-    def on_event(event: dict[str, Any]) -> None:
-        if as_json:
-            return
-        mask = Masker(session.secrets)
-        if event["event"] == "log" and verbose:
-            click.echo(mask(f"    | {event['message']}"), err=True)
-        elif event["event"] == "progress" and event.get("phase") == "applying":
-            click.echo(mask(f"  … {event['id']}"), err=True)
-        elif event["event"] == "progress" and event.get("phase") in ("caching", "pushed"):
-            click.echo(mask(f"  ⇡ {event['message']}"), err=True)
-        elif event["event"] == "progress" and event.get("phase") in ("waiting", "building"):
-            click.echo(mask(f"  … {event['message']}"), err=True)
-
+        if dry_run:
+            raise ProvisionError(f"{manifest} is a saved plan: --dry-run takes a manifest")
+        if target_override:
+            raise ProvisionError(f"{manifest} is a saved plan: it names its host; --target, -i and --root "
+                                 "apply to a manifest")
+        loaded, options, guard = open_saved_plan(manifest, options)
+    elif dry_run:
+        sys.exit(_plan(manifest, as_json, options, target_override=target_override))
+    else:
+        loaded = target_override.load(manifest)
+    session = HostSession(loaded, options)
+    # The secrets are known once the stack is expanded, inside apply: mask with the current list.
+    progress = ApplyProgress(lambda text: Masker(session.secrets)(text), verbose=verbose, enabled=not as_json)
     with ledger_run("apply", session) as run:
-        _finish_apply(run, session, session.apply(on_event), as_json)
+        with progress:
+            report = session.apply(progress.on_event, guard)
+        _finish_apply(run, session, report, as_json)
+
+
+def _is_plan_file(path: Path) -> bool:
+    from provisioner.planfile import is_plan_file
+
+    return path.suffix.lower() not in (".yaml", ".yml") and is_plan_file(path)
 
 
 def _finish_apply(run: LedgerRun, session: HostSession, report: ApplyReport, as_json: bool) -> None:
     """Print an apply-shaped report (apply, rollback), record it in the ledger, exit with its code."""
     mask = Masker(session.secrets)
     if as_json:
-        _emit_json(report.as_json(), mask)
+        emit_json(apply_output(report), mask)
     else:
         if report.rollback_to is not None:
             click.echo(f"Rolled back to generation {report.rollback_to}.")
-        click.echo(render_apply(report, mask))
+        show_apply(report, mask)
     summary = report.as_json()["summary"]
     run.finish(report.exit_code(), manifest=report.manifest, host=report.host, changed=summary.get("changed", 0),
                generation=report.generation, summary=summary)
@@ -253,6 +292,7 @@ def _finish_apply(run: LedgerRun, session: HostSession, report: ApplyReport, as_
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @lock_timeout_option
 @connect_options
+@quiet_option
 @user_errors
 def rollback(manifest: Path, to: int | None, as_json: bool, lock_timeout: float, trust_new_hosts: bool,
              known_hosts: Path | None) -> None:
@@ -277,7 +317,7 @@ def generations(manifest: Path, as_json: bool, trust_new_hosts: bool, known_host
         result = AgentClient(transport, python=target.python).call("generations", {"root": target.root})
     records = [g for g in result["generations"] if g]
     if as_json:
-        click.echo(json.dumps(records, indent=2, sort_keys=True))
+        emit_json(generations_output(records))
         return
     if not records:
         click.echo("No generations recorded yet.")
@@ -311,7 +351,7 @@ def facts(target: str, root: str | None, venv: str | None, trust_new_hosts: bool
     request = {"root": root or connection.root, "venv": venv}
     with open_transport(connection, _connect(trust_new_hosts, known_hosts)) as transport:
         result = AgentClient(transport, python=connection.python).call("facts", request)
-    click.echo(json.dumps(result, indent=2, sort_keys=True))
+    emit_json(versioned(result))
 
 
 @cli.command()
@@ -323,7 +363,7 @@ def history(host: str | None, limit: int, as_json: bool) -> None:
     """Show the run ledger: every plan/apply/check, newest first (optionally for one HOST)."""
     entries = current_ledger().history(host, limit)
     if as_json:
-        click.echo(json.dumps([e.as_json() for e in entries], indent=2, sort_keys=True))
+        emit_json(history_output([e.as_json() for e in entries]))
         return
     if not entries:
         click.echo("No runs recorded" + (f" for {host}." if host else "."))

@@ -67,7 +67,7 @@ class DownloadCache:
         except OSError as exc:
             raise DownloadCacheError(f"download cache {self.directory}: cannot create {target.parent}: "
                                      f"{exc.strerror}; pick a directory this user can write") from None
-        with _file_lock(target):
+        with file_lock(target):
             cached, reason = _verified(target, url, sha256, size)
             if cached is not None:
                 return cached
@@ -101,7 +101,7 @@ _locks_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def _file_lock(target: Path) -> Iterator[None]:
+def file_lock(target: Path) -> Iterator[None]:
     """One holder per cached file: a thread lock within this process, flock across processes."""
     with _locks_guard:
         lock = _locks.setdefault(str(target), threading.Lock())

@@ -7,17 +7,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner import __version__
 from provisioner.agent_client import AgentClient, EventCallback
 from provisioner.expand import Expansion, expand
 from provisioner.lock.mirrors import NO_MIRRORS, Mirrors, find_mirrors_file, load_mirrors
 from provisioner.manifest.loader import LoadedManifest
+from provisioner.removal_report import Removal, UnmanagedEntry, removals, unmanaged_entries, watched_folders
 from provisioner.rootlock import DEFAULT_LOCK_TIMEOUT, lock_request
 from provisioner.stack import needs_resolution
 from provisioner.transport import ConnectOptions, Transport, open_transport
-from provisioner.trusted_generations import remember_apply, remember_rollback, trusted_for_rollback
+from provisioner.trusted_generations import (
+    remember_apply,
+    remember_rollback,
+    trusted_for_plan,
+    trusted_for_rollback,
+)
 
 if TYPE_CHECKING:
     from provisioner.facts import Facts
@@ -37,9 +43,18 @@ class RunOptions:
     ledger: Path | None = None
     #: Seconds to wait for another run's lock on the target root (0: refuse at once).
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    #: Also remove large data (models) that the manifest dropped; `state: absent` removes it regardless.
+    prune: bool = False
 
 
 TransportFactory = Callable[[LoadedManifest, RunOptions], Transport]
+
+
+class ApplyGuard(Protocol):
+    """Checks an apply must pass once the host's facts are in (a saved plan's), and what the agent must
+    then find on the host, by resource id (see planfile.PlanGuard and agent/planguard.py)."""
+
+    def expect(self, session: HostSession, host: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -51,10 +66,16 @@ class PlanReport:
     seconds: float
     origins: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: What the manifest does not know in custom_nodes and the model folders (information only).
+    unmanaged: list[UnmanagedEntry] = field(default_factory=list)
 
     @property
     def pending(self) -> list[dict[str, Any]]:
-        return [r for r in self.resources if r["status"] != "ok"]
+        return [r for r in self.resources if r["status"] not in ("ok", "kept")]
+
+    @property
+    def removals(self) -> list[Removal]:
+        return removals(self.resources)
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -67,8 +88,10 @@ class PlanReport:
 
     def as_json(self) -> dict[str, Any]:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
-                "resources": [dict(r, origin=self.origins.get(r["id"])) for r in self.resources],
-                "notes": self.notes, "summary": summarize(self.resources, "status")}
+                "resources": [dict(_public_row(r), origin=self.origins.get(r["id"])) for r in self.resources],
+                "notes": self.notes, "summary": summarize(self.resources, "status"),
+                "destroy": [r.as_json() for r in self.removals],
+                "unmanaged": [u.as_json() for u in self.unmanaged]}
 
 
 @dataclass
@@ -83,12 +106,14 @@ class ApplyReport:
     failed: bool
     seconds: float
     rollback_to: int | None = None
-    #: Downloads pushed from the controller's cache, by resource id.
+    #: Downloads (and built wheels) pushed from the controller's cache, by resource id.
     pushed: list[str] = field(default_factory=list)
+    #: What every report of this stack must repeat, e.g. the unsupported-arch override of a source build.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def unconverged(self) -> list[dict[str, Any]]:
-        return [r for r in self.reprobe if r["status"] != "ok"]
+        return [r for r in self.reprobe if r["status"] not in ("ok", "kept")]
 
     @property
     def ok(self) -> bool:
@@ -106,9 +131,15 @@ class ApplyReport:
         return {"host": self.host, "root": self.root, "manifest": self.manifest, "seconds": self.seconds,
                 "ok": self.ok, "generation": self.generation, "rollback_to": self.rollback_to,
                 "resources": self.resources,
-                "handlers": self.handlers, "unconverged": self.unconverged, "pushed": self.pushed,
+                "handlers": self.handlers, "unconverged": [_public_row(r) for r in self.unconverged],
+                "pushed": self.pushed, "warnings": self.warnings,
                 "failures": self.failures,
                 "summary": summarize(self.resources, "outcome")}
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A probe row without the observed-state digest, which only saved plans use."""
+    return {k: v for k, v in row.items() if k != "observed_digest"}
 
 
 def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
@@ -190,16 +221,24 @@ class HostSession:
         return self._expansion
 
     def notes(self) -> list[str]:
-        """What plan shows besides the resources: the mirrors in use, the lock, withheld tokens."""
+        """What plan shows besides the resources: warnings, the mirrors in use, the lock, withheld tokens."""
         mirrors = [f"URLs rewritten by the mirrors in {self.mirrors_path}"] if self.mirrors_path else []
         lock = self.lock_notes.lines if self.lock_notes else []
-        return [*mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
+        return [*self.warnings(), *mirrors, *lock, *(self._expansion.notes if self._expansion else [])]
 
-    def _request(self) -> dict[str, Any]:
+    def warnings(self) -> list[str]:
+        """The resolution's warnings every report repeats (a source build behind the unsupported-arch override)."""
+        wheel = self.resolution.nunchaku if self.resolution else None
+        return list(wheel.build.warnings) if wheel is not None and wheel.build is not None else []
+
+    def _request(self, host: str) -> dict[str, Any]:
         manifest = self.loaded.manifest
         return {
             "root": manifest.target.root,
-            "options": self._options(),
+            "extra_roots": manifest.target.extra_roots,
+            "options": {**self._options(), "prune": self.options.prune},
+            "trusted": trusted_for_plan(self.options.ledger, host),
+            "watch": watched_folders(manifest, self.expansion.resources),
             "manifest": {"name": manifest.name, "file": os.path.abspath(self.loaded.path), "provision": __version__},
             "lock": lock_request(self.options.lock_timeout),
             **self.expansion.payload(),
@@ -217,11 +256,12 @@ class HostSession:
         with self.transport_factory(self.loaded, self.options) as transport:
             client = self._client(transport)
             self._prepare(client, transport.display)
-            result = client.call("probe", self._request())
+            result = client.call("probe", self._request(transport.display))
             return PlanReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
-                              round(time.monotonic() - started, 3), self._origins(), self.notes())
+                              round(time.monotonic() - started, 3), self._origins(), self.notes(),
+                              unmanaged_entries(result.get("unmanaged")))
 
-    def apply(self, on_event: EventCallback | None = None) -> ApplyReport:
+    def apply(self, on_event: EventCallback | None = None, guard: ApplyGuard | None = None) -> ApplyReport:
         started = time.monotonic()
         with self.transport_factory(self.loaded, self.options) as transport:
             client = self._client(transport)
@@ -229,22 +269,28 @@ class HostSession:
                 self._prepare(client, transport.display)
                 if self.lock_notes:
                     self.lock_notes.refuse_if_stale(transport.display)
+                expect = guard.expect(self, transport.display) if guard is not None else None
                 request, pushed = self._stage_downloads(client, transport, on_event)
+                if expect is not None:
+                    request["expect"] = expect
+                request, wheels = self._push_built_wheels(client, transport, request, on_event)
+                pushed += wheels
                 result = client.call("apply", request, on_event)
                 remember_apply(self.options.ledger, transport.display, request, result)
+                self._fetch_built_wheels(transport, result, set(pushed), on_event)
             except BaseException:
                 transport.finalize(False)
                 raise
             report = ApplyReport(transport.display, result["root"], self.loaded.manifest.name, result["resources"],
                                  result["handlers"], result["reprobe"], result["generation"], result["failed"],
-                                 round(time.monotonic() - started, 3), pushed=pushed)
+                                 round(time.monotonic() - started, 3), pushed=pushed, warnings=self.warnings())
             transport.finalize(report.ok)
             return report
 
     def _stage_downloads(self, client: AgentClient, transport: Transport,
                          on_event: EventCallback | None) -> tuple[dict[str, Any], list[str]]:
         """The apply request, with the host's missing downloads pushed from the controller cache when it is on."""
-        request = self._request()
+        request = self._request(transport.display)
         if self.options.download_cache is None:
             return request, []
         # Loaded only when the cache is on: a plain apply never pays for urllib.
@@ -255,6 +301,33 @@ class HostSession:
         request, pushed = stage_downloads(client, transport, request, self.expansion, cache, on_event)
         return request, [p.id for p in pushed]
 
+    def _push_built_wheels(self, client: AgentClient, transport: Transport, request: dict[str, Any],
+                           on_event: EventCallback | None) -> tuple[dict[str, Any], list[str]]:
+        """Wheels this host would build that the controller cache holds for the same build key: pushed and named
+        as the resource's staged file, so the host places them instead of building."""
+        if self.options.download_cache is None or not any(r.kind == "wheel_build" for r in self.expansion.resources):
+            return request, []
+        from provisioner.built_wheels import BuiltWheelCache, builds_of, push_wheels, wheels_to_push
+
+        cache = BuiltWheelCache(self.options.download_cache)
+        probed = client.call("probe", request)
+        statuses = {r["id"]: r["status"] for r in probed["resources"]}
+        pushes = wheels_to_push(builds_of(self.expansion.resources), statuses, cache)
+        return push_wheels(transport, probed["root"], request, pushes, on_event), [b.id for b, _ in pushes]
+
+    def _fetch_built_wheels(self, transport: Transport, result: dict[str, Any], pushed: set[str],
+                            on_event: EventCallback | None) -> None:
+        """Wheels this apply built go into the controller cache, for the next host with the same build key."""
+        if self.options.download_cache is None or not any(r.kind == "wheel_build" for r in self.expansion.resources):
+            return
+        from provisioner.built_wheels import BuiltWheelCache, builds_of, fetch_wheel, wheels_to_fetch
+
+        cache = BuiltWheelCache(self.options.download_cache)
+        outcomes = {r["id"]: r["outcome"] for r in result["resources"]}
+        reprobe = {r["id"]: r["status"] for r in result["reprobe"]}
+        for build in wheels_to_fetch(builds_of(self.expansion.resources), outcomes, reprobe, pushed, cache):
+            fetch_wheel(transport, result["root"], build, cache, on_event)
+
     def rollback(self, to: int | None = None, on_event: EventCallback | None = None) -> ApplyReport:
         """Re-apply generation `to` (default: the one before the last successful apply)."""
         started = time.monotonic()
@@ -263,7 +336,8 @@ class HostSession:
             self._prepare(client, transport.display)
             root = self.loaded.manifest.target.root
             trusted = trusted_for_rollback(self.options.ledger, transport.display, root)
-            request = {"root": root, "options": self._options(), "to": to,
+            request = {"root": root, "extra_roots": self.loaded.manifest.target.extra_roots,
+                       "options": self._options(), "to": to,
                        "secrets": self.expansion.secret_values_by_key(), "trusted": trusted,
                        "lock": lock_request(self.options.lock_timeout)}
             result = client.call("rollback", request, on_event)

@@ -35,7 +35,7 @@ from provisioner.role_expansion import (
     role_search_path,
 )
 from provisioner.templating import TemplateRenderer, package_templates_dir
-from provisioner.values import check_env_value
+from provisioner.values import check_env_value, inside_extra_root
 
 # The unit needs the root as an absolute path, which only the host knows when the root is relative.
 ROOT_PLACEHOLDER = "@PROVISION_ROOT@"
@@ -134,6 +134,7 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
     out = Expansion(handlers=handlers)
     for rid, declared in specs.items():
         spec = declared.spec
+        _refuse_outside_extra_roots(loaded, rid, declared)
         for handler in spec.notify:
             if handler not in handlers:
                 raise declared.error(loaded, ("notify",), (
@@ -154,6 +155,20 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
             raise declared.error(loaded, ("secrets", exc.key), str(exc), ProvisionError) from None
         out.resources.append(resource)
     return out
+
+
+def _refuse_outside_extra_roots(loaded: LoadedManifest, rid: str, declared: _Declared) -> None:
+    """An absolute path (only model files and folders may have one) must lie inside a target.extra_roots entry."""
+    path = getattr(declared.spec, "path", None)
+    if not isinstance(path, str) or not path.startswith("/"):
+        return
+    extra_roots = loaded.manifest.target.extra_roots
+    if inside_extra_root(path, extra_roots) is None:
+        listed = ", ".join(extra_roots) or "none"
+        raise declared.error(loaded, ("path",), (
+            f"resource {rid}: {path} is outside the target root and outside every target.extra_roots entry "
+            f"({listed}); add its folder to target.extra_roots (model files and folders only), or give a path "
+            "under the root"), ProvisionError)
 
 
 def _at_roles_entry(loaded: LoadedManifest, exc: RoleRenderError) -> RoleError:

@@ -106,6 +106,33 @@ class ComfyCheckout(_Facts):
     custom_nodes: list[CustomNode] = Field(default_factory=list)
 
 
+class Compiler(_Facts):
+    path: str
+    version: str | None = None
+    #: nvcc only: the CUDA release ('13.0') as `nvcc --version` prints it.
+    release: str | None = None
+    error: str | None = None
+
+    @property
+    def major(self) -> int | None:
+        text = self.release or self.version
+        head = text.split(".")[0] if text else ""
+        return int(head) if head.isdigit() else None
+
+
+class Toolchain(_Facts):
+    """What a source build would compile with; every part is None where the host has none."""
+
+    cpu_count: int | None = None
+    nvcc: Compiler | None = Field(default=None, description="Found as torch's cpp_extension finds it.")
+    cuda_home: str | None = None
+    gcc: Compiler | None = Field(default=None, description="gcc on PATH.")
+    compilers: list[Compiler] = Field(default_factory=list, description="The compilers the request named.")
+
+    def compiler(self, path: str) -> Compiler | None:
+        return next((c for c in self.compilers if c.path == path), None)
+
+
 class Facts(_Facts):
     """Everything the agent reports about a host in one call."""
 
@@ -126,6 +153,7 @@ class Facts(_Facts):
     nvidia: Nvidia = Field(default_factory=Nvidia)
     venv: Venv | None = None
     comfyui: ComfyCheckout | None = Field(default=None, description="Only when the request names comfy_dir.")
+    toolchain: Toolchain | None = Field(default=None, description="None from an agent older than source builds.")
 
     def gpu(self, index: int) -> Gpu | None:
         """The GPU with CUDA index `index` (falling back to list position when indexes are missing)."""

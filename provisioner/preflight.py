@@ -20,7 +20,10 @@ class PreflightError(ProvisionError):
 
 
 def facts_request(manifest: Manifest) -> dict[str, Any]:
-    return {"root": manifest.target.root, "venv": manifest.python.adopt or manifest.python.venv}
+    options = manifest.nunchaku.build_options
+    compilers = [path for path in (options.cc, options.cxx) if path]
+    return {"root": manifest.target.root, "venv": manifest.python.adopt or manifest.python.venv,
+            "compilers": compilers}
 
 
 def gather_facts(client: AgentClient, manifest: Manifest) -> Facts:

@@ -90,11 +90,28 @@ def ledger_path(path: Path | None) -> Path:
     return path or default_ledger_path()
 
 
+def carried_digests(result: dict[str, Any], trusted: Trusted) -> list[str]:
+    """The records a generation carries as retired (left on the host), kept where this controller trusted
+    them already in an earlier generation of the same root."""
+    known = {d for generation in trusted.get(result["root"], {}).values() for d in generation.get("resources") or []}
+    return sorted(set(result.get("retired") or []) & known)
+
+
 def remember_apply(path: Path | None, host: str, request: dict[str, Any], result: dict[str, Any]) -> None:
     """After an apply that wrote a generation: keep the digests of what this controller sent for it."""
     if result.get("generation"):
-        TrustedGenerations(ledger_path(path)).record(host, result["root"], result["generation"],
-                                                     sent_digests(request))
+        digests = sent_digests(request)
+        digests["resources"] = sorted(set(digests["resources"]) | set(carried_digests(result, request["trusted"])))
+        TrustedGenerations(ledger_path(path)).record(host, result["root"], result["generation"], digests)
+
+
+def trusted_for_plan(path: Path | None, host: str) -> Trusted:
+    """What this controller recorded for `host` (maybe nothing): what plan and apply may remove. A ledger
+    that cannot be read vouches for nothing: plan still works, and removes nothing it cannot verify."""
+    try:
+        return TrustedGenerations(ledger_path(path)).for_host(host)
+    except ProvisionError:
+        return {}
 
 
 def trusted_for_rollback(path: Path | None, host: str, root: str) -> Trusted:
@@ -114,5 +131,6 @@ def remember_rollback(path: Path | None, host: str, trusted: Trusted, result: di
     """A rollback's new generation re-applies records already trusted: keep those (and only those)."""
     if result.get("generation"):
         target = trusted.get(result["root"], {}).get(str(result.get("rollback_to")), {})
-        TrustedGenerations(ledger_path(path)).record(host, result["root"], result["generation"],
-                                                     replayed_digests(result.get("recorded"), target))
+        digests = replayed_digests(result.get("recorded"), target)
+        digests["resources"] = sorted(set(digests["resources"]) | set(carried_digests(result, trusted)))
+        TrustedGenerations(ledger_path(path)).record(host, result["root"], result["generation"], digests)

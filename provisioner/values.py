@@ -78,6 +78,41 @@ def check_owned_path(value: str) -> str:
     return value
 
 
+def check_model_path(value: str) -> str:
+    """A model file or folder: under the root (relative), or an absolute path, which expansion accepts only
+    inside one of `target.extra_roots`."""
+    if value.startswith("/"):
+        check_absolute_path(value)
+        return posixpath.normpath(value)
+    return check_owned_path(value)
+
+
+def check_model_folder(value: str) -> str:
+    """comfyui.models_root: a folder under the root, or an absolute one (inside an extra root)."""
+    if value.startswith("/"):
+        check_absolute_path(value)
+        return posixpath.normpath(value)
+    return check_relative_path(value)
+
+
+def inside_extra_root(path: str, extra_roots: list[str]) -> str | None:
+    """The extra root that holds the absolute `path` (the root itself included), or None."""
+    normal = posixpath.normpath(path)
+    for root in extra_roots:
+        if normal == root or normal.startswith(root.rstrip("/") + "/"):
+            return root
+    return None
+
+
+def check_extra_root(value: str) -> str:
+    """An extra root: an absolute folder on the host other than '/' (which would confine nothing)."""
+    check_absolute_path(value)
+    normal = posixpath.normpath(value)
+    if not value.startswith("/") or normal == "/":
+        raise ValueError(f"extra root {value!r} must be an absolute folder other than '/', such as /mnt/models")
+    return normal
+
+
 def check_absolute_path(value: str) -> str:
     """An absolute path on the host (target root, interpreter), without '..' segments."""
     _no_metacharacters(value, "path")
@@ -152,6 +187,8 @@ OwnedPath = Annotated[str, AfterValidator(check_owned_path)]
 SingleLine = Annotated[str, AfterValidator(check_single_line)]
 EnvValue = Annotated[str, AfterValidator(check_env_value)]
 AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]
+ModelPath = Annotated[str, AfterValidator(check_model_path)]
+ExtraRoot = Annotated[str, AfterValidator(check_extra_root)]
 Name = Annotated[str, AfterValidator(check_name)]
 GitRef = Annotated[str, AfterValidator(check_git_ref)]
 PinnedRequirement = Annotated[str, AfterValidator(check_pinned_requirement)]

@@ -1,5 +1,6 @@
 """Host facts gathered in one call: OS, CPU, memory, disk, Python, systemd, NVIDIA driver and GPUs,
-and what is installed in the target venv. Anything absent is a null fact, never an error."""
+the compilers a source build would use, and what is installed in the target venv. Anything absent is a
+null fact, never an error."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import platform
 import shutil
 import sys
 
-from . import procs
+from . import procs, toolchain
 from .distributions import installed
 
 TYPE_CHECKING = False  # see the package docstring
@@ -36,6 +37,7 @@ def gather(request: Dict[str, Any]) -> Dict[str, Any]:
         "user": _user(),
         "nvidia": _nvidia(),
         "venv": _venv_facts(os.path.join(root, venv) if venv and not os.path.isabs(venv) else venv),
+        "toolchain": toolchain.gather(list(request.get("compilers") or [])),
     }
     comfy_dir = request.get("comfy_dir")
     if comfy_dir:  # asked for by `provision snapshot export` only: it runs git in every custom node

@@ -108,7 +108,7 @@ def sweep(ctx: Context, resources: List[Dict[str, Any]]) -> List[str]:
     removed += _sweep_run_temps(ctx)
     for resource in resources:
         if resource["kind"] == "venv":
-            removed += sweep_pip_stash(_safe_path(ctx, resource["spec"]["path"]))
+            removed += sweep_pip_stash(safe_path(ctx, resource["spec"]["path"]))
     return removed
 
 
@@ -163,13 +163,13 @@ def _folders(ctx: Context, resources: List[Dict[str, Any]]) -> Set[str]:
     for resource in resources:
         spec = resource["spec"]
         for key in ("path", "file", "env_file"):
-            full = _safe_path(ctx, spec.get(key))
+            full = safe_path(ctx, spec.get(key))
             if full:
                 folders.add(os.path.dirname(full))
     return {f for f in folders if os.path.isdir(f) and not os.path.islink(f)}
 
 
-def _safe_path(ctx: Context, relative: Any) -> Optional[str]:
+def safe_path(ctx: Context, relative: Any) -> Optional[str]:
     from .protocol import ResourceFailure
 
     if not isinstance(relative, str) or not relative:

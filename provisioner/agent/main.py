@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import dependencies, leftovers, masking, notifications, procs, records, state
+from . import dependencies, leftovers, masking, notifications, orphans, planguard, procs, records, removal, state
 from .kinds import kind
 from .protocol import Change, Context, ResourceFailure, emit
 from .rootlock import RootLock
@@ -55,7 +55,7 @@ def _locked(handler: Callable[[Dict[str, Any]], Dict[str, Any]], request: Dict[s
 
 
 def _context(request: Dict[str, Any]) -> Context:
-    return Context(request["root"], request.get("options"))
+    return Context(request["root"], request.get("options"), request.get("extra_roots"))
 
 
 def _facts(request: Dict[str, Any]) -> Dict[str, Any]:
@@ -87,9 +87,12 @@ def classify(resource: Dict[str, Any], changes: List[Change], previous: Dict[str
     return "change"
 
 
-def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str]) -> Dict[str, Any]:
+def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str],
+               request: Dict[str, Any]) -> Dict[str, Any]:
     spec = resource["spec"]
     try:
+        if spec.get("state") == "absent":
+            return removal.row(resource, ctx, request, explicit=True)
         module = kind(resource["kind"])
         observed = module.probe(spec, ctx)
         changes = module.diff(spec, observed, ctx)
@@ -99,6 +102,7 @@ def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str])
     result = {
         "id": resource["id"], "status": classify(resource, changes, previous),
         "changes": [dict(c) for c in changes], "observed": observed,
+        "observed_digest": planguard.observed_digest(observed, getattr(module, "NOT_STATE", ())),
     }
     if notes:
         result["notes"] = notes
@@ -107,7 +111,22 @@ def _probe_one(resource: Dict[str, Any], ctx: Context, previous: Dict[str, str])
 
 def _probe_all(request: Dict[str, Any], ctx: Context) -> List[Dict[str, Any]]:
     previous = state.converged_digests(ctx.state_dir())
-    return [_probe_one(resource, ctx, previous) for resource in request["resources"]]
+    return [_probe_one(resource, ctx, previous, request) for resource in request["resources"]]
+
+
+def _removals(request: Dict[str, Any], ctx: Context, found: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    try:
+        return orphans.rows(request, ctx, found)
+    except ResourceFailure as exc:
+        return [{"id": "destroy", "status": "error", "changes": [], "error": str(exc)}]
+
+
+def _unmanaged(request: Dict[str, Any], ctx: Context, found: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    from . import unmanaged  # only plans list it
+
+    declared = request["resources"] + [c["record"] for c in found]
+    known = [leftovers.safe_path(ctx, r["spec"].get(key)) for r in declared for key in ("path", "file")]
+    return unmanaged.listing(request, ctx, [k for k in known if k])
 
 
 def _public(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -118,15 +137,22 @@ def _public(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def _probe(request: Dict[str, Any]) -> Dict[str, Any]:
     ctx = _context(request)
     owed = notifications.plan_rows(ctx, request.get("handlers") or {})  # restarts a killed apply left owed
-    return {"resources": _public(_probe_all(request, ctx)) + owed, "root": ctx.root}
+    found = orphans.candidates(request, ctx)
+    return {"resources": _public(_probe_all(request, ctx) + _removals(request, ctx, found)) + owed,
+            "unmanaged": _unmanaged(request, ctx, found), "root": ctx.root}
 
 
 def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     ctx = _context(request)
     started = time.time()
     os.makedirs(ctx.root, exist_ok=True)
-    leftovers.begin(ctx, request["resources"])  # what killed runs left is gone before anything is probed
+    found = orphans.candidates(request, ctx)
+    # What killed runs left is gone before anything is probed (a destroy's folder set aside too).
+    leftovers.begin(ctx, request["resources"] + [c["record"] for c in found])
     probed = _probe_all(request, ctx)
+    if request.get("expect") is not None:  # a saved plan: the host must be as it was planned
+        owed = notifications.plan_rows(ctx, request.get("handlers") or {})
+        planguard.refuse_if_moved(request["expect"], probed, owed)
     by_id = {r["id"]: r for r in request["resources"]}
     outcomes: List[Dict[str, Any]] = []
     notified = notifications.pending(ctx)  # handlers a killed or failed apply did not get to run
@@ -135,7 +161,7 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     for result in probed:
         resource = by_id[result["id"]]
         if result["status"] != "error" and any(dependencies.needs(resource, r) for r in remade):
-            result = _probe_one(resource, ctx, state.converged_digests(ctx.state_dir()))  # e.g. a rebuilt venv
+            result = _probe_one(resource, ctx, state.converged_digests(ctx.state_dir()), request)  # a rebuilt venv
         blocked_by = dependencies.blocker(resource, broken)
         if blocked_by is not None:
             broken.append(resource)
@@ -146,15 +172,18 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
             broken.append(resource)
             outcomes.append(dict(_strip(result), outcome="failed"))
             continue
-        if result["status"] == "ok":
+        if result["status"] in ("ok", "kept"):
             outcomes.append(dict(_strip(result), outcome="ok"))
             continue
         emit("progress", id=result["id"], phase="applying", changes=result["changes"])
         notifications.expect(ctx, resource.get("notify") or [])
         step_started = time.time()
         try:
-            kind(resource["kind"]).apply(resource["spec"], result["observed"], result["changes"], ctx)
-        except ResourceFailure as exc:
+            if result["status"] == "destroy":
+                removal.destroy(resource, result["observed"], ctx)
+            else:
+                kind(resource["kind"]).apply(resource["spec"], result["observed"], result["changes"], ctx)
+        except (ResourceFailure, OSError) as exc:
             broken.append(resource)
             outcomes.append(dict(_strip(result), outcome="failed", error=str(exc)))
             emit("progress", id=result["id"], phase="failed", error=str(exc))
@@ -170,7 +199,9 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         from . import staging  # only applies the controller pushed files for
 
         staging.discard_unused(request["resources"], ctx)
-    failed = bool(broken)
+    destroyed, destroy_failed = orphans.destroy_all(request, ctx, found, notified)
+    outcomes += destroyed
+    failed = bool(broken) or destroy_failed
     started_now = {o["id"] for o in outcomes if o["outcome"] == "changed"}
     handlers_run = _run_handlers(request, notified, ctx, started_now, broken)
     notifications.settle(ctx, handlers_run, request.get("handlers") or {})
@@ -180,10 +211,12 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
     if failed:
         reprobe: List[Dict[str, Any]] = []
     elif changed or handlers_run:
-        reprobe = _public(_probe_all(request, ctx))
+        reprobe = _public(_probe_all(request, ctx) + _removals(request, ctx, found))
     else:
-        reprobe = _public(probed)  # nothing was touched: the host is as the first probe found it
-    unconverged = [r for r in reprobe if r["status"] != "ok"]
+        # Nothing was touched: the host is as the first probe found it.
+        reprobe = _public(probed + _removals(request, ctx, found))
+    unconverged = [r for r in reprobe if r["status"] not in ("ok", "kept")]
+    retired = orphans.retired(request, ctx, found)
     record = {
         "time": started, "seconds": round(time.time() - started, 3),
         "manifest": request.get("manifest", {}), "status": "failed" if failed or unconverged else "ok",
@@ -191,12 +224,14 @@ def _apply(request: Dict[str, Any]) -> Dict[str, Any]:
         "handlers_desired": request.get("handlers") or {},
         "changes": [o for o in outcomes if o["outcome"] != "ok"],
         "handlers": handlers_run,
-        "converged": _converged(request, outcomes, unconverged, ctx),
+        "converged": _converged(request, outcomes, unconverged, ctx, found),
+        "retired": retired,
     }
     generation = state.write(ctx.state_dir(), record) if changed or failed or unconverged else None
     return {"resources": outcomes, "handlers": handlers_run, "reprobe": reprobe, "generation": generation,
             "failed": failed, "root": ctx.root,
-            "recorded": records.generation_digests(record["resources"], record["handlers_desired"])}
+            "recorded": records.generation_digests(record["resources"], record["handlers_desired"]),
+            "retired": sorted(records.digest(r) for r in retired)}
 
 
 def _rollback(request: Dict[str, Any]) -> Dict[str, Any]:
@@ -221,15 +256,18 @@ def _rollback(request: Dict[str, Any]) -> Dict[str, Any]:
     records.refuse_untrusted(target, record, (request.get("trusted") or {}).get(ctx.root) or {},
                              state.path_of(ctx.state_dir(), target))
     resources = []
+    retained = []
     for resource in record["resources"]:
         if resource["kind"] == "download":
+            retained.append(resource)  # not fetched again, and not removed either
             continue
         spec = dict(resource["spec"])
         if spec.get("secret_values"):
             spec["secret_values"] = _restore_secrets(resource["id"], spec["secret_values"], request)
         resources.append(dict(resource, spec=spec))
     manifest = dict(record.get("manifest") or {}, rollback_to=target)
-    replay = dict(request, resources=resources, handlers=record.get("handlers_desired") or {}, manifest=manifest)
+    replay = dict(request, resources=resources, handlers=record.get("handlers_desired") or {}, manifest=manifest,
+                  retain=[r["id"] for r in retained], retained=retained)
     return dict(_apply(replay), rollback_to=target)
 
 
@@ -243,13 +281,16 @@ def _restore_secrets(resource_id: str, keys: Dict[str, Any], request: Dict[str, 
 
 
 def _strip(result: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in result.items() if k != "observed"}
+    return {k: v for k, v in result.items() if k not in ("observed", "observed_digest")}
 
 
 def _converged(request: Dict[str, Any], outcomes: List[Dict[str, Any]], unconverged: List[Dict[str, Any]],
-               ctx: Context) -> Dict[str, str]:
-    """Digests of the resources now in their desired state, carried over from earlier generations."""
+               ctx: Context, found: List[Dict[str, Any]]) -> Dict[str, str]:
+    """Digests of the resources now in their desired state, carried over from earlier generations (less
+    those removed because the manifest dropped them)."""
     digests = state.converged_digests(ctx.state_dir())
+    for candidate in found:
+        digests.pop(candidate["record"]["id"], None)
     bad = {r["id"] for r in unconverged} | {o["id"] for o in outcomes if o["outcome"] in ("failed", "skipped")}
     for resource in request["resources"]:
         if resource["id"] not in bad:
@@ -262,7 +303,7 @@ def _restart_service(request: Dict[str, Any], name: str, ctx: Context, started_n
     """Restart the service resource called `name`; the error text, or None on success."""
     for resource in request["resources"]:
         if resource["kind"] == "service" and resource["spec"]["name"] == name:
-            if resource["id"] in started_now:
+            if resource["id"] in started_now or resource["spec"].get("state") == "absent":
                 return None  # (re)started by this apply, after the changes that notified it
             after = dependencies.blocker(resource, broken)
             if after is not None or resource in broken:
@@ -292,7 +333,10 @@ def _run_handlers(
         emit("progress", id="handler:" + name, phase="applying", changes=[])
         entry: Dict[str, Any] = {"name": name}
         if spec.get("restart"):
-            entry["error"] = _restart_service(request, spec["restart"], ctx, started_now, broken)
+            # One handler may restart several services (one ComfyUI per GPU); each error is kept.
+            names = spec["restart"] if isinstance(spec["restart"], list) else [spec["restart"]]
+            errors = [_restart_service(request, name, ctx, started_now, broken) for name in names]
+            entry["error"] = "; ".join(e for e in errors if e) or None
         else:
             cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
             done = procs.run(spec["argv"], cwd=cwd, env=spec.get("env"), stream=ctx.verbose)

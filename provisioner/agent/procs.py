@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .protocol import ResourceFailure, log
+from .protocol import ResourceFailure, emit, log
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
@@ -135,7 +135,10 @@ def descendants(pid: int) -> List[int]:
 
 
 def check(argv: Sequence[str], what: str, **kwargs) -> Completed:  # type: ignore[no-untyped-def]
-    """Run and raise a ResourceFailure naming `what` and the output tail when it fails."""
+    """Run and raise a ResourceFailure naming `what` and the output tail when it fails.
+
+    `what` is also announced as a progress step, so the controller can show what a long apply is doing."""
+    emit("progress", phase="step", message=what)
     done = run(argv, **kwargs)
     if not done.ok:
         raise ResourceFailure("%s failed (exit %d):\n%s" % (what, done.returncode, done.tail()))

@@ -55,8 +55,11 @@ class Change(dict):  # type: ignore[type-arg]
 class Context:
     """What every probe/apply needs: the target root and the run's options."""
 
-    def __init__(self, root: str, options: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, root: str, options: Optional[Dict[str, Any]] = None,
+                 extra_roots: Optional[List[str]] = None) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
+        #: Folders outside the root where model files and folders may live (target.extra_roots).
+        self.extra_roots = [os.path.normpath(r) for r in extra_roots or []]
         self.options = options or {}
         self.force = bool(self.options.get("force"))
         self.deep = bool(self.options.get("deep"))
@@ -77,6 +80,37 @@ class Context:
         real = os.path.realpath(probe)
         if real != real_root and not real.startswith(real_root + os.sep):
             raise ResourceFailure("path %r resolves to %s, outside the target root %s" % (relative, real, self.root))
+        return full
+
+    def model_path(self, path: str) -> str:
+        """path() for model files and folders, which may also lie inside an extra root: an absolute path
+        there, with the same rules (no '..', no link that leads out of that extra root)."""
+        if not path.startswith("/"):
+            return self.path(path)
+        if ".." in path.split("/"):
+            raise ResourceFailure("path %r must not contain '..' segments" % path)
+        full = os.path.normpath(path)
+        extra = next((r for r in self.extra_roots if full == r or full.startswith(r.rstrip("/") + "/")), None)
+        if extra is None:
+            raise ResourceFailure("path %r is outside the target root %s and every extra root (%s)" % (
+                path, self.root, ", ".join(self.extra_roots) or "none"))
+        if full == extra:
+            raise ResourceFailure("path %r is the extra root itself: provision uses an extra root as it is and "
+                                  "manages only files and folders inside it" % path)
+        if not os.path.isdir(extra):
+            raise ResourceFailure("extra root %s does not exist on the host (not mounted?): provision uses an extra "
+                                  "root, it never creates one" % extra)
+        real_extra = os.path.realpath(extra)
+        real_root = os.path.realpath(self.root)
+        if real_root == real_extra or real_root.startswith(real_extra.rstrip("/") + "/"):
+            raise ResourceFailure("extra root %s holds the target root %s: an extra root is a folder beside the "
+                                  "root, such as /mnt/models" % (extra, self.root))
+        probe = full
+        while not os.path.lexists(probe) and probe != extra:
+            probe = os.path.dirname(probe)
+        real = os.path.realpath(probe)
+        if real != real_extra and not real.startswith(real_extra.rstrip("/") + "/"):
+            raise ResourceFailure("path %r resolves to %s, outside the extra root %s" % (path, real, extra))
         return full
 
     def owned_path(self, relative: str) -> str:

@@ -37,8 +37,10 @@ from provisioner.catalog.schema import (
     PluginRelease,
     PluginSetting,
     RepoAlias,
+    Submodule,
     TorchCatalog,
     TorchRelease,
+    UnsupportedArch,
     WorkflowSet,
 )
 from provisioner.errors import ProvisionError
@@ -56,7 +58,9 @@ __all__ = [
     "NunchakuRelease",
     "PluginRelease",
     "PluginSetting",
+    "Submodule",
     "TorchRelease",
+    "UnsupportedArch",
     "WorkflowSet",
     "arch_number",
     "load_catalog",
@@ -151,6 +155,36 @@ class Catalog:
             if host in release.hosts and mirror is not None and mirror_org:
                 urls.append(mirror.url.format(org=mirror_org, filename=filename))
         return urls
+
+    def source_submodules(self, release: NunchakuRelease) -> list[Submodule]:
+        """The five third_party/ submodules the release's tag pins (empty for a release without git data)."""
+        if release.git is None:
+            return []
+        return list(self.nunchaku.source_build.submodule_sets[release.git.submodules])
+
+    def official_arches(self, version: str) -> list[str]:
+        """setup.py's supported SM list for a nunchaku version ('86', '120a'); the newest list past the catalog."""
+        lists = self.nunchaku.source_build.official_arches
+        wanted = parse_version(version)
+        for entry in lists:
+            if wanted is not None and wanted in specifier(entry.versions):
+                return list(entry.arches)
+        return list(lists[-1].arches)
+
+    def arch_min_nvcc(self, arch: str) -> str | None:
+        """The nvcc release setup.py needs before it builds `arch` ('121a' -> '13.0'); None: any."""
+        return self.nunchaku.source_build.arch_min_nvcc.get(arch)
+
+    def unsupported_arch(self, arch: str) -> UnsupportedArch | None:
+        return next((a for a in self.nunchaku.source_build.unsupported_arches if a.arch == arch), None)
+
+    def source_wheel_filename(self, version: str, torch_cuda: str, torch_minor: str, python: str,
+                              platform: str) -> str:
+        """The name setup.py gives a wheel built here: the release's naming era, with the venv's torch."""
+        build = Build(torch=torch_minor, cuda=torch_cuda)
+        probe = NunchakuRelease(version=version, date=datetime.date.min, python=[python], platforms=[platform],
+                                hosts=[], builds=[build], archs={}, source="")
+        return self.wheel_filename(probe, build, python, platform)
 
     # --- GPUs -----------------------------------------------------------------------------
 
@@ -329,6 +363,8 @@ def _check_consistency(catalog: Catalog) -> None:
                 )
             if catalog.driver_floor(build.cuda) is None:
                 problems.append(f"nunchaku {release.version}: no driver floor for CUDA {build.cuda}")
+        if release.git is not None and release.git.submodules not in catalog.nunchaku.source_build.submodule_sets:
+            problems.append(f"nunchaku {release.version}: unknown submodule set {release.git.submodules!r}")
     for plugin in catalog.plugin.releases:
         specifier(plugin.backend)
         for rule in plugin.node_comfyui.values():

@@ -70,6 +70,13 @@ class Build(Entry):
     note: str = ""
 
 
+class ReleaseGit(Entry):
+    """The commit a release's tag points at and the submodule set its tree pins."""
+
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    submodules: str = Field(description="Key into source_build.submodule_sets.")
+
+
 class NunchakuRelease(Entry):
     version: str
     date: datetime.date
@@ -82,6 +89,7 @@ class NunchakuRelease(Entry):
     archs: dict[str, list[str]] = Field(description="SASS targets per build CUDA version.")
     note: str = ""
     source: str
+    git: ReleaseGit | None = None
 
     def build_platforms(self, build: Build) -> list[str]:
         return build.platforms if build.platforms is not None else self.platforms
@@ -112,11 +120,50 @@ class KernelCheckData(Entry):
     emulated_int4: dict[str, EmulatedArch]
 
 
+class Submodule(Entry):
+    """A git submodule of the nunchaku tree: where it goes, where it comes from, the gitlink it must match."""
+
+    path: str
+    url: str
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    branch: str | None = None
+
+
+class ArchList(Entry):
+    versions: str = Field(description="PEP 440 specifier of the nunchaku versions whose setup.py has this list.")
+    arches: list[str] = Field(description="setup.py's spelling: '86', '120a'.")
+    source: str
+
+
+class UnsupportedArch(Entry):
+    """An SM setup.py refuses that can be built for diagnostics behind allow_unsupported_arch."""
+
+    arch: str = Field(description="setup.py's spelling, e.g. '90'.")
+    family: str
+    effect: str = Field(description="What running such a build means, for the warning.")
+    precision: Precision
+    source: str
+
+
+class SourceBuild(Entry):
+    repo: str
+    tag: str
+    submodule_sets: dict[str, list[Submodule]]
+    official_arches: list[ArchList]
+    arch_min_nvcc: dict[str, str] = Field(description="The nvcc version setup.py needs before it builds an arch.")
+    gcc_min: int
+    disk_bytes: int
+    job_memory_bytes: int
+    build_tools: list[str]
+    unsupported_arches: list[UnsupportedArch] = Field(default_factory=list)
+
+
 class NunchakuCatalog(Entry):
     github: GithubHosting
     mirrors: dict[str, Mirror]
     wheel_filenames: list[WheelFilenameEra]
     unsupported_machines: dict[str, str]
+    source_build: SourceBuild
     impostor: Impostor
     releases: list[NunchakuRelease]
     kernel_check: KernelCheckData

@@ -18,7 +18,8 @@ class GpuState:
 
     def __init__(self, request: dict[str, Any]) -> None:
         self.request = request
-        self.index = int(request.get("gpu", {}).get("index", 0))
+        self.index = int(request.get("gpu", {}).get("index", 0))  # torch's, in this (narrowed) process
+        self.physical = int(request.get("gpu", {}).get("physical", self.index))  # nvidia-smi's
         self._driver: dict[str, Any] | None = None
         self._torch: Any = None
         self._torch_error: str | None = None
@@ -66,7 +67,7 @@ class GpuState:
             return f"sm_{major}{minor}"
         gpus = self.driver().get("gpus") or []
         for gpu in gpus:
-            if gpu.get("index") == self.index and gpu.get("compute_cap"):
+            if gpu.get("index") == self.physical and gpu.get("compute_cap"):
                 return "sm_" + str(gpu["compute_cap"]).replace(".", "")
         return None
 
@@ -167,6 +168,8 @@ def check_device(ctx: Any) -> dict[str, Any]:
     observed = gpu.base()
     observed["expected_arch"] = ctx.request.get("gpu", {}).get("expected_arch", "auto")
     observed["index"] = gpu.index
+    observed["physical_index"] = gpu.physical
+    observed["visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     torch = gpu.torch()
     if not gpu.cuda_ready():
         observed["cuda_ready"] = False

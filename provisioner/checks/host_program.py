@@ -63,6 +63,9 @@ class Context:
 
 
 def run(request: dict[str, Any]) -> int:
+    # Before torch is imported: CUDA reads these once, when it initialises. The smoke test's ComfyUI
+    # inherits them, so it sees the service's GPU exactly as the service does.
+    os.environ.update({str(k): str(v) for k, v in (request.get("gpu", {}).get("env") or {}).items()})
     stream = ResultStream()
     groups = set(request.get("groups") or [])
     ctx = Context(request)

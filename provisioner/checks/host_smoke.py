@@ -118,7 +118,8 @@ class SmokeState:
             try:
                 stats = get_json(self.base, "/system_stats", timeout=5)
                 return {"mode": "started", "argv": argv, "pid": self.process.pid, "url": self.base,
-                        "seconds": round(time.time() - started, 1), "stats": stats}
+                        "seconds": round(time.time() - started, 1), "stats": stats,
+                        "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES")}
             except (OSError, ValueError) as exc:
                 last_error = str(exc)
             time.sleep(0.5)

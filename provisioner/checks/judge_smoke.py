@@ -39,7 +39,7 @@ def judge_server(observed: Observed, criteria: Criteria) -> CheckResult:
     measured = {"url": observed.get("url"), "mode": observed.get("mode"), "pid": observed.get("pid"),
                 "seconds": observed.get("seconds"), "argv": observed.get("argv"),
                 "comfyui_version": system.get("comfyui_version"), "pytorch_version": system.get("pytorch_version"),
-                "devices": devices}
+                "devices": devices, "cuda_visible_devices": observed.get("cuda_visible_devices")}
     how = "started" if observed.get("mode") == "started" else "running service"
     return verdict(check, "pass", f"ComfyUI {system.get('comfyui_version') or '?'} answers at {observed.get('url')} "
                    f"({how}, {observed.get('seconds', 0)} s); devices: {', '.join(map(str, devices)) or 'none'}",

@@ -19,6 +19,7 @@ class CheckResult(BaseModel):
     thresholds: dict[str, Any] = Field(default_factory=dict)
     diagnosis: str | None = Field(default=None, description="Why it failed and how to fix it.")
     seconds: float | None = None
+    instance: str | None = Field(default=None, description="The ComfyUI instance (service.instances) checked.")
 
     @property
     def group(self) -> str:

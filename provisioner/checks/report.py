@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.checks.model import CheckReport, Status
+from provisioner.render.format_version import FORMAT_VERSION
 
 MARKS = {"pass": "ok  ", "fail": "FAIL", "skip": "skip", "error": "ERR "}
 
@@ -19,7 +20,8 @@ def render_text(report: CheckReport) -> str:
         if result.group != group:
             group = result.group
             lines.append(f"{group}:")
-        lines.append(f"  {MARKS[result.status]} {result.id:<26} {result.summary}")
+        where = f"{result.id}@{result.instance}" if result.instance else result.id
+        lines.append(f"  {MARKS[result.status]} {where:<26} {result.summary}")
         if result.diagnosis and result.status in ("fail", "error"):
             lines.append(f"       -> {result.diagnosis}")
     words: tuple[tuple[Status, str], ...] = (("pass", "passed"), ("fail", "failed"), ("skip", "skipped"),
@@ -30,7 +32,7 @@ def render_text(report: CheckReport) -> str:
 
 
 def as_json(report: CheckReport) -> dict[str, Any]:
-    data = report.model_dump(mode="json")
+    data = {"format_version": FORMAT_VERSION, **report.model_dump(mode="json")}
     data["exit_code"] = report.exit_code()
     statuses: tuple[Status, ...] = ("pass", "fail", "skip", "error")
     data["counts"] = {status: report.count(status) for status in statuses}
@@ -52,7 +54,8 @@ def render_junit(report: CheckReport) -> str:
                               skipped=str(sum(r.status == "skip" for r in members)),
                               time=f"{sum(r.seconds or 0 for r in members):.3f}", hostname=report.host)
         for result in members:
-            case = ET.SubElement(suite, "testcase", classname=f"provision.{group}", name=result.id,
+            name = f"{result.id}@{result.instance}" if result.instance else result.id
+            case = ET.SubElement(suite, "testcase", classname=f"provision.{group}", name=name,
                                  time=f"{result.seconds or 0:.3f}")
             details = json.dumps({"measured": result.measured, "thresholds": result.thresholds},
                                  sort_keys=True, default=str)

@@ -14,6 +14,7 @@ from provisioner.checks.judge import GROUPS
 from provisioner.checks.workflow import fit_workflow, sampler_steps
 from provisioner.errors import ProvisionError
 from provisioner.input_file import InputFileError, read_input_text
+from provisioner.instances import ComfyInstance, comfy_instances
 from provisioner.manifest.model import Manifest
 from provisioner.resolve.result import Resolution
 from provisioner.stack import service_argv
@@ -36,6 +37,8 @@ class CheckPlan:
     venv_python: str = ""
     # Groups that cannot run as asked (e.g. smoke when the resolver refuses the manifest): reported as errors.
     refused: dict[str, str] = field(default_factory=dict)
+    # The ComfyUI instance these checks are for, where the manifest runs several (service.instances).
+    instance: str | None = None
 
 
 def venv_python(manifest: Manifest) -> str:
@@ -65,11 +68,27 @@ def needed_nodes(manifest: Manifest, resolution: Resolution) -> list[str]:
     return list(dict.fromkeys(nodes))
 
 
+def plan_instance_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None = None,
+                         use_running: bool = False, catalog: Catalog | None = None,
+                         resolution: Resolution | None = None, refused: str | None = None) -> list[CheckPlan]:
+    """One check plan per ComfyUI instance, each on that instance's GPU and port (see plan_checks)."""
+    instances = comfy_instances(manifest, cpu=bool(resolution and resolution.mode == "cpu"))
+    catalog = catalog or load_catalog()
+    return [plan_checks(manifest, manifest_dir, only, use_running, catalog, resolution, refused, instance,
+                        label=len(instances) > 1)
+            for instance in instances]
+
+
 def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None = None, use_running: bool = False,
                 catalog: Catalog | None = None, resolution: Resolution | None = None,
-                refused: str | None = None) -> CheckPlan:
-    """The check plan. The smoke group needs the host's resolution (ComfyUI's command line, the nodes the
-    models need); without one, `refused` says why, and the group is reported as an error."""
+                refused: str | None = None, instance: ComfyInstance | None = None,
+                label: bool = False) -> CheckPlan:
+    """The check plan for one ComfyUI instance (default: the first). The smoke group needs the host's
+    resolution (ComfyUI's command line, the nodes the models need); without one, `refused` says why, and
+    the group is reported as an error. The checks run with the instance's CUDA environment, so torch
+    sees the service's GPU, as the service does, as device 0."""
+    if instance is None:
+        instance = comfy_instances(manifest, cpu=bool(resolution and resolution.mode == "cpu"))[0]
     catalog = catalog or load_catalog()
     groups, disabled = selected_groups(manifest, only)
     refusals: dict[str, str] = {}
@@ -81,13 +100,13 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         "groups": groups,
         "root": manifest.target.root,
         "venv_python": python,
-        "gpu": {"index": manifest.gpu.index, "expected_arch": manifest.gpu.arch},
+        "gpu": _gpu_request(manifest, instance),
         "gemm": {"size": 8192, "warmup": 3, "repeats": 10, "inner": 5, "w4a4_shapes": W4A4_SHAPES},
         "nunchaku": _nunchaku_paths(manifest, catalog),
     }
     if "smoke" in groups:
         assert resolution is not None
-        request["smoke"] = _smoke_request(manifest, manifest_dir, python, use_running, resolution)
+        request["smoke"] = _smoke_request(manifest, manifest_dir, python, use_running, resolution, instance)
     criteria = Criteria(
         expected_arch=manifest.gpu.arch,
         min_bf16_tflops=manifest.checks.min_bf16_tflops,
@@ -105,7 +124,17 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         w4a4=w4a4_rules(catalog),
     )
     return CheckPlan(request=request, criteria=criteria, groups=groups, disabled=disabled, venv_python=python,
-                     refused=refusals)
+                     refused=refusals, instance=instance.name if label else None)
+
+
+def _gpu_request(manifest: Manifest, instance: ComfyInstance) -> dict[str, Any]:
+    """Which device the checks use: the instance's GPU (nvidia-smi index `physical`), which the check
+    program, narrowed by `env` as the service is, sees as torch device `index`."""
+    if instance.gpu is None:  # CPU mode: nothing to narrow to
+        return {"index": manifest.gpu.index, "physical": manifest.gpu.index, "env": {},
+                "expected_arch": manifest.gpu.arch}
+    return {"index": instance.torch_index, "physical": instance.gpu, "env": instance.env(),
+            "expected_arch": manifest.gpu.arch}
 
 
 def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
@@ -135,7 +164,7 @@ def unsupported_arch_override(manifest: Manifest) -> bool:
 
 
 def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_running: bool,
-                   resolution: Resolution) -> dict[str, Any]:
+                   resolution: Resolution, instance: ComfyInstance) -> dict[str, Any]:
     assert manifest.comfyui is not None
     workflow = None
     written: list[dict[str, Any]] = []
@@ -155,9 +184,10 @@ def _smoke_request(manifest: Manifest, manifest_dir: Path, python: str, use_runn
         "python": python,
         "root": manifest.target.root,
         "listen": manifest.service.listen,
-        "port": manifest.service.port,
+        "port": instance.port,
+        "instance": instance.name,
         # The service's own command line: the smoke test changes only --listen and --port.
-        "argv": service_argv(manifest, resolution),
+        "argv": service_argv(manifest, resolution, instance.port),
         "use_running": use_running,
         "nodes": needed_nodes(manifest, resolution),
         "models": [{"folder": m.folder, "file": m.file} for m in manifest.models],

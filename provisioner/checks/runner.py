@@ -80,6 +80,16 @@ def run_checks(transport: Transport, plan: CheckPlan, fallback_python: str, time
     for group, reason in plan.refused.items():
         results.extend(errored(check, reason) for check in _group_checks(group))
     order = {check: i for i, check in enumerate(CHECK_IDS)}
+    if plan.instance:
+        results = [r.model_copy(update={"instance": plan.instance}) for r in results]
+    return sorted(results, key=lambda r: order.get(r.id, len(order)))
+
+
+def run_instance_checks(transport: Transport, plans: list[CheckPlan], fallback_python: str,
+                        timeout: float | None = None, on_progress: ProgressCallback | None = None) -> list[CheckResult]:
+    """The checks of every ComfyUI instance, one after the other (each on its own GPU), grouped by check."""
+    results = [r for plan in plans for r in run_checks(transport, plan, fallback_python, timeout, on_progress)]
+    order = {check: i for i, check in enumerate(CHECK_IDS)}
     return sorted(results, key=lambda r: order.get(r.id, len(order)))
 
 

@@ -11,13 +11,16 @@ from provisioner import redaction
 from provisioner.agent_client import AgentClient
 from provisioner.checks.model import EXIT_ERROR, CheckReport
 from provisioner.checks.report import render_json, render_text, write_junit
-from provisioner.checks.request import CheckPlan, plan_checks, selected_groups
-from provisioner.checks.runner import run_checks
+from provisioner.checks.request import CheckPlan, plan_instance_checks, selected_groups
+from provisioner.checks.runner import run_instance_checks
 from provisioner.errors import ProvisionError
 from provisioner.lock import use_lock
 from provisioner.manifest import LoadedManifest, load_manifest
 from provisioner.preflight import PreflightError, gather_facts, resolve_or_refuse
 from provisioner.resolve import Resolution
+from provisioner.resolve.no_gpu import no_gpu_message, refused_without_gpu
+from provisioner.stack import needs_resolution
+from provisioner.target_options import TargetOverride, target_options
 from provisioner.transport import ConnectOptions, Transport, open_transport
 
 
@@ -36,12 +39,14 @@ def _groups(value: str | None) -> list[str] | None:
               help="Record the key of a host seen for the first time (a changed key is always refused).")
 @click.option("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
               help="known_hosts file to check host keys against (default: ~/.ssh/known_hosts).")
+@target_options
 def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, use_running: bool,
-          trust_new_hosts: bool, known_hosts: Path | None) -> None:
+          trust_new_hosts: bool, known_hosts: Path | None, target_override: TargetOverride) -> None:
     """Run the on-host checks for MANIFEST (exit 0: all passed, 2: a check failed, 1: error)."""
     try:
         report = _run(manifest, only, use_running, ConnectOptions(trust_new_hosts=trust_new_hosts,
-                                                                   known_hosts=known_hosts), quiet=as_json)
+                                                                   known_hosts=known_hosts), quiet=as_json,
+                      target_override=target_override)
     except ProvisionError as exc:
         click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
         sys.exit(EXIT_ERROR)
@@ -53,24 +58,38 @@ def check(manifest: Path, as_json: bool, junit: Path | None, only: str | None, u
 
 def plan_for_host(loaded: LoadedManifest, transport: Transport, only: list[str] | None = None,
                   use_running: bool = False) -> CheckPlan:
-    """The check plan, with the stack resolved as plan and apply resolve it (the host's facts in one round
-    trip, the resolver, the lock and mirrors), so the smoke test runs ComfyUI as the service does."""
+    """The check plan of the first (or only) ComfyUI instance; see plans_for_host."""
+    return plans_for_host(loaded, transport, only, use_running)[0]
+
+
+def plans_for_host(loaded: LoadedManifest, transport: Transport, only: list[str] | None = None,
+                   use_running: bool = False) -> list[CheckPlan]:
+    """The check plans, one per ComfyUI instance, with the stack resolved as plan and apply resolve it (the
+    host's facts in one round trip, the resolver, the lock and mirrors), so the smoke test runs ComfyUI as
+    the service does."""
     manifest = loaded.manifest
     groups, _disabled = selected_groups(manifest, only)
     resolution: Resolution | None = None
     refused: str | None = None
-    if "smoke" in groups:
+    if groups:
         client = AgentClient(transport, python=manifest.target.python, timeout=manifest.target.command_timeout)
         facts = gather_facts(client, manifest)
+        # Told as plan and apply tell it, before any check runs: every check would only skip or fail.
+        if needs_resolution(manifest) and refused_without_gpu(manifest.gpu.arch, manifest.gpu.allow_cpu,
+                                                              manifest.cuda.version, len(facts.nvidia.gpus)):
+            raise ProvisionError(no_gpu_message(transport.display))
+    if "smoke" in groups:
         try:
             resolution, _notes = use_lock(loaded, resolve_or_refuse(manifest, facts, transport.display))
         except PreflightError as exc:
             refused = f"ComfyUI's command line is not known, since {exc}"
-    return plan_checks(manifest, loaded.directory, only, use_running, resolution=resolution, refused=refused)
+    return plan_instance_checks(manifest, loaded.directory, only, use_running, resolution=resolution,
+                                refused=refused)
 
 
-def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool) -> CheckReport:
-    loaded = load_manifest(path)
+def _run(path: Path, only: str | None, use_running: bool, options: ConnectOptions, quiet: bool,
+         target_override: TargetOverride | None = None) -> CheckReport:
+    loaded = (target_override or TargetOverride()).apply(load_manifest(path))
     manifest = loaded.manifest
     selected_groups(manifest, _groups(only))  # a bad --only is refused before connecting
 
@@ -79,8 +98,8 @@ def _run(path: Path, only: str | None, use_running: bool, options: ConnectOption
             click.echo(f"  … {check_id}", err=True)
 
     with open_transport(manifest.target, options) as transport:
-        plan = plan_for_host(loaded, transport, _groups(only), use_running)
-        results = run_checks(transport, plan, manifest.target.python, timeout=manifest.target.command_timeout,
-                             on_progress=progress)
+        plans = plans_for_host(loaded, transport, _groups(only), use_running)
+        results = run_instance_checks(transport, plans, manifest.target.python,
+                                      timeout=manifest.target.command_timeout, on_progress=progress)
         host = transport.display
-    return CheckReport(manifest=str(path), host=host, python=plan.venv_python, results=results)
+    return CheckReport(manifest=str(path), host=host, python=plans[0].venv_python, results=results)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,21 @@ from provisioner.engine import RunOptions
 from provisioner.errors import ProvisionError
 from provisioner.fleet.inventory import load_inventory
 from provisioner.fleet.planner import FleetPlan
-from provisioner.fleet.report import plan_json, render_apply_summary, render_plan_markdown, render_plan_table
+from provisioner.fleet.report import (
+    apply_headline,
+    plan_json,
+    render_apply_summary,
+    render_plan_markdown,
+    render_plan_table,
+)
 from provisioner.fleet.report_html import render_plan_html
 from provisioner.fleet.runner import FleetApply, FleetOptions
 from provisioner.fleet.sessions import PreparedHost
 from provisioner.launcher import collect_from_here
 from provisioner.ledger import Ledger
+from provisioner.render.fleet_progress import FleetProgress
+from provisioner.render.json_output import dumps, versioned
+from provisioner.render.terminal import is_quiet, quiet_option
 from provisioner.report import Masker
 from provisioner.rootlock import lock_timeout_option
 from provisioner.transport import ConnectOptions
@@ -60,29 +67,6 @@ def _masker(prepared: list[PreparedHost]) -> Masker:
     return Masker([s for p in prepared for s in p.session.secrets])
 
 
-class _Progress:
-    """Live per-host progress on stderr, one line per event (lines from parallel hosts never interleave)."""
-
-    def __init__(self, enabled: bool, verbose: bool = False) -> None:
-        self.enabled = enabled
-        self.verbose = verbose
-        self.lock = threading.Lock()
-        self.width = 12
-
-    def __call__(self, host: str, phase: str, message: str) -> None:
-        if not self.enabled or (phase == "log" and not self.verbose):
-            return
-        first = message.splitlines()[0] if message else ""
-        if not host:
-            line = click.style(f"== {first}", bold=True)
-        else:
-            color = {"done": "green" if first.startswith(("ok", "skipped")) else "red", "rollback": "magenta",
-                     "check": "cyan"}.get(phase)
-            line = f"  {host:<{self.width}} {phase:<9} " + (click.style(first, fg=color) if color else first)
-        with self.lock:
-            click.echo(line, err=True)
-
-
 @click.group("fleet")
 def fleet() -> None:
     """Plan and roll out manifests across the hosts of an inventory (fleet.yaml)."""
@@ -111,7 +95,7 @@ def plan_command(inventory: Path, limit: str | None, forks: int | None, known_ho
         return
     fmt = "json" if as_json else fmt
     if fmt == "json":
-        text = json.dumps(plan_json(result), indent=2, sort_keys=True) + "\n"
+        text = dumps(plan_json(result)) + "\n"
     elif fmt == "md":
         text = render_plan_markdown(result)
     elif fmt == "html":
@@ -138,6 +122,7 @@ def plan_command(inventory: Path, limit: str | None, forks: int | None, known_ho
               help="Fetch each download once into this directory on this machine and push it to the hosts "
               "(overrides the inventory's download_cache).")
 @lock_timeout_option
+@quiet_option
 def apply_command(inventory: Path, limit: str | None, forks: int | None, known_hosts: Path | None,
                   trust_new_hosts: bool, resume: bool, as_json: bool, verbose: bool,
                   download_cache: Path | None, lock_timeout: float) -> None:
@@ -149,18 +134,21 @@ def apply_command(inventory: Path, limit: str | None, forks: int | None, known_h
                                               connect=ConnectOptions(trust_new_hosts, known_hosts, verbose),
                                               download_cache=download_cache.expanduser() if download_cache
                                               else None, lock_timeout=lock_timeout))
-        progress = _Progress(enabled=not as_json, verbose=verbose)
+        progress = FleetProgress(enabled=not as_json, verbose=verbose)
         runner = FleetApply(loaded, loaded.select(limit), _ledger(), options, on_progress=progress)
         collect_from_here()  # every host is expanded; what follows is per-host work that makes garbage
-        progress.width = max([len(p.name) for p in runner.prepared] + [4])
-        result = runner.run()
+        with progress.start([p.name for p in runner.prepared]):
+            result = runner.run()
     except ProvisionError as exc:
         _fail(exc)
         return
     mask = _masker(runner.prepared)
     if as_json:
-        click.echo(mask(json.dumps(result.as_json(), indent=2, sort_keys=True)))
+        click.echo(mask(dumps(versioned(result.as_json()))))
     else:
-        click.echo(mask(render_apply_summary(result)))
-        click.echo(f"Logs: {runner.log_dir}", err=True)
+        click.echo(mask(apply_headline(result) if is_quiet() else render_apply_summary(result)))
+        if result.aborted and is_quiet():
+            click.secho(mask(f"error: aborted: {result.aborted}"), fg="red", err=True)
+        if not is_quiet():
+            click.echo(f"Logs: {runner.log_dir}", err=True)
     sys.exit(result.exit_code())

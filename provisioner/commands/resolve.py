@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from provisioner.errors import ProvisionError
 from provisioner.facts import load_facts
 from provisioner.manifest import load_manifest
 from provisioner.preflight import live_facts
+from provisioner.render.json_output import dumps, versioned
 from provisioner.resolve import render_resolution, resolve
 
 EXIT_RESOLVED, EXIT_VIOLATIONS = 0, 1
@@ -41,7 +41,7 @@ def resolve_command(manifest: Path, facts_path: Path | None, as_json: bool) -> N
         click.secho(redaction.redact(f"error: {exc}"), fg="red", err=True)
         sys.exit(EXIT_VIOLATIONS)
     if as_json:
-        click.echo(json.dumps(result.model_dump(mode="json"), indent=2, sort_keys=True))
+        click.echo(dumps(versioned(result.model_dump(mode="json"))))
     else:
         click.echo(render_resolution(result, loaded.manifest.name))
     sys.exit(EXIT_RESOLVED if result.ok else EXIT_VIOLATIONS)

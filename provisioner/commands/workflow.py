@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from provisioner.errors import ProvisionError
 from provisioner.facts import load_facts
 from provisioner.manifest import load_manifest
 from provisioner.manifest.model import Manifest
+from provisioner.render.json_output import dumps, versioned
 from provisioner.usage import UsageErrorsExit1
 from provisioner.workflow.analyze import Analysis, analyze
 from provisioner.workflow.emit import import_sections, sections
@@ -76,7 +76,7 @@ def analyze_command(workflow_file: Path, manifest_path: Path | None, facts_path:
     if emit:
         click.echo(sections(result, catalog, nunchaku).as_yaml(), nl=False)
     elif as_json:
-        click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True))
+        click.echo(dumps(versioned(result.as_json())))
     else:
         click.echo(render(result))
     sys.exit(EXIT_LACKS if result.lacks else EXIT_OK)

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from provisioner.expand import HostResource
+from provisioner.resolve.no_gpu import NO_GPU_FIX, NO_GPU_REASON, refused_without_gpu
 
 # Column order of the fleet table. "gpu" is filled from host facts, not from resources.
 AREAS = ("gpu", "torch", "nunchaku", "comfyui", "plugins", "models", "env", "service", "other")
@@ -71,8 +72,10 @@ def areas_of(resources: list[HostResource]) -> dict[str, str]:
     return {r.id: area_of(r) for r in resources}
 
 
-def gpu_summary(facts: dict[str, Any], manifest_gpu: dict[str, Any], min_driver: str | None) -> dict[str, Any]:
-    """The GPU/driver cell: what the host has, and whether it contradicts the manifest's pins."""
+def gpu_summary(facts: dict[str, Any], manifest_gpu: dict[str, Any], min_driver: str | None,
+                cuda_version: str = "auto", stack: bool = True) -> dict[str, Any]:
+    """The GPU/driver cell: what the host has, and whether it contradicts the manifest's pins (a missing GPU
+    only where the manifest installs the stack, as plan refuses it)."""
     nvidia = facts.get("nvidia") or {}
     gpus = nvidia.get("gpus") or []
     driver = nvidia.get("driver")
@@ -82,8 +85,11 @@ def gpu_summary(facts: dict[str, Any], manifest_gpu: dict[str, Any], min_driver:
     problems: list[str] = []
     arch = str(manifest_gpu.get("arch") or "auto")
     if gpu is None:
-        if arch != "none" and not manifest_gpu.get("allow_cpu"):
-            problems.append(f"no GPU {index} (set gpu.allow_cpu for CPU-only hosts)")
+        if gpus:
+            problems.append(f"no GPU {index}: set gpu.index to one of "
+                            f"{', '.join(str(g.get('index', i)) for i, g in enumerate(gpus))}")
+        elif stack and refused_without_gpu(arch, bool(manifest_gpu.get("allow_cpu")), cuda_version, 0):
+            problems.append(f"{NO_GPU_REASON}: {NO_GPU_FIX}")
         text = "no GPU"
     else:
         text = f"{gpu.get('name', '?')} · {driver or '?'}"

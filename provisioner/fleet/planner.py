@@ -15,6 +15,7 @@ from provisioner.fleet.results import FleetPlanResult, HostPlan, ProgressCallbac
 from provisioner.fleet.runner import FleetOptions
 from provisioner.fleet.sessions import PreparedHost, prepare_hosts
 from provisioner.ledger import Ledger, LedgerEntry, new_run_id
+from provisioner.stack import needs_resolution
 
 
 class FleetPlan:
@@ -55,7 +56,8 @@ class FleetPlan:
         else:
             plan.report = report
             plan.areas = _group_by_area(report.resources, areas_of(prepared.session.expansion.resources))
-            plan.gpu = gpu_summary(facts, manifest.gpu.model_dump(), manifest.cuda.min_driver)
+            plan.gpu = gpu_summary(facts, manifest.gpu.model_dump(), manifest.cuda.min_driver, manifest.cuda.version,
+                                   needs_resolution(manifest))
             if report.errors or plan.gpu["problems"]:
                 plan.error = "; ".join([*(f"{r['id']}: {r.get('error')}" for r in report.errors),
                                         *plan.gpu["problems"]])
@@ -73,7 +75,8 @@ class FleetPlan:
         exit_code = {"ok": 0, "drift": 2}.get(plan.status, 1)
         pending = len(plan.report.pending) if plan.report else 0
         summary = {"fleet": str(self.inventory.path), "connection": plan.connection, "error": plan.error,
-                   "areas": {area: sum(1 for r in rows if r["status"] != "ok") for area, rows in plan.areas.items()}}
+                   "areas": {area: sum(1 for r in rows if r["status"] not in ("ok", "kept"))
+                             for area, rows in plan.areas.items()}}
         self.ledger.record(LedgerEntry(self.run_id, started, plan.seconds, "plan", plan.manifest, plan.name,
                                        plan.status if plan.status != "error" else "failed", exit_code, pending,
                                        None, summary))

@@ -6,6 +6,9 @@ from typing import Any
 
 from provisioner.fleet.areas import AREA_TITLES, AREAS
 from provisioner.fleet.results import FleetApplyResult, FleetPlanResult, HostPlan
+from provisioner.render.fleet_table import render_table
+
+PLAN_STATUSES = ("ok", "drift", "error", "unreachable")
 
 
 def area_cell(plan: HostPlan, area: str) -> dict[str, Any]:
@@ -19,7 +22,7 @@ def area_cell(plan: HostPlan, area: str) -> dict[str, Any]:
     rows = plan.areas.get(area) or []
     if not rows:
         return {"state": "absent", "text": "·", "pending": []}
-    pending = [_pending(row) for row in rows if row["status"] != "ok"]
+    pending = [_pending(row) for row in rows if row["status"] not in ("ok", "kept")]
     if any(row["status"] == "error" for row in rows):
         return {"state": "error", "text": f"error ({len(pending)})", "pending": pending}
     if pending:
@@ -37,7 +40,7 @@ def _pending(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_json(result: FleetPlanResult) -> dict[str, Any]:
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(PLAN_STATUSES, 0)
     hosts = []
     for plan in result.hosts:
         counts[plan.status] = counts.get(plan.status, 0) + 1
@@ -55,7 +58,7 @@ def plan_headline(result: FleetPlanResult) -> str:
 
 
 def render_plan_table(result: FleetPlanResult, changes_only: bool = False) -> str:
-    """A fixed-width table; hosts that are ok can be hidden."""
+    """The hosts × areas table; hosts that are ok can be hidden. No value is ever cut (see fleet_table)."""
     headers = ["host", *(AREA_TITLES[a] for a in AREAS), "status"]
     rows = []
     for plan in result.hosts:
@@ -63,19 +66,12 @@ def render_plan_table(result: FleetPlanResult, changes_only: bool = False) -> st
             continue
         cells = [area_cell(plan, area)["text"] for area in AREAS]
         rows.append([plan.name, *cells, plan.status])
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    widths[1] = min(widths[1], 28)
-    lines = ["  ".join(_fit(str(cell), widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [render_table(headers, rows)]
     problems = [f"  {p.name}: {p.error}" for p in result.hosts if p.error]
     if problems:
         lines += ["", "Problems:", *problems]
     lines += ["", plan_headline(result)]
     return "\n".join(lines)
-
-
-def _fit(text: str, width: int) -> str:
-    return (text[: width - 1] + "…" if len(text) > width else text).ljust(width)
 
 
 def render_plan_markdown(result: FleetPlanResult) -> str:
@@ -119,10 +115,15 @@ def render_apply_summary(result: FleetApplyResult) -> str:
         gen = str(host.generation) if host.generation else "-"
         lines.append(f"{host.name:<{width}}  {batch:<5}  {host.status:<11}  {host.changed:>7}  {gen:<4}  "
                      f"{host.seconds:>7.2f}  {note.splitlines()[0] if note else ''}".rstrip())
-    counts = result.as_json()["summary"]
-    lines += ["", ", ".join(f"{n} {s}" for s, n in counts.items()) + f" in {result.seconds:.2f}s"]
+    lines += ["", apply_headline(result)]
     if result.aborted:
         lines.append(f"ABORTED: {result.aborted}")
     if result.count("not-run") or result.aborted:
         lines.append("Fix the cause, then continue with `provision fleet apply --resume` (finished hosts are skipped).")
     return "\n".join(lines)
+
+
+def apply_headline(result: FleetApplyResult) -> str:
+    """The counts line of a fleet apply (all that --quiet prints)."""
+    counts = result.as_json()["summary"]
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" in {result.seconds:.2f}s"

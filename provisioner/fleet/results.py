@@ -15,6 +15,7 @@ from provisioner.fleet.gates import CheckOutcome
 # Host statuses of an apply. `failed` and `unreachable` count against max_fail_percentage.
 OK, FAILED, UNREACHABLE, NOT_RUN, SKIPPED = "ok", "failed", "unreachable", "not-run", "skipped"
 FAILURES = (FAILED, UNREACHABLE)
+HOST_STATUSES = (OK, FAILED, UNREACHABLE, NOT_RUN, SKIPPED)
 
 #: (host, phase, message): phases are start, applying, log, check, rollback, done, batch, gate.
 ProgressCallback = Callable[[str, str, str], None]
@@ -63,7 +64,7 @@ class FleetApplyResult:
         return 1 if self.aborted or any(h.failed for h in self.hosts) else 0
 
     def as_json(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
+        counts = dict.fromkeys(HOST_STATUSES, 0)
         for host in self.hosts:
             counts[host.status] = counts.get(host.status, 0) + 1
         return {"run_id": self.run_id, "inventory": self.inventory, "seconds": self.seconds, "aborted": self.aborted,

@@ -21,6 +21,7 @@ from provisioner.engine import ApplyReport, RunOptions
 from provisioner.errors import ProvisionError, TransportError
 from provisioner.fleet.gates import HostCheck, RolloutChecks, run_gate
 from provisioner.fleet.inventory import FleetHost, Inventory
+from provisioner.fleet.preflight import PreflightResult, preflight
 from provisioner.fleet.results import (
     FAILED,
     NOT_RUN,
@@ -73,6 +74,7 @@ class FleetApply:
         self.state_dir = ledger.path.parent
         self.log_dir = self.state_dir / "logs" / self.run_id
         self._stop = threading.Event()
+        self._preflight = PreflightResult()
 
     def run(self) -> FleetApplyResult:
         started = time.monotonic()
@@ -94,10 +96,13 @@ class FleetApply:
         aborted: str | None = None
         pool = ThreadPoolExecutor(max_workers=forks, thread_name_prefix="fleet")
         try:
+            # Every host is planned before the first change: a misfit stops the rollout before the canary.
+            self.progress("", "batch", f"preflight: planning {len(pending)} hosts")
+            self._preflight = preflight(pending, forks, self.progress, self.rollout.rollback_on_failure)
+            aborted = self._preflight.abort_reason()
             for index, batch in enumerate(batches):
                 if aborted:
-                    results += [HostResult(p.name, batch.number, NOT_RUN, batch.canary,
-                                           p.session.loaded.manifest.name) for p in batch.hosts]
+                    results += [self._not_run(p, batch) for p in batch.hosts]
                     continue
                 batch_results = self._run_batch(pool, batch, state, len(batches))
                 results += batch_results
@@ -121,6 +126,14 @@ class FleetApply:
         results.sort(key=lambda r: order[r.name])
         return FleetApplyResult(self.run_id, str(self.inventory.path), results, round(time.monotonic() - started, 3),
                                 aborted, state.resumed_from, str(path))
+
+    def _not_run(self, prepared: PreparedHost, batch: Batch[PreparedHost]) -> HostResult:
+        manifest = prepared.session.loaded.manifest.name
+        refused = self._preflight.refused.get(prepared.name)
+        if refused is not None:
+            return HostResult(prepared.name, batch.number, FAILED, batch.canary, manifest,
+                              error=f"preflight: {refused}")
+        return HostResult(prepared.name, batch.number, NOT_RUN, batch.canary, manifest)
 
     # -- batches -------------------------------------------------------------------------------------------
 
@@ -277,6 +290,9 @@ class FleetApply:
             newest = report.generation
         else:  # the apply broke off: its generation, if it wrote one, is the newest failed record
             newest = records[-1]["generation"] if records and records[-1].get("status") != "ok" else None
+            before = self._preflight.newest_generation.get(prepared.name)
+            if newest is not None and before is not None and newest <= before:
+                newest = None  # that record is an earlier run's: this run changed nothing to roll back
         if newest is None:
             return None
         earlier = [g["generation"] for g in records if g["generation"] < newest and g.get("status") == "ok"]

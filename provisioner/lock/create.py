@@ -97,6 +97,10 @@ def _plugin(choice: PluginChoice, sources: LockSources) -> LockedPlugin:
 
 def _wheel(choice: NunchakuChoice, sources: LockSources) -> LockedWheel:
     previous = sources.previous.nunchaku if sources.previous else None
+    if choice.build is not None:
+        # Built on the host: nothing to download and hash here; the build key and source commit pin it.
+        return LockedWheel(version=choice.version, filename=choice.filename, url=choice.build.repo, sha256=None,
+                           size=None)
     if previous is not None and previous.sha256 and _same_wheel(previous, choice):
         return previous
     if sources.wheels is None:

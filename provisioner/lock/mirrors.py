@@ -35,6 +35,7 @@ from provisioner.resources.specs import (
     PipSpec,
     RequirementsSpec,
     ResourceBase,
+    WheelBuildSpec,
 )
 
 if TYPE_CHECKING:
@@ -168,6 +169,11 @@ def rewrite_resolution(resolution: Resolution, mirrors: Mirrors) -> Resolution:
         out.torch.index_url = mirrors.rewrite(out.torch.index_url)
     if out.nunchaku is not None:
         out.nunchaku.urls = list(dict.fromkeys(mirrors.rewrite(url) for url in out.nunchaku.urls))
+        build = out.nunchaku.build
+        if build is not None:
+            build.repo = mirrors.rewrite(build.repo)
+            for submodule in build.submodules:
+                submodule.url = mirrors.rewrite(submodule.url)
     for model in out.models:
         if model.url is not None:
             model.url = mirrors.rewrite(model.url)
@@ -190,12 +196,20 @@ def mirror_spec(rid: str, spec: ResourceBase, mirrors: Mirrors) -> MirroredSpec:
         return MirroredSpec(spec.model_copy(update={"repo": mirrors.rewrite(spec.repo)}))
     if isinstance(spec, DownloadSpec):
         return _mirror_download(rid, spec, mirrors)
+    if isinstance(spec, WheelBuildSpec):
+        return MirroredSpec(_mirror_wheel_build(spec, mirrors))
     if isinstance(spec, PipSpec | RequirementsSpec):
         update: dict[str, Any] = _mirror_indexes(spec, mirrors)
         if isinstance(spec, PipSpec):
             update["packages"] = [_mirror_package(package, mirrors) for package in spec.packages]
         return MirroredSpec(spec.model_copy(update=update))
     return MirroredSpec(spec)
+
+
+def _mirror_wheel_build(spec: WheelBuildSpec, mirrors: Mirrors) -> WheelBuildSpec:
+    """A source build fetches its repository and each submodule: every one of them goes through the rules."""
+    submodules = [module.model_copy(update={"url": mirrors.rewrite(module.url)}) for module in spec.submodules]
+    return spec.model_copy(update={"repo": mirrors.rewrite(spec.repo), "submodules": submodules})
 
 
 def _mirror_download(rid: str, spec: DownloadSpec, mirrors: Mirrors) -> MirroredSpec:

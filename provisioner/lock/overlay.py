@@ -99,6 +99,8 @@ def _nunchaku(choice: NunchakuChoice | None, locked: LockedWheel | None) -> list
         return [f"manifest now resolves nunchaku {choice.version} but the lock pins {locked.version}"]
     if choice.filename != locked.filename:
         return [f"manifest now resolves the nunchaku wheel {choice.filename} but the lock pins {locked.filename}"]
+    if choice.build is not None:
+        return []  # built on the host: the version and file name (torch, CUDA, platform) say it all
     if locked.url not in choice.urls:
         return [f"manifest now downloads nunchaku from {choice.urls[0]} but the lock pins {locked.url}"]
     if choice.sha256 and locked.sha256 and choice.sha256 != locked.sha256:
@@ -163,6 +165,8 @@ def _pin_git(choice: ComfyUIChoice | PluginChoice, locked: GitPin) -> None:
 
 
 def _pin_wheel(choice: NunchakuChoice, locked: LockedWheel) -> None:
+    if choice.build is not None:
+        return
     # The locked URL goes first; the others stay as fallbacks, since the sha256 pins the bytes.
     choice.urls = [locked.url, *(url for url in choice.urls if url != locked.url)]
     if locked.sha256 and choice.sha256 != locked.sha256:

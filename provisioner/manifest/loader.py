@@ -94,8 +94,8 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], included_at: Issue |
         if not base or len(base) > MAX_EXTENDS_NAME or "\0" in base:
             raise ManifestError([source.issue(where, f"extends names a file by a relative path of 1 to "
                                               f"{MAX_EXTENDS_NAME} characters; got {len(base)} characters")])
-        base_path = path.parent / base
         named_at = source.issue(where, f"base manifest {base[:200]!r}")
+        base_path = _builtin_base(base, named_at) if base.startswith(BUILTIN_PREFIX) else path.parent / base
         base_data, base_source = _load_with_extends(base_path, (*chain, resolved), named_at)
         if not isinstance(base_data, dict):
             raise ManifestError([base_source.issue((), "a base manifest must be a mapping")])
@@ -103,6 +103,26 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...], included_at: Issue |
         merged = _merge(merged, merged_source, base_data, base_source, ())
     merged = _merge(merged, merged_source, data, source, ())
     return merged, merged_source
+
+
+#: `extends: builtin:NAME` names a base manifest shipped in the package (manifests/base/NAME.yaml), found
+#: from wherever the manifest is, e.g. one `provision init` wrote.
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_bases_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("provisioner.bases")))
+
+
+def _builtin_base(base: str, named_at: Issue) -> Path:
+    name = base.removeprefix(BUILTIN_PREFIX)
+    available = sorted(p.stem for p in builtin_bases_dir().glob("*.yaml"))
+    if name not in available:
+        raise ManifestError([_replace_message(named_at, f"{named_at.message} is not a built-in base; built-in "
+                                              f"bases: {', '.join(BUILTIN_PREFIX + a for a in available)}")])
+    return builtin_bases_dir() / f"{name}.yaml"
 
 
 #: An error quotes the offending value; a 1 MB value is shown by its two ends.

@@ -13,13 +13,16 @@ from provisioner.values import (
     AbsolutePath,
     EnvKey,
     EnvValue,
+    ExtraRoot,
     GitRef,
     Name,
     OwnedPath,
     RelativePath,
     Url,
     check_absolute_path,
+    check_model_folder,
     check_name,
+    inside_extra_root,
 )
 
 AUTO = "auto"
@@ -46,6 +49,11 @@ class Target(Strict):
         "resolved against the working directory of the local transport or the login directory remotely.",
     )
     python: str = Field(default="python3", description="Interpreter that runs the host agent (>= 3.8).")
+    extra_roots: list[ExtraRoot] = Field(
+        default_factory=list,
+        description="Absolute folders outside the root (a model library, an NFS share) where model files and "
+        "folders (download and directory resources, comfyui.models_root) may live; nothing else may.",
+    )
     user: Name | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     identity_file: str | None = None
@@ -193,9 +201,17 @@ class ComfyUISpec(Strict):
     ref: GitRef = AUTO
     path: OwnedPath = "ComfyUI"
     plugins: list[PluginSpec] = Field(default_factory=list)
-    models_root: RelativePath | None = Field(
-        default=None, description="Shared models root, wired in through extra_model_paths.yaml."
+    models_root: str | None = Field(
+        default=None, description="Shared models root, wired in through extra_model_paths.yaml: under the root, "
+        "or an absolute folder inside one of target.extra_roots.",
     )
+
+    @field_validator("models_root")
+    @classmethod
+    def _models_root(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_model_folder(value)
 
 
 MODEL_FOLDERS = (
@@ -215,6 +231,8 @@ class ModelSpec(Strict):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0)
     rank: int | None = Field(default=None, ge=1)
+    state: Literal["present", "absent"] = Field(
+        default="present", description="absent: delete the file from the host (no --prune needed).")
     companions: bool = Field(
         default=True,
         description="Also install what this model's standard workflow loads with it (text encoders, VAE, "
@@ -236,6 +254,14 @@ class ModelSpec(Strict):
         return value
 
 
+class ServiceInstance(Strict):
+    """One ComfyUI of several on a host: the GPU it serves from and its port."""
+
+    gpu: int = Field(ge=0, description="nvidia-smi index of the GPU this ComfyUI uses (it sees it as cuda:0).")
+    port: int = Field(ge=1, le=65535)
+    name: Name | None = Field(default=None, description="Service name; default comfyui-gpuN.")
+
+
 class ServiceSpec(Strict):
     enabled: bool = True
     manager: Literal["auto", "systemd", "process", "container"] = "auto"
@@ -245,6 +271,11 @@ class ServiceSpec(Strict):
     # Real ComfyUI takes 15-25 s (more with many plugins) before /system_stats answers.
     ready_timeout: float = Field(default=180.0, gt=0, le=3600,
                                  description="Seconds ComfyUI may take, started or restarted, to answer /system_stats.")
+    instances: list[ServiceInstance] = Field(
+        default_factory=list,
+        description="One ComfyUI per entry, each on its own GPU and port (e.g. [{gpu: 0, port: 8188}, "
+        "{gpu: 1, port: 8189}]); empty: one ComfyUI on gpu.index and service.port.",
+    )
 
     @field_validator("extra_args")
     @classmethod
@@ -252,7 +283,24 @@ class ServiceSpec(Strict):
         for arg in args:
             if not re.match(r"^[A-Za-z0-9=_.,:/+-]+$", arg):
                 raise ValueError(f"service argument {arg!r} may use only letters, digits and = _ . , : / + -")
+            if arg.split("=", 1)[0] == "--cuda-device":
+                # The service gets CUDA_VISIBLE_DEVICES from gpu.index; --cuda-device would override it
+                # behind the checks' back.
+                raise ValueError("--cuda-device is set for you: choose the GPU with gpu.index, or one per "
+                                 "ComfyUI with service.instances")
         return args
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, instances: list[ServiceInstance]) -> list[ServiceInstance]:
+        ports = [str(i.port) for i in instances]
+        names = [i.name or f"comfyui-gpu{i.gpu}" for i in instances]
+        for what, values in (("port", ports), ("name", names)):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"two service.instances share the {what} {', '.join(twice)}: give each its own"
+                                 + (" (two instances on one GPU need distinct names)" if what == "name" else ""))
+        return instances
 
 
 class ChecksSpec(Strict):
@@ -270,7 +318,7 @@ class HandlerSpec(Strict):
     a command (`argv`), or the restart of a service resource (`restart: NAME`)."""
 
     argv: list[str] | None = Field(default=None, min_length=1)
-    restart: Name | None = Field(default=None, description="Name of a service resource to restart.")
+    restart: Name | list[Name] | None = Field(default=None, description="Name(s) of service resources to restart.")
     cwd: RelativePath | None = None
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
@@ -313,6 +361,16 @@ class Manifest(Strict):
     @classmethod
     def _role_paths(cls, paths: list[str]) -> list[str]:
         return [check_absolute_path(p) for p in paths]
+
+    @model_validator(mode="after")
+    def _models_root_inside_extra_roots(self) -> Manifest:
+        root = self.comfyui.models_root if self.comfyui else None
+        if root and root.startswith("/") and not inside_extra_root(root, self.target.extra_roots):
+            listed = ", ".join(self.target.extra_roots) or "none"
+            raise ValueError(f"comfyui.models_root {root} is outside the target root and outside every "
+                             f"target.extra_roots entry ({listed}): add its folder to target.extra_roots, or "
+                             "give a path under the root")
+        return self
 
     @field_validator("vars")
     @classmethod

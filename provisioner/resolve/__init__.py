@@ -31,7 +31,7 @@ from provisioner.resolve.result import (
     Violation,
 )
 from provisioner.resolve.settings import resolve_settings
-from provisioner.resolve.stack import search_nunchaku
+from provisioner.resolve.source_build import fill_source_build, search_backend
 
 __all__ = [
     "ComfyUIChoice",
@@ -74,12 +74,13 @@ def resolve(manifest: Manifest, facts: Facts, catalog: Catalog) -> Resolution:
         return _without_choices(result)
     adopted = _adopted_torch(manifest, facts)
     if nunchaku:
-        combo, violations, notes = search_nunchaku(manifest, catalog, host, needs, adopted)
+        combo, violations, notes = search_backend(manifest, catalog, host, needs, adopted, facts)
     else:
         combo, violations, notes = search_plain(manifest, catalog, host, needs, host.mode == "cpu", adopted)
     result.notes += notes
     result.violations += violations
     result.models = plan.models
+    result.absent_models = plan.absent
     if combo is not None:
         _fill_choices(result, manifest, catalog, host, combo, facts)
     elif (found := find_plugin(manifest, catalog)) is not None:
@@ -180,7 +181,9 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
     requirements = [f"{p}{labelled[p]}" if p in labelled else p for p in manifest.torch.packages]
     index_url = manifest.torch.index_url or catalog.torch_index_url(combo.cuda)
     build = f"CUDA {combo.cuda} build" if combo.cuda else "CPU build"
-    if combo.release is not None and combo.build is not None:
+    if combo.release is not None and combo.build is not None and host.building:
+        why = f"nunchaku {combo.release.version} is built on the host against this torch (CUDA {combo.cuda})"
+    elif combo.release is not None and combo.build is not None:
         why = (
             f"the nunchaku {combo.release.version} wheel is built for torch {combo.build.torch} with CUDA {combo.cuda}"
         )
@@ -193,8 +196,9 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
         why = "newest torch release whose CUDA build the GPU and driver support"
     if kept and facts.venv is not None:
         why = f"the torch installed in the adopted venv {facts.venv.path}, kept as it is" + (
+            "" if combo.release is None else
+            f"; nunchaku {combo.release.version} is built on the host against it" if host.building else
             f"; the nunchaku {combo.release.version} wheel is built for its torch {torch.minor}"
-            if combo.release is not None else ""
         )
     elif torch.uncertain:
         why = f"torch {torch.torch} is not in the catalog (taken as asked, torchvision/torchaudio left to pip); {why}"
@@ -216,7 +220,10 @@ def _fill_choices(result: Resolution, manifest: Manifest, catalog: Catalog, host
         why=f"{build}: {why}",
     )
     if combo.release is not None and combo.build is not None and host.platform:
-        _fill_nunchaku(result, manifest, catalog, host, combo)
+        if host.building:
+            fill_source_build(result, manifest, catalog, host, combo, facts)
+        else:
+            _fill_nunchaku(result, manifest, catalog, host, combo)
     _fill_plugin(result, manifest, catalog, host, combo)
     if manifest.comfyui is not None:
         ref = manifest.comfyui.ref
@@ -363,16 +370,25 @@ def _check_capacity(
     free = facts.disk_free_bytes
     sized = [m.size for m in plan.models if m.size is not None]
     unknown = [m.filename for m in plan.models if m.size is None]
+    models_root = manifest.comfyui.models_root if manifest.comfyui else None
+    if models_root and models_root.startswith("/") and plan.models:
+        # The models go to an extra root, another disk: each download checks that disk's space before it starts.
+        result.notes.append(f"models go to {models_root}, outside the target root: the disk check counts only "
+                            "the packages; each download checks the space there before its first byte")
+        sized, unknown = [], []
     if unknown:
         result.notes.append(f"sizes unknown for {', '.join(unknown)}; the disk check leaves them out")
     if free is None:
         return
     need_bytes = sum(sized) + (catalog.torch.venv_bytes if facts.venv is None or facts.venv.torch is None else 0)
+    if host.building:
+        need_bytes += catalog.nunchaku.source_build.disk_bytes
     if need_bytes > free:
         result.violations.append(
             Violation(
                 field="models",
-                reason=f"about {need_bytes / 1e9:.1f} GB is needed (models and packages) but only "
+                reason=f"about {need_bytes / 1e9:.1f} GB is needed (models and packages"
+                + (", and building nunchaku" if host.building else "") + ") but only "
                 f"{free / 1e9:.1f} GB is free under {facts.root or 'the target root'}",
                 fix="Free disk space, move target.root to a larger disk, or drop models",
             )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from provisioner.catalog import ArchInfo, Catalog, arch_number
 from provisioner.facts import Facts, Gpu
 from provisioner.manifest.model import Manifest
+from provisioner.resolve.no_gpu import NO_GPU_FIX, NO_GPU_REASON
 from provisioner.resolve.result import GpuChoice, Mode, Violation
 
 MACHINE_PLATFORMS = {"x86_64": "linux_x86_64", "amd64": "linux_x86_64"}
@@ -29,6 +30,10 @@ class Host:
     driver: str | None = None
     fallback: str | None = None
     no_wheels: bool = False
+    #: Why no prebuilt wheel can exist for this host (aarch64), where a source build may still serve it.
+    wheels_impossible: str | None = None
+    #: The stack builds nunchaku on the host instead of downloading a wheel.
+    building: bool = False
     notes: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
 
@@ -52,7 +57,9 @@ def assess_host(manifest: Manifest, facts: Facts, catalog: Catalog) -> Host:
             host.notes.append("nunchaku is skipped: it needs an NVIDIA GPU, and this is a CPU-only install")
     elif host.arch is not None:
         _decide_precision(manifest, catalog, host)
-    _check_machine(facts, catalog, host)
+    _check_machine(manifest, facts, catalog, host)
+    if host.mode == "nunchaku" and manifest.nunchaku.build == "source":
+        host.building = True
     _check_impostor(manifest, facts, host)
     _check_driver_floor(manifest, host)
     _check_vram_floor(manifest, host)
@@ -90,14 +97,7 @@ def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
             host.notes.append("no NVIDIA GPU found; installing the CPU build of torch (gpu.allow_cpu)")
             return True
         detail = f" (nvidia-smi: {facts.nvidia.error.strip()})" if facts.nvidia.error else ""
-        host.violations.append(
-            Violation(
-                field="gpu",
-                reason=f"no NVIDIA GPU found on the host{detail}",
-                fix="Install the NVIDIA driver so that nvidia-smi lists the GPU; or set gpu.allow_cpu: true for a "
-                "CPU-only install; or set gpu.arch (e.g. sm_89) when building for another machine",
-            )
-        )
+        host.violations.append(Violation(field="gpu", reason=f"{NO_GPU_REASON}{detail}", fix=NO_GPU_FIX))
         return False
     gpu = facts.gpu(spec.index)
     if gpu is None:
@@ -130,7 +130,25 @@ def _locate_gpu(manifest: Manifest, facts: Facts, host: Host) -> bool:
             )
         )
     host.arch = f"sm_{arch_number(detected)}"
+    _check_instance_gpus(manifest, facts, host, detected)
     return False
+
+
+def _check_instance_gpus(manifest: Manifest, facts: Facts, host: Host, arch: str) -> None:
+    """Each ComfyUI of service.instances needs its GPU, of the arch the stack is resolved for."""
+    gpus = facts.nvidia.gpus
+    indexes = ", ".join(str(g.index if g.index is not None else i) for i, g in enumerate(gpus))
+    for position, instance in enumerate(manifest.service.instances):
+        gpu = facts.gpu(instance.gpu)
+        field = f"service.instances[{position}].gpu"
+        if gpu is None:
+            host.violations.append(Violation(field=field, reason=f"{field} is {instance.gpu} but the host has GPU "
+                                             f"index {indexes}", fix=f"Set {field} to one of: {indexes}"))
+        elif gpu.sm is not None and arch_number(gpu.sm) != arch_number(arch):
+            host.violations.append(Violation(
+                field=field, reason=f"GPU {instance.gpu} ({gpu.name}) is {gpu.sm}, but the stack is resolved for "
+                f"GPU {manifest.gpu.index} ({arch}): one venv serves every instance",
+                fix=f"Leave GPU {instance.gpu} out of service.instances, or use one manifest per GPU arch"))
 
 
 def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
@@ -161,6 +179,8 @@ def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
                     fix=f"Set nunchaku.precision to {info.precision} (or auto)",
                 )
             )
+        return
+    if _unsupported_build(manifest, catalog, host, family):
         return
     if info is not None and info.reason:
         reason = f"nunchaku cannot run on {host.arch} ({family}): {info.reason}"
@@ -197,6 +217,36 @@ def _decide_precision(manifest: Manifest, catalog: Catalog, host: Host) -> None:
         )
 
 
+def _unsupported_build(manifest: Manifest, catalog: Catalog, host: Host, family: str) -> bool:
+    """An arch nunchaku's setup.py refuses (Hopper) built anyway behind the override; True when it decides."""
+    assert host.arch is not None
+    spec = manifest.nunchaku
+    unsupported = catalog.unsupported_arch(str(arch_number(host.arch)))
+    if unsupported is None or spec.build == "wheel":
+        return False
+    field = "nunchaku.build_options.allow_unsupported_arch"
+    if not spec.build_options.allow_unsupported_arch:
+        if spec.build != "source":
+            return False  # auto: the plain-loader fallback (or its refusal) as without source builds
+        host.violations.append(Violation(
+            field=field,
+            reason=f"nunchaku.build is source, but {host.arch} ({family}) is not in nunchaku's list of supported archs "
+            "(its setup.py asserts it)",
+            fix=f"Set {field}: true to build it anyway for diagnostics ({unsupported.effect}), or set "
+            "nunchaku.build: auto for the plain-loader fallback"))
+        return True
+    host.mode = "nunchaku"
+    host.precision = unsupported.precision
+    host.building = True
+    return True
+
+
+def can_build(facts: Facts) -> bool:
+    """Whether the facts show a host that could compile nunchaku (an nvcc that answers): auto builds only there."""
+    toolchain = facts.toolchain
+    return toolchain is not None and toolchain.nvcc is not None and toolchain.nvcc.version is not None
+
+
 def _check_system(facts: Facts, host: Host) -> bool:
     """Every wheel provision installs is a Linux one; True when the facts describe another system."""
     system = facts.system
@@ -215,7 +265,7 @@ def _check_system(facts: Facts, host: Host) -> bool:
     return True
 
 
-def _check_machine(facts: Facts, catalog: Catalog, host: Host) -> None:
+def _check_machine(manifest: Manifest, facts: Facts, catalog: Catalog, host: Host) -> None:
     if _check_system(facts, host):
         host.platform = None
         return
@@ -226,13 +276,21 @@ def _check_machine(facts: Facts, catalog: Catalog, host: Host) -> None:
             host.platform = f"linux_{machine}"
         return
     host.platform = f"linux_{machine}"
-    host.no_wheels = True
     known = catalog.nunchaku.unsupported_machines.get(machine)
+    build = manifest.nunchaku.build
+    if build == "source" or (build == "auto" and can_build(facts)):
+        host.wheels_impossible = known or f"no nunchaku wheels exist for {machine} hosts"
+        host.building = True
+        return
+    host.no_wheels = True
     host.violations.append(
         Violation(
             field="host",
             reason=known or f"no nunchaku wheels exist for {machine} hosts (only linux_x86_64 and win_amd64)",
-            fix="Use an x86_64 host, or set nunchaku.enabled: false for a plain ComfyUI install",
+            fix="Use an x86_64 host; or set nunchaku.build: source to build nunchaku on this host"
+            + (" (nunchaku.build: wheel forbids it now)" if build == "wheel" else
+               " (auto builds only where the facts show nvcc)")
+            + "; or set nunchaku.enabled: false for a plain ComfyUI install",
         )
     )
 
@@ -303,6 +361,8 @@ def _gpu_choice(manifest: Manifest, catalog: Catalog, host: Host) -> GpuChoice:
     family = info.family if info else None
     if host.precision:
         why = f"{host.arch} ({family}) runs nunchaku {host.precision.upper()} models in {dtype}"
+        if info and info.precision is None:
+            why += " only behind nunchaku.build_options.allow_unsupported_arch (a diagnostics build)"
         if info and info.note:
             why += f"; {info.note}"
     elif host.mode == "cpu":
@@ -317,7 +377,7 @@ def _gpu_choice(manifest: Manifest, catalog: Catalog, host: Host) -> GpuChoice:
         name=name,
         arch=host.arch,
         family=family,
-        precision=info.precision if info and host.mode == "nunchaku" else None,
+        precision=host.precision if host.mode == "nunchaku" else None,  # int4 on Hopper behind the override
         dtype=dtype,
         vram_gib=vram,
         tflops_floor=floor,

@@ -22,6 +22,8 @@ class ModelPlan:
     entries: list[ModelEntry | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
+    #: Files the manifest marks `state: absent`: resolved to their paths like the others, then removed.
+    absent: list[ModelChoice] = field(default_factory=list)
 
     @property
     def nodes(self) -> list[str]:
@@ -48,6 +50,9 @@ def plan_models(
         where = f"models[{index}]"
         entry, variants = _match(spec, catalog)
         before = len(plan.models)
+        if spec.state == "absent":
+            _resolve_absent(plan, spec, catalog, entry, variants, precision, nunchaku, where)
+            continue
         if entry is None:
             _plain_file(plan, spec, catalog, precision, nunchaku, where)
         elif nunchaku:
@@ -61,6 +66,20 @@ def plan_models(
     plan.entries += [None] * len(companions)
     plan.notes += notes
     return plan
+
+
+def _resolve_absent(plan: ModelPlan, spec: ModelSpec, catalog: Catalog, entry: ModelEntry | None,
+                    variants: list[_Variant], precision: str | None, nunchaku: bool, where: str) -> None:
+    """Resolve an absent model to the file it names (no companions: they may serve other models)."""
+    scratch = ModelPlan()
+    if entry is None:
+        _plain_file(scratch, spec, catalog, precision, nunchaku, where)
+    elif nunchaku:
+        _nunchaku_file(scratch, spec, catalog, entry, variants, precision, where)
+    else:
+        _fallback_file(scratch, spec, catalog, entry, where)
+    plan.absent += scratch.models
+    plan.violations += scratch.violations
 
 
 def _match(spec: ModelSpec, catalog: Catalog) -> tuple[ModelEntry | None, list[_Variant]]:

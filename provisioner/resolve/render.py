@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioner.resolve.result import ModelChoice, Resolution
+from provisioner.resolve.result import ModelChoice, Resolution, SourceBuildChoice
 
 INDENT = "    "
 
@@ -35,7 +35,9 @@ def render_resolution(res: Resolution, name: str | None = None) -> str:
         lines.append(f"  {INDENT}      {torch.why}")
     if res.nunchaku:
         wheel = res.nunchaku
-        lines.append(f"  nunchaku  {wheel.version}: {wheel.filename}")
+        lines.append(f"  nunchaku  {wheel.version}: {wheel.filename}" + (" (built on the host)" if wheel.build else ""))
+        if wheel.build:
+            _build_lines(lines, wheel.build)
         for url in wheel.urls:
             lines.append(f"  {INDENT}      {url}")
         lines.append(f"  {INDENT}      {wheel.why}")
@@ -57,6 +59,25 @@ def render_resolution(res: Resolution, name: str | None = None) -> str:
             lines.append(f"    {INDENT}{model.why}")
     _notes(lines, res)
     return "\n".join(lines)
+
+
+def _build_lines(lines: list[str], build: SourceBuildChoice) -> None:
+    pad = f"  {INDENT}      "
+    lines.append(f"{pad}source {build.repo} {build.ref}" + (f" ({build.commit[:12]})" if build.commit else ""))
+    lines.append(f"{pad}submodules " + ", ".join(
+        f"{s.path.rsplit('/', 1)[-1]}@{s.commit[:8] if s.commit else 'gitlink'}" for s in build.submodules))
+    jobs = str(build.max_jobs) if build.max_jobs else f"auto (~{build.predicted_jobs})" if build.predicted_jobs \
+        else "auto"
+    lines.append(f"{pad}arches {', '.join(build.arches)} "
+                 f"(NUNCHAKU_INSTALL_MODE={build.install_mode}), MAX_JOBS {jobs}"
+                 + (f", CC {build.cc}" if build.cc else "") + (f", CXX {build.cxx}" if build.cxx else ""))
+    needs = build.prerequisites
+    lines.append(f"{pad}needs nvcc {needs.nvcc_major}.x, gcc >= {needs.gcc_min}, ninja, Python headers, "
+                 f"~{needs.min_free_bytes / 1e9:.0f} GB disk, {needs.job_memory_bytes / 1024**3:.0f} GiB a job")
+    lines.append(f"{pad}kernels: {build.kernel_path}")
+    lines.append(f"{pad}build key {build.build_key[:16]}")
+    for warning in build.warnings:
+        lines.append(f"{pad}WARNING {warning}")
 
 
 def _size(model: ModelChoice) -> str:

@@ -44,6 +44,48 @@ class TorchChoice(_Result):
     why: str
 
 
+class SubmoduleChoice(_Result):
+    path: str
+    url: str
+    commit: str | None = Field(description="The gitlink the checkout must match; None with nunchaku.source.")
+
+
+class BuildPrerequisites(_Result):
+    """What the host's preflight checks before the build starts (the wheel_build resource's prerequisites)."""
+
+    nvcc_major: str | None = Field(description="Must equal torch.version.cuda's major.")
+    gcc_min: int
+    ninja: bool = True
+    python_headers: bool = True
+    min_free_bytes: int
+    job_memory_bytes: int
+
+
+class SourceBuildChoice(_Result):
+    """nunchaku compiled on the host against the venv's torch, instead of a prebuilt wheel."""
+
+    version: str
+    repo: str
+    ref: str
+    commit: str | None = Field(description="What ref must resolve to; None for a fork or another ref.")
+    submodules: list[SubmoduleChoice]
+    arches: list[str] = Field(description="SM targets in setup.py's spelling, e.g. ['121a'].")
+    install_mode: Literal["FAST", "ALL"]
+    add_supported_arches: list[str] = Field(default_factory=list, description="The unsupported-arch override.")
+    max_jobs: int | None = Field(description="nunchaku.build_options.max_jobs; None: auto on the host.")
+    predicted_jobs: int | None = Field(default=None, description="What auto gives with the facts' cores and memory.")
+    cc: str | None = None
+    cxx: str | None = None
+    cuda_home: str | None = None
+    torch: str = Field(description="The torch version built against.")
+    cuda: str = Field(description="torch.version.cuda of that torch.")
+    prerequisites: BuildPrerequisites
+    build_key: str
+    kernel_path: str = Field(description="What runs the W4A4 layers once it is built.")
+    warnings: list[str] = Field(default_factory=list)
+    why: str
+
+
 class NunchakuChoice(_Result):
     version: str
     filename: str
@@ -55,6 +97,7 @@ class NunchakuChoice(_Result):
     nightly_torch_build: bool
     sha256: str | None = None
     why: str
+    build: SourceBuildChoice | None = Field(default=None, description="Set when the wheel is built on the host.")
 
 
 class PluginSettingChoice(_Result):
@@ -115,6 +158,8 @@ class Resolution(_Result):
     plugin: PluginChoice | None = None
     comfyui: ComfyUIChoice | None = None
     models: list[ModelChoice] = Field(default_factory=list)
+    absent_models: list[ModelChoice] = Field(
+        default_factory=list, description="Files the manifest marks state: absent, removed from the host.")
     fallback: str | None = Field(default=None, description="Why plain ComfyUI loaders replace nunchaku.")
     notes: list[str] = Field(default_factory=list)
     violations: list[Violation] = Field(default_factory=list)

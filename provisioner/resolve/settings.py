@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisioner.catalog import Catalog, PluginRelease, PluginSetting, version_key
+from provisioner.instances import VISIBLE_INDEX
 from provisioner.manifest.model import Manifest, PluginSpec
 from provisioner.resolve.host import Host
 from provisioner.resolve.result import PluginSettingChoice, Resolution, Violation
@@ -85,9 +86,11 @@ def _from_host(setting: PluginSetting, host: Host, nodes: set[str], gpu_index: i
     if setting.name == "cpu_offload":
         return _offload(setting, host, nodes)
     if setting.name == "device_id":
-        # The service does not narrow CUDA_VISIBLE_DEVICES, so the loader's device is the host's GPU index.
-        return PluginSettingChoice(name=setting.name, value=gpu_index, source="host", nodes=list(setting.nodes),
-                                   why=f"gpu.index is {gpu_index}")
+        # The service runs with CUDA_VISIBLE_DEVICES narrowed to its GPU (provisioner.instances): the
+        # process sees that GPU alone, as device 0.
+        return PluginSettingChoice(name=setting.name, value=VISIBLE_INDEX, source="host", nodes=list(setting.nodes),
+                                   why=f"ComfyUI sees only GPU {gpu_index} (CUDA_VISIBLE_DEVICES), as device "
+                                   f"{VISIBLE_INDEX}")
     if setting.name == "data_type":
         value = "float16" if turing else "bfloat16"
         why = (

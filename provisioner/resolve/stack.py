@@ -3,6 +3,7 @@ catalog knows, narrow by the manifest and the host, and keep the newest that pas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import product
 
 from packaging.version import Version
@@ -19,8 +20,11 @@ from provisioner.resolve.result import Violation
 
 
 def search_nunchaku(
-    manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopted: TorchInstall | None
+    manifest: Manifest, catalog: Catalog, host: Host, needs: Needs, adopted: TorchInstall | None,
+    source_builds: list[tuple[NunchakuRelease, Build]] | None = None, prefer: Callable[[Combo], bool] | None = None,
 ) -> tuple[Combo | None, list[Violation], list[str]]:
+    """The newest combination of prebuilt wheels; with `source_builds`, of builds made on the host instead
+    (each a release with the torch/CUDA the host would compile it against). `prefer` ranks first."""
     notes: list[str] = []
     violations: list[Violation] = []
     nunchaku_spec, bad = version_spec(manifest.nunchaku.version, "nunchaku.version")
@@ -29,8 +33,11 @@ def search_nunchaku(
     checkable, plugin_pin = pinned_plugin(manifest, catalog, notes)
     plugins: list[PluginRelease | None] = list(catalog.plugin_releases()) if checkable else [None]
     comfy_versions, comfy_pin = pinned_comfyui(manifest, catalog, notes)
-    builds = [(release, build) for release in catalog.nunchaku_releases() for build in release.builds]
-    builds += _wheel_outside_catalog(manifest, catalog, host, violations, notes)
+    if source_builds is not None:
+        builds = list(source_builds)
+    else:
+        builds = [(release, build) for release in catalog.nunchaku_releases() for build in release.builds]
+        builds += _wheel_outside_catalog(manifest, catalog, host, violations, notes)
     candidates = [
         Combo(
             release,
@@ -198,7 +205,7 @@ def search_nunchaku(
     violations += found
     if not survivors:
         return None, violations, notes
-    return max(survivors, key=lambda c: _preference(catalog, c, adopted)), violations, notes
+    return max(survivors, key=lambda c: _preference(catalog, c, adopted, prefer)), violations, notes
 
 
 def _wheel_outside_catalog(
@@ -270,12 +277,15 @@ def _versions(reached: list[Combo]) -> str:
     return f"nunchaku {', '.join(versions[:5])}{', ...' if len(versions) > 5 else ''}"
 
 
-def _preference(catalog: Catalog, c: Combo, adopted: TorchInstall | None) -> tuple[object, ...]:
-    """An adopted venv's torch kept; newest nunchaku, stable before nightly-built, newest torch and CUDA,
+def _preference(catalog: Catalog, c: Combo, adopted: TorchInstall | None,
+                prefer: Callable[[Combo], bool] | None = None) -> tuple[object, ...]:
+    """An adopted venv's torch kept; what `prefer` likes (a CUDA the host's nvcc can build for); newest nunchaku,
+    stable before nightly-built, newest torch and CUDA,
     newest plugin, a confirmed ComfyUI release before one known only from issues, newest ComfyUI."""
     keeps_torch = adopted is not None and c.torch is not None and same_build(adopted, c.torch.minor, c.cuda)
     return (
         keeps_torch,
+        prefer(c) if prefer is not None else True,
         version_key(c.release.version) if c.release else NO_VERSION,
         not (c.build.nightly if c.build else False),
         version_key(c.torch.torch) if c.torch else NO_VERSION,

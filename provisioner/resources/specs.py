@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from provisioner.agent.distributions import normalize
 from provisioner.values import (
     EnvKey,
     EnvValue,
     GitRef,
+    ModelPath,
     Name,
     OwnedPath,
     PinnedRequirement,
@@ -50,9 +51,16 @@ class ResourceBase(BaseModel):
         raise NotImplementedError
 
 
-class DirectorySpec(ResourceBase):
+class Removable(BaseModel):
+    """`state: absent` removes what the resource made (large data included: saying so is explicit)."""
+
+    state: Literal["present", "absent"] = Field(
+        default="present", description="absent: remove it from the host (plan shows what goes and its bytes).")
+
+
+class DirectorySpec(Removable, ResourceBase):
     kind: Literal["directory"] = "directory"
-    path: OwnedPath
+    path: ModelPath = Field(description="Under the root, or inside one of target.extra_roots (model folders).")
     mode: str | None = Field(default=None, description="Octal mode, e.g. '0755'.")
     owner: Name | None = None
     group: Name | None = None
@@ -63,7 +71,7 @@ class DirectorySpec(ResourceBase):
         return self.path
 
 
-class FileSpec(ResourceBase):
+class FileSpec(Removable, ResourceBase):
     kind: Literal["file"] = "file"
     path: OwnedPath
     content: str | None = Field(default=None, description="Literal content.")
@@ -77,6 +85,8 @@ class FileSpec(ResourceBase):
 
     @model_validator(mode="after")
     def _one_source(self) -> FileSpec:
+        if self.state == "absent" and self.content is None and self.template is None:
+            self.content = ""  # nothing to write: the file goes
         if (self.content is None) == (self.template is None):
             raise ValueError("a file needs exactly one of 'content' or 'template'")
         return self
@@ -94,7 +104,7 @@ class SecretFromEnv(BaseModel):
     optional: bool = False
 
 
-class EnvFileSpec(ResourceBase):
+class EnvFileSpec(Removable, ResourceBase):
     kind: Literal["envfile"] = "envfile"
     path: OwnedPath
     values: dict[EnvKey, EnvValue] = Field(default_factory=dict)
@@ -122,7 +132,7 @@ def _env_value(value: Any) -> Any:
     return value
 
 
-class VenvSpec(ResourceBase):
+class VenvSpec(Removable, ResourceBase):
     kind: Literal["venv"] = "venv"
     path: OwnedPath
     python: str = Field(
@@ -160,7 +170,7 @@ class UnrelatedPackage(BaseModel):
                        description="What the other project is, for the plan line.")
 
 
-class PipSpec(ResourceBase):
+class PipSpec(Removable, ResourceBase):
     kind: Literal["pip"] = "pip"
     venv: OwnedPath
     packages: list[PinnedRequirement | PinnedPackage] = Field(default_factory=list)
@@ -198,7 +208,7 @@ def _distribution(requirement: str) -> str:
     return normalize(re.split(r"[\[=]", requirement, maxsplit=1)[0])
 
 
-class RequirementsSpec(ResourceBase):
+class RequirementsSpec(Removable, ResourceBase):
     """A requirements.txt (ComfyUI's or a plugin's) installed into a venv under constraints."""
 
     kind: Literal["requirements"] = "requirements"
@@ -215,7 +225,7 @@ class RequirementsSpec(ResourceBase):
         return self.file
 
 
-class GitSpec(ResourceBase):
+class GitSpec(Removable, ResourceBase):
     kind: Literal["git"] = "git"
     path: OwnedPath
     repo: Url
@@ -240,11 +250,11 @@ class HubFile(BaseModel):
         description="The venv's interpreter: relative to the root (venv/bin/python) or absolute (an adopted venv).")
 
 
-class DownloadSpec(ResourceBase):
+class DownloadSpec(Removable, ResourceBase):
     """A large file over HTTP(S): resumable, verified by sha256, checked through a stat cache."""
 
     kind: Literal["download"] = "download"
-    path: OwnedPath
+    path: ModelPath = Field(description="Under the root, or inside one of target.extra_roots (model files).")
     url: Url
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0, description="Bytes; lets the disk check run before downloading.")
@@ -358,6 +368,8 @@ class WheelBuildSpec(ResourceBase):
 
     def key(self) -> str:
         return self.path
+# Written into a unit's Environment= line unquoted: only characters systemd reads literally.
+ServiceEnvValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.,:/+@-]*$")]
 
 
 class HttpReadiness(BaseModel):
@@ -380,9 +392,12 @@ class ServiceUnitSpec(ResourceBase):
     argv: list[str] = Field(min_length=1, description="argv[0] may be relative to the root, e.g. venv/bin/python.")
     cwd: RelativePath | None = None
     env_file: OwnedPath | None = None
+    env: dict[EnvKey, ServiceEnvValue] = Field(
+        default_factory=dict, description="Variables of this service alone (CUDA_VISIBLE_DEVICES); over env_file's.")
     log: OwnedPath | None = Field(default=None, description="Log file of the process manager (logs/NAME.log).")
     manager: Literal["auto", "systemd", "process"] = "auto"
-    state: Literal["running", "stopped"] = "running"
+    state: Literal["running", "stopped", "absent"] = Field(
+        default="running", description="absent: stop it (through its verified record) and remove its unit.")
     description: SingleLine = Field(default="", description="The unit's Description= line.")
     settle_seconds: float = Field(default=1.0, ge=0, le=60,
                                   description="Without `ready`: how long it must survive after start.")
@@ -408,6 +423,16 @@ _SERVICE_ARG = re.compile(r"^[A-Za-z0-9=_.,:/+@-]+$")
 
 class CommandSpec(ResourceBase):
     kind: Literal["command"] = "command"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removal(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "state" in data:
+            raise ValueError(
+                "a command has no state to remove: what it did cannot be undone by provision; drop the command "
+                "and declare what it created (a file, a directory) with state: absent")
+        return data
+
     name: Name
     argv: list[str] = Field(min_length=1)
     creates: RelativePath | None = Field(default=None, description="Skip when this path exists.")

@@ -35,13 +35,15 @@ def test_plan_apply_exit_codes_and_json(tmp_path: Path) -> None:
 
     dry = run("apply", "--dry-run", "--json", str(manifest))
     assert dry.returncode == 2
-    assert json.loads(dry.stdout)["summary"] == {"create": 1}
+    assert json.loads(dry.stdout)["summary"] == {"create": 1, "change": 0, "drift": 0, "destroy": 0,
+                                                 "unmanaged": 0, "ok": 0, "error": 0}
     assert not (tmp_path / "root" / "a.txt").exists(), "--dry-run changes nothing"
 
     applied = run("apply", "--json", str(manifest))
     assert applied.returncode == 0, applied.stdout + applied.stderr
     result = json.loads(applied.stdout)
-    assert result["ok"] and result["generation"] == 1 and result["summary"] == {"changed": 1}
+    assert result["ok"] and result["generation"] == 1 and result["summary"] == {
+        "changed": 1, "destroyed": 0, "ok": 0, "failed": 0, "skipped": 0}
 
     again = run("apply", str(manifest))
     assert again.returncode == 0
@@ -81,7 +83,7 @@ def test_ledger_records_each_run(tmp_path: Path) -> None:
     assert run("plan", str(manifest), env=ledger).returncode == 2
     assert run("apply", str(manifest), env=ledger).returncode == 0
     assert run("apply", str(manifest), env=ledger).returncode == 0
-    runs = json.loads(run("history", "--json", env=ledger).stdout)
+    runs = json.loads(run("history", "--json", env=ledger).stdout)["runs"]
     assert [(r["command"], r["status"], r["changed"], r["generation"]) for r in runs] == [
         ("apply", "ok", 0, None), ("apply", "ok", 1, 1), ("plan", "drift", 1, None)]
     assert {r["host"] for r in runs} == {"local"}
@@ -98,7 +100,7 @@ def test_validate_schema_generations_and_facts(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, [{"kind": "directory", "path": "d"}])
     assert run("apply", str(manifest)).returncode == 0
     listing = run("generations", "--json", str(manifest))
-    assert [g["generation"] for g in json.loads(listing.stdout)] == [1]
+    assert [g["generation"] for g in json.loads(listing.stdout)["generations"]] == [1]
 
     facts = json.loads(run("facts", "local", "--root", str(tmp_path)).stdout)
     assert facts["arch"] and facts["root"] == str(tmp_path) and facts["disk_free_bytes"] > 0

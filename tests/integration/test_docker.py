@@ -176,7 +176,8 @@ def test_image_build_commits_a_converged_image(session: DockerSession, tmp_path:
                              "commit_tag": second_tag}, resources)
     done = provision("apply", "--json", str(again))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert yaml.safe_load(done.stdout)["summary"] == {"ok": 2}
+    assert yaml.safe_load(done.stdout)["summary"] == {"changed": 0, "destroyed": 0, "ok": 2, "failed": 0,
+                                                       "skipped": 0}
     assert docker("image", "inspect", second_tag, check=False).returncode == 0
 
     assert build_containers() <= before, "temporary build containers are removed"

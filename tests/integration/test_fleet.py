@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
+from provisioner.agent.rootlock import RootLock
 from provisioner.commands.fleet import fleet as fleet_group
 from provisioner.engine import PlanReport, RunOptions
 from provisioner.fleet.inventory import load_inventory
@@ -27,6 +29,7 @@ from provisioner.fleet.runner import FleetApply, FleetOptions
 from provisioner.ledger import Ledger, LedgerEntry
 from provisioner.transport import ConnectOptions
 from tests.support.fleet_hosts import FleetServers, fleet_servers, host_name, read_generations, write_fleet
+from tests.support.gpu_standin import gpu_python
 
 pytestmark = [pytest.mark.ssh, pytest.mark.timeout(240)]
 
@@ -148,9 +151,10 @@ def test_a_failing_canary_stops_the_rollout(fleet: Fleet) -> None:
     assert result.aborted and "canary batch failed on gpu-00" in result.aborted
     assert statuses(result) == {host_name(0): "failed", **{host_name(i): "not-run" for i in range(1, HOSTS)}}
     assert "healthy" in str(result.hosts[0].error)
-    # Nothing reached the other hosts: no files, no SSH logins.
+    # Nothing reached the other hosts but the read-only preflight (one SSH login each): no files, no generations.
     assert all(fleet.config(i) is None for i in range(1, HOSTS))
-    assert fleet.logins()[1:] == logins[1:]
+    assert all(read_generations(fleet.root(i)) == [] for i in range(1, HOSTS))
+    assert fleet.logins()[1:] == [n + 1 for n in logins[1:]]
     assert list(fleet.rows(result.run_id)) == [host_name(0)]
 
 
@@ -173,7 +177,9 @@ def test_max_fail_percentage_continues_at_the_limit_and_aborts_past_it(fleet: Fl
     got = statuses(past_limit)
     assert got[host_name(2)] == "unreachable" and "connection refused" in str(past_limit.hosts[2].error)
     assert [got[host_name(i)] for i in range(10, HOSTS)] == ["not-run"] * 10
-    assert fleet.logins()[10:] == logins[10:]
+    # The hosts after the abort saw only the read-only preflight (one login each) and kept their generation.
+    assert fleet.logins()[10:] == [n + 1 for n in logins[10:]]
+    assert all(len(read_generations(fleet.root(i))) == 1 for i in range(10, HOSTS))
     rows = fleet.rows(past_limit.run_id)
     assert sorted(rows) == [host_name(i) for i in range(10)]
     assert rows[host_name(2)].status == "unreachable" and rows[host_name(3)].status == "ok"
@@ -243,7 +249,7 @@ def test_cli_reports_json_markdown_html_and_limits(fleet: Fleet, monkeypatch: py
     planned = runner.invoke(fleet_group, ["plan", str(fleet.inventory), "--json", *known])
     assert planned.exit_code == 2, planned.output
     document = json.loads(planned.stdout)
-    assert document["summary"] == {"drift": 4}
+    assert document["summary"] == {"ok": 0, "drift": 4, "error": 0, "unreachable": 0}
     assert document["hosts"][0]["areas"]["other"]["state"] == "drift"
 
     applied = runner.invoke(fleet_group, ["apply", str(fleet.inventory), "--limit", "canary,gpu-03", *known])
@@ -316,3 +322,79 @@ def test_html_report_is_self_contained_and_renders_200_hosts(tmp_path: Path) -> 
                          timeout=90).stdout
     assert dom.count("<tr data-status=") == 200
     assert "gpu-017" in dom and "connection refused" in dom and "GPU is sm_75" in dom
+
+
+ADA_MANIFEST = """\
+name: ada
+gpu: {arch: sm_89}
+nunchaku: {enabled: false}
+comfyui: {}
+service: {enabled: false}
+vars: {version: 1}
+resources:
+  - {kind: directory, path: data}
+  - {kind: file, path: app.conf, template: app.conf.j2}
+"""
+
+
+def test_a_misfit_host_stops_the_rollout_before_the_canary(fleet: Fleet) -> None:
+    """An RTX 3090 under an sm_89 manifest, in what would be batch 3: no host is changed, none rolled back."""
+    (fleet.directory / "ada.yaml").write_text(ADA_MANIFEST)
+    gpus = {index: ("NVIDIA GeForce RTX 4090", "8.9") for index in range(4)}
+    gpus[2] = ("NVIDIA GeForce RTX 3090", "8.6")
+    host_extra = {index: {"target": {"python": gpu_python(fleet.directory / "gpus" / str(index), name, cap)}}
+                  for index, (name, cap) in gpus.items()}
+    fleet.write({"canary": 1, "serial": 1, "rollback_on_failure": True}, count=4, host_extra=host_extra)
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["defaults"]["manifest"] = "ada.yaml"
+    fleet.inventory.write_text(yaml.safe_dump(inventory))
+
+    result = fleet.apply()
+    assert result.exit_code() == 1
+    assert result.aborted and result.aborted.startswith("preflight refused gpu-02: the rollout was not started")
+    assert "gpu.arch is sm_89 but GPU 0 (NVIDIA GeForce RTX 3090) is sm_86" in result.aborted
+    assert "fix: Set gpu.arch to sm_86" in result.aborted
+    assert statuses(result) == {host_name(0): "not-run", host_name(1): "not-run", host_name(2): "failed",
+                                host_name(3): "not-run"}
+    assert [h.batch for h in result.hosts] == [1, 2, 3, 4]
+    assert "preflight: " in str(result.hosts[2].error) and "sm_86" in str(result.hosts[2].error)
+    assert all(h.rollback is None for h in result.hosts), "a host that was never touched is never rolled back"
+    for index in range(4):
+        assert fleet.config(index) is None and read_generations(fleet.root(index)) == []
+    assert fleet.rows(result.run_id) == {}
+
+    # The same fleet with the misfit fixed (gpu.arch: auto for that host) rolls out everywhere.
+    inventory["hosts"][host_name(2)]["overrides"] = {"gpu": {"arch": "auto"}}
+    fleet.inventory.write_text(yaml.safe_dump(inventory))
+    fixed = fleet.apply()
+    assert fixed.exit_code() == 0, fixed.as_json()
+    assert set(statuses(fixed).values()) == {"ok"}
+    assert all(fleet.config(index) == f"version=1\nport={8100 + index}\n" for index in range(4))
+
+
+def test_a_host_this_rollout_did_not_change_is_not_rolled_back(fleet: Fleet) -> None:
+    """The newest record on the host is a failed generation of an earlier run; this run's apply on it is
+    refused (another run holds its root), so there is nothing of this run to roll back."""
+    rollout = {"max_fail_percentage": 100, "rollback_on_failure": True}
+    fleet.write(rollout, count=3)
+    assert fleet.apply().exit_code() == 0
+    failing = "  - {kind: command, name: fails, argv: [\"false\"], creates: never-made}\n"
+    (fleet.directory / "failing.yaml").write_text(MANIFEST + failing)
+    inventory = yaml.safe_load(fleet.inventory.read_text())
+    inventory["hosts"][host_name(1)]["manifest"] = "failing.yaml"
+    inventory["rollout"]["rollback_on_failure"] = False
+    fleet.inventory.write_text(yaml.safe_dump(inventory))
+    assert fleet.apply(limit=host_name(1)).exit_code() == 1
+    assert [g["status"] for g in read_generations(fleet.root(1))] == ["ok", "failed"]
+
+    fleet.write(rollout, count=3, defaults_vars={"version": 2})
+    lock = RootLock(str(fleet.root(1) / ".provision"), str(fleet.root(1)), "apply", {})
+    with lock:
+        result = fleet.apply()
+    got = {h.name: h for h in result.hosts}
+    assert got[host_name(1)].status == "failed" and "wait for it to finish" in str(got[host_name(1)].error)
+    assert got[host_name(1)].rollback == {"ok": False, "to": None, "generation": None,
+                                          "error": "nothing to roll back: this run recorded no generation"}
+    assert [g["status"] for g in read_generations(fleet.root(1))] == ["ok", "failed"]
+    assert got[host_name(0)].status == got[host_name(2)].status == "ok"
+    assert fleet.config(0) == "version=2\nport=8100\n" and fleet.config(1) == "version=1\nport=8101\n"

@@ -19,7 +19,7 @@ from tests.support.servers import free_port
 def _history(ledger: dict[str, str]) -> list[dict[str, Any]]:
     done = run("history", "--json", "--limit", "100", env=ledger)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    return json.loads(done.stdout)["runs"]  # type: ignore[no-any-return]
 
 
 def _by_started(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

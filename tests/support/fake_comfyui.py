@@ -1,7 +1,8 @@
 """A stand-in for ComfyUI: a bare directory with a stdlib `main.py` that speaks ComfyUI's HTTP API.
 
 It behaves like real ComfyUI (0.3.64) wherever provision depends on it:
-- it takes ComfyUI's own flags (--listen, --port, --disable-auto-launch, --cpu, --extra-model-paths-config);
+- it takes ComfyUI's own flags (--listen, --port, --disable-auto-launch, --cpu, --cuda-device, which sets
+  CUDA_VISIBLE_DEVICES as main.py does, --extra-model-paths-config);
 - start-up is slow: the "torch import" and device set-up come first, then comfy_extras and custom nodes
   are imported, and only then is the HTTP port bound; /system_stats answers after `startup_seconds`
   (default 15 s, like real ComfyUI's 15-25 s; tests about other things may lower it explicitly);
@@ -148,6 +149,7 @@ def parse_args():
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--disable-auto-launch", action="store_true")
     parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--cuda-device", type=int, default=None, metavar="DEVICE_ID")
     parser.add_argument("--extra-model-paths-config", type=str, nargs="+", action="append")
     parser.add_argument("--quick-test-for-ci", action="store_true")
     parser.add_argument("--verbose", nargs="?", const="DEBUG", default="INFO")
@@ -542,6 +544,9 @@ def make_handler(args, extra):
 def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # app/logger.py's format
     args = parse_args()
+    if args.cuda_device is not None:  # as main.py does, before torch is imported
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.cuda_device)
+        logging.info("Set cuda device to: {}".format(args.cuda_device))
     extra = extra_model_paths(args.extra_model_paths_config)
     EXTRA_PATHS.update(extra)
     install_folder_paths()

@@ -64,9 +64,11 @@ def write_fleet(directory: Path, fleet: FleetServers, roots: Path, manifest: str
                 rollout: dict[str, Any] | None = None, count: int | None = None,
                 host_vars: dict[int, dict[str, Any]] | None = None, groups: dict[str, Any] | None = None,
                 defaults_vars: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                defaults_target: dict[str, Any] | None = None) -> Path:
+                defaults_target: dict[str, Any] | None = None,
+                host_extra: dict[int, dict[str, Any]] | None = None) -> Path:
     """An inventory of the first `count` servers, each with its own root under `roots` and a port var;
-    `extra` adds top-level sections (e.g. download_cache), `defaults_target` target fields for every host."""
+    `extra` adds top-level sections (e.g. download_cache), `defaults_target` target fields for every host,
+    `host_extra` more fields of one host's entry (e.g. its target)."""
     servers: Sequence[SshServer] = fleet.servers[: count or len(fleet.servers)]
     hosts = {}
     for index, server in enumerate(servers):
@@ -74,6 +76,7 @@ def write_fleet(directory: Path, fleet: FleetServers, roots: Path, manifest: str
             "connection": server.connection(),
             "root": str(roots / host_name(index)),
             "vars": {"port": 8100 + index, **(host_vars or {}).get(index, {})},
+            **(host_extra or {}).get(index, {}),
         }
     document: dict[str, Any] = {
         "defaults": {"manifest": manifest, "target": {"identity_file": str(fleet.client_key),

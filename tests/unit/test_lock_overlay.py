@@ -329,7 +329,7 @@ def test_manifest_digest_ignores_formatting_but_not_meaning() -> None:
 # --- the Hub's answer -----------------------------------------------------------------------------
 
 
-def test_parse_revision_reads_lfs_hashes_and_sizes() -> None:
+def test_model_info_gives_lfs_hashes_and_sizes() -> None:
     answer = {
         "id": "org/repo", "sha": HUB_COMMIT,
         "siblings": [

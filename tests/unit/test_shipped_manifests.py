@@ -85,3 +85,38 @@ def test_the_gpu_machine_manifest_keeps_the_torch_of_the_venv_it_adopts() -> Non
     assert result.torch.requirements == ["torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0"]
     assert result.torch.cuda == "13.0" and "adopted venv /opt/torch/.venv" in result.torch.why
     assert not any("will be replaced" in note for note in result.notes)
+
+
+def test_the_dgx_spark_manifest_builds_nunchaku_for_sm_121a() -> None:
+    """GB10 hosts are aarch64: no wheel exists, so the stack builds nunchaku 1.2.1 for 121a (nvcc 13)."""
+    loaded = load_manifest(REPO / "manifests" / "dgx-spark.yaml")
+    result = resolve(loaded.manifest, load_facts(FACTS / "dgx-spark.json"), load_catalog())
+    assert result.ok, render_resolution(result)
+    assert result.mode == "nunchaku" and result.platform == "linux_aarch64"
+    assert result.gpu is not None and result.gpu.arch == "sm_121" and result.gpu.precision == "fp4"
+    assert result.nunchaku is not None and result.nunchaku.build is not None
+    build = result.nunchaku.build
+    assert build.arches == ["121a"] and build.install_mode == "FAST" and build.add_supported_arches == []
+    assert build.version == "1.2.1" and build.cuda == "13.0" and build.prerequisites.nvcc_major == "13"
+    assert result.nunchaku.filename.endswith("+cu13.0torch2.11-cp312-cp312-linux_aarch64.whl")
+    assert build.warnings == []
+
+
+def test_the_gpu_machine_source_manifest_builds_int4_for_sm_90_behind_the_override() -> None:
+    """h200-source.json: the GPU machine's facts (venv, driver, GPU) with its compilers (nvcc 13.0.88 under
+    CUDA_HOME=/usr/local/cuda, /usr/bin/gcc and g++ 13.3.0, 16 cores)."""
+    loaded = load_manifest(REPO / "manifests" / "h200-source.yaml")
+    result = resolve(loaded.manifest, load_facts(FACTS / "h200-source.json"), load_catalog())
+    assert result.ok, render_resolution(result)
+    assert result.mode == "nunchaku" and result.gpu is not None and result.gpu.precision == "int4"
+    assert result.torch is not None and result.torch.requirements[0] == "torch==2.11.0"
+    assert result.nunchaku is not None and result.nunchaku.build is not None
+    build = result.nunchaku.build
+    assert result.nunchaku.filename == "nunchaku-1.2.1+cu13.0torch2.11-cp312-cp312-linux_x86_64.whl"
+    assert build.arches == ["90"] and build.add_supported_arches == ["90"] and build.install_mode == "FAST"
+    assert (build.cc, build.cxx, build.cuda_home) == ("/usr/bin/gcc", "/usr/bin/g++", "/usr/local/cuda")
+    assert build.predicted_jobs == 16
+    assert any("sm_90 is not in nunchaku's list" in w and "INT4 MMA emulated" in w for w in build.warnings)
+    assert result.plugin is not None and result.plugin.ref == "v1.2.1"
+    assert loaded.manifest.checks.nodes == ["NunchakuFluxDiTLoader", "NunchakuQwenImageDiTLoader"]
+    assert result.models == []

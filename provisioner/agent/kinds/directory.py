@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
-    path = ctx.path(spec["path"])
+    path = ctx.model_path(spec["path"])
     if not os.path.lexists(path):
         return {"exists": False}
     if not os.path.isdir(path) or os.path.islink(path):
@@ -32,7 +32,7 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    path = ctx.path(spec["path"])
+    path = ctx.model_path(spec["path"])
     if observed["exists"] and not observed["is_dir"]:
         raise ResourceFailure("%s exists and is not a directory; move it away first" % path)
     os.makedirs(path, exist_ok=True)

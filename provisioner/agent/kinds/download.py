@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
 CHUNK = 1 << 20
+#: Observed fields that say how the probe looked (hashed now, or trusted the stat cache), not what it found:
+#: a saved plan's fingerprint leaves them out.
+NOT_STATE = ("rehashed",)
 PROGRESS_EVERY_SECONDS = 2.0
 #: huggingface_hub's local_dir is `<file>.hub`, beside the file: on its filesystem, so the rename into place is
 #: atomic, and kept after a drop, so that its .incomplete file resumes on the next run.
@@ -33,9 +36,9 @@ HUB_STAGING_SUFFIX = ".hub"
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
-    path = ctx.path(spec["path"])
+    path = ctx.model_path(spec["path"])
     if not os.path.isfile(path):
-        partial = ctx.path(spec["path"] + ".part")
+        partial = ctx.model_path(spec["path"] + ".part")
         in_cache = None
         if spec.get("hub") and spec.get("sha256"):
             in_cache = hfcache.find(spec["hub"], spec["sha256"], spec.get("size"), verify=False)
@@ -72,8 +75,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
-    path = ctx.path(spec["path"])
-    partial = ctx.path(spec["path"] + ".part")  # a planted link there must not lead out of the root
+    path = ctx.model_path(spec["path"])
+    partial = ctx.model_path(spec["path"] + ".part")  # a planted link there must not lead out of the root
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with filelock.destination_lock(path, spec["path"], lambda: _bytes_so_far(path)) as waited:
         if _finished_meanwhile(spec, observed, path, ctx, waited):
@@ -152,7 +155,7 @@ def _place_from_hub(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
     if python is None or endpoint is None:
         return False
     # Through ctx.path: a link planted at <file>.hub must not lead huggingface_hub's writes out of the root.
-    staged = hubfetch.fetch(spec, python, endpoint, ctx.path(spec["path"] + HUB_STAGING_SUFFIX))
+    staged = hubfetch.fetch(spec, python, endpoint, ctx.model_path(spec["path"] + HUB_STAGING_SUFFIX))
     if staged is None:
         return False
     digest = sha256_file(staged)
@@ -270,7 +273,7 @@ def _fetch(spec: Dict[str, Any], partial: str) -> str:
             emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total)
 
     try:
-        return transfer.fetch(spec["url"], partial, spec.get("token"), "provision-agent", progress)
+        digest = transfer.fetch(spec["url"], partial, spec.get("token"), "provision-agent", progress)
     except transfer.TransferError as exc:
         if exc.status in (401, 403):
             raise ResourceFailure("%s: %s %s; set the HF_TOKEN secret (or check access to the repo)"
@@ -278,6 +281,10 @@ def _fetch(spec: Dict[str, Any], partial: str) -> str:
         if exc.status == 404:
             raise ResourceFailure("%s: not found at %s" % (spec["path"], _display_url(spec["url"]))) from None
         raise ResourceFailure("%s: download from %s %s" % (spec["path"], _display_url(spec["url"]), exc)) from None
+    # The last count, however short the transfer was: the controller shows the file as complete.
+    done = os.path.getsize(partial)
+    emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=done)
+    return digest
 
 
 def _display_url(url: str) -> str:

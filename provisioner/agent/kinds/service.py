@@ -137,7 +137,15 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
     if record["argv"] != _argv(spec, ctx):
         changes.append(Change("argv", " ".join(record["argv"]), " ".join(_argv(spec, ctx)),
                               "command line changed; restart", "restart"))
+    wanted_env = spec.get("env") or {}
+    if (record.get("env") or {}) != wanted_env:
+        changes.append(Change("env", _env_text(record.get("env") or {}), _env_text(wanted_env),
+                              "service environment changed (e.g. its GPU); restart", "restart"))
     return changes
+
+
+def _env_text(env: Dict[str, str]) -> str:
+    return " ".join("%s=%s" % item for item in sorted(env.items())) or "(none)"
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
@@ -150,6 +158,20 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         _start(spec, ctx)
     else:
         _remove(_record_path(spec, ctx))
+
+
+def remove(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> None:
+    """Stop the service through its verified record (a PID that is another process is left alone), then
+    remove the record, or disable the unit and remove its file."""
+    if observed["manager"] == "systemd":
+        name = _unit_name(spec)
+        procs.run(["systemctl", "disable", "--now", name])
+        _remove(_unit_path(spec))
+        procs.check(["systemctl", "daemon-reload"], "systemctl daemon-reload")
+        return
+    if observed["running"]:
+        _stop(int(observed["record"]["pid"]))
+    _remove(_record_path(spec, ctx))
 
 
 def restart(spec: Dict[str, Any], ctx: Context) -> None:
@@ -174,6 +196,7 @@ def _env(spec: Dict[str, Any], ctx: Context) -> Dict[str, str]:
                     key, sep, value = line.rstrip("\n").partition("=")
                     if sep and key and not key.startswith("#"):
                         env[key.strip()] = value
+    env.update(spec.get("env") or {})  # the service's own (its GPU) win over the shared env file
     return env
 
 
@@ -184,7 +207,7 @@ def _start(spec: Dict[str, Any], ctx: Context) -> None:
     cwd = ctx.path(spec["cwd"]) if spec.get("cwd") else ctx.root
     log_path = ctx.path(spec.get("log") or "logs/%s.log" % spec["name"])
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    record: Dict[str, Any] = {"argv": argv, "log": log_path, "ready": False}
+    record: Dict[str, Any] = {"argv": argv, "env": dict(spec.get("env") or {}), "log": log_path, "ready": False}
 
     def recorded(pid: int) -> None:
         # Before the program runs and before the wait, as not ready yet: a run killed while the service

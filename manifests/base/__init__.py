@@ -1,0 +1,1 @@
+"""Base manifests shipped in the package: `extends: builtin:NAME`."""

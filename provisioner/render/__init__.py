@@ -1,0 +1,1 @@
+"""What the commands show: text reports, live progress, tables, and the versioned --json shapes."""
