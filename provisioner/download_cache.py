@@ -16,21 +16,14 @@ import json
 import os
 import shutil
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
+from provisioner import hub_cache_fetch
+from provisioner.agent import transfer
 from provisioner.agent.fsutil import sha256_file
-from provisioner.agent.kinds.download import token_safe_opener
 from provisioner.errors import ProvisionError
-
-CHUNK = 1 << 20
-RETRIES = 4
-TIMEOUT_S = 60.0
 
 
 class DownloadCacheError(ProvisionError):
@@ -58,11 +51,14 @@ class DownloadCache:
         return self.directory / "url" / hashlib.sha256(url.encode("utf-8")).hexdigest()
 
     def get(self, url: str, *, sha256: str | None = None, size: int | None = None, token: str | None = None,
-            label: str = "", on_fetch: Callable[[str], None] | None = None) -> CachedFile:
+            label: str = "", on_fetch: Callable[[str], None] | None = None,
+            hub: dict[str, str] | None = None) -> CachedFile:
         """The cached file for `url`, downloaded first if it is missing or no longer matches.
 
         `token` goes only into the Authorization header; `label` names the resource in error messages;
-        `on_fetch` hears why a download starts (only the caller that downloads hears it).
+        `on_fetch` hears why a download starts (only the caller that downloads hears it); `hub` (the
+        resource's repo, revision and file) lets a Hub file come from the controller's Hugging Face cache
+        or through huggingface_hub.
         """
         target = self.path_for(url, sha256)
         label = label or display_url(url)
@@ -77,7 +73,9 @@ class DownloadCache:
                 return cached
             if on_fetch is not None:
                 on_fetch(reason)
-            digest = _download(url, target, token, size, label)
+            digest = _download_hub_file(url, hub, target, token, sha256, size, label)
+            if digest is None:
+                digest = _download(url, target, token, size, label)
             if sha256 and digest != sha256:
                 _discard(target)
                 raise DownloadCacheError(
@@ -93,9 +91,7 @@ class DownloadCache:
             return CachedFile(target, st.st_size, digest, fetched=True)
 
 
-def display_url(url: str) -> str:
-    """The URL without its query string, which may carry a signature."""
-    return url.split("?", 1)[0]
+display_url = transfer.display_url
 
 
 # -- locking ---------------------------------------------------------------------------------------------
@@ -169,100 +165,43 @@ def _discard(target: Path) -> None:
 
 # -- fetching --------------------------------------------------------------------------------------------
 
-class _PartialFile:
-    """`<target>.part` and the sha256 of what it holds so far, kept in step so a resume hashes only new bytes."""
-
-    def __init__(self, target: Path) -> None:
-        self.path = target.with_name(target.name + ".part")
-        self.digest = hashlib.sha256()
-        self.length = 0
-
-    def size_on_disk(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def resync(self) -> int:
-        """Bytes to resume from; re-hashes the partial file when it is not what this object last wrote."""
-        on_disk = self.size_on_disk()
-        if on_disk != self.length:
-            self.digest, self.length = hashlib.sha256(), 0
-            if on_disk:
-                with self.path.open("rb") as handle:
-                    for block in iter(lambda: handle.read(CHUNK), b""):
-                        self.digest.update(block)
-                        self.length += len(block)
-        return self.length
-
-    def restart(self) -> None:
-        self.path.unlink(missing_ok=True)
-        self.digest, self.length = hashlib.sha256(), 0
-
-    def append_from(self, response: IO[bytes], expected_total: int | None) -> None:
-        with self.path.open("ab") as handle:
-            while block := response.read(CHUNK):
-                handle.write(block)
-                self.digest.update(block)
-                self.length += len(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if expected_total is not None and self.length < expected_total:
-            raise OSError(f"connection closed at {self.length} of {expected_total} bytes")
+def _download_hub_file(url: str, hub: dict[str, str] | None, target: Path, token: str | None, sha256: str | None,
+                       size: int | None, label: str) -> str | None:
+    source = hub_cache_fetch.hub_source(url, hub)
+    if source is None:
+        return None
+    if hub_cache_fetch.from_hf_cache(source, sha256, size, target):
+        return sha256
+    return hub_cache_fetch.download_with_hf(source, token, target, label, DownloadCacheError)
 
 
-# The agent's opener: a redirect to another host (the Hub's CDN) does not carry the token along.
-_opener = token_safe_opener()
-
+# -- fetching (plain HTTP) --------------------------------------------------------------------------------------------
 
 def _download(url: str, target: Path, token: str | None, size: int | None, label: str) -> str:
     """Fetch `url` into `target` (through `<target>.part`, resuming with Range); returns its sha256."""
-    partial = _PartialFile(target)
+    partial = target.with_name(target.name + ".part")
     _check_space(partial, size, label)
-    last_error = ""
-    for attempt in range(RETRIES):
-        have = partial.resync()
-        request = urllib.request.Request(url, headers={"User-Agent": "provision-controller"})
-        if have:
-            request.add_header("Range", f"bytes={have}-")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with _opener.open(request, timeout=TIMEOUT_S) as response:
-                if have and response.status != 206:
-                    partial.restart()  # the server ignored Range: start over
-                    have = 0
-                length = response.headers.get("Content-Length")
-                total = have + int(length) if length and length.isdigit() else None
-                partial.append_from(response, total)
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have:
-                break  # the partial file was already complete; the sha256 check below decides
-            if exc.code in (401, 403):
-                hint = ("check the token in the resource's auth secret" if token else
-                        "the resource has no auth token: set auth (e.g. from_env: HF_TOKEN)")
-                raise DownloadCacheError(f"{label}: {display_url(url)} answered {exc.code} {exc.reason} to the "
-                                         f"controller's download cache; {hint}, or check access to the repo") from None
-            if exc.code == 404:
-                raise DownloadCacheError(f"{label}: not found at {display_url(url)}") from None
-            last_error = f"HTTP {exc.code} {exc.reason}"
-        except (urllib.error.URLError, OSError) as exc:
-            last_error = str(getattr(exc, "reason", exc))
-        time.sleep(min(2 ** attempt, 10) * 0.5)
-    else:
-        raise DownloadCacheError(f"{label}: downloading {display_url(url)} into the controller cache failed after "
-                                 f"{RETRIES} tries: {last_error}; the next apply resumes where it stopped")
-    partial.resync()
-    os.replace(partial.path, target)
-    return partial.digest.hexdigest()
+    try:
+        digest = transfer.fetch(url, str(partial), token, "provision-controller")
+    except transfer.TransferError as exc:
+        if exc.status in (401, 403):
+            hint = ("check the token in the resource's auth secret" if token else
+                    "the resource has no auth token: set auth (e.g. from_env: HF_TOKEN)")
+            raise DownloadCacheError(f"{label}: {display_url(url)} answered {exc.status} {exc.reason} to the "
+                                     f"controller's download cache; {hint}, or check access to the repo") from None
+        if exc.status == 404:
+            raise DownloadCacheError(f"{label}: not found at {display_url(url)}") from None
+        raise DownloadCacheError(f"{label}: downloading {display_url(url)} into the controller cache {exc}; "
+                                 "the next apply resumes where it stopped") from None
+    os.replace(partial, target)
+    return digest
 
 
-def _check_space(partial: _PartialFile, size: int | None, label: str) -> None:
+def _check_space(partial: Path, size: int | None, label: str) -> None:
     if not size:
         return
-    needed = size - partial.size_on_disk()
-    free = shutil.disk_usage(partial.path.parent).free
+    needed = size - (partial.stat().st_size if partial.exists() else 0)
+    free = shutil.disk_usage(partial.parent).free
     if needed > free:
         raise DownloadCacheError(f"{label}: the controller cache needs {needed} more bytes but only {free} are "
-                                 f"free under {partial.path.parent}; free some space or pick another directory")
+                                 f"free under {partial.parent}; free some space or pick another directory")

@@ -74,7 +74,7 @@ def _cached(cache: DownloadCache, rid: str, spec: dict[str, Any], on_event: Even
                 f"cache ({reason})")
 
     return cache.get(spec["url"], sha256=spec.get("sha256"), size=spec.get("size"), token=spec.get("token"),
-                     label=rid, on_fetch=on_fetch)
+                     label=rid, on_fetch=on_fetch, hub=spec.get("hub"))
 
 
 def _notify(on_event: EventCallback | None, rid: str, phase: str, message: str) -> None:

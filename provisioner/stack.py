@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import posixpath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from provisioner.catalog import load_catalog
 from provisioner.instances import comfy_instances
@@ -12,7 +13,10 @@ from provisioner.manifest.model import Manifest
 
 if TYPE_CHECKING:
     from provisioner.resolve import Resolution
-    from provisioner.resolve.result import SourceBuildChoice
+    from provisioner.resolve.result import ModelChoice, SourceBuildChoice
+
+#: Where model URLs point before the mirrors file moves them (the catalog's download_url).
+HUB_ENDPOINT = "https://huggingface.co"
 
 RESTART_HANDLER = "restart-comfyui"
 
@@ -28,6 +32,7 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
     models_dir = (comfy.models_root if comfy and comfy.models_root else f"{comfy_dir}/models")
     torch_pins = list(resolution.torch.requirements) if resolution.torch else []
     restart = [RESTART_HANDLER] if manifest.service.enabled and comfy else []
+    python = service_argv(manifest, resolution)[0]
     return {
         # An adopted venv (python.adopt) is where everything is installed and ComfyUI runs.
         "venv": manifest.python.adopt or manifest.python.venv,
@@ -48,11 +53,11 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
         "models": [
             # An approximate catalog size is for the disk check in preflight; only an exact one is verified.
             {"path": f"{models_dir}/{m.folder}/{m.filename}", "url": m.url, "sha256": m.sha256,
-             "size": None if m.size_approx else m.size, "state": "present"}
+             "size": None if m.size_approx else m.size, "state": "present", "hub": _hub_file(m, python)}
             for m in resolution.models if m.url
         ] + [
             {"path": f"{models_dir}/{m.folder}/{m.filename}", "url": m.url, "sha256": m.sha256, "size": None,
-             "state": "absent"}
+             "state": "absent", "hub": None}
             for m in resolution.absent_models if m.url
         ],
         "hf_auth": _hf_auth(manifest),
@@ -64,6 +69,18 @@ def stack_context(manifest: Manifest, resolution: Resolution) -> dict[str, Any]:
             for i in comfy_instances(manifest, cpu=resolution.mode == "cpu")
         ],
     }
+
+
+def _hub_file(model: ModelChoice, python: str) -> dict[str, Any] | None:
+    """The Hub coordinates of a model whose URL is a Hub file URL of its repo (a lock pins the revision in
+    the URL to a commit); None for a model the manifest fetches from elsewhere."""
+    prefix = f"{HUB_ENDPOINT}/{model.repo}/resolve/"
+    if model.repo is None or model.url is None or not model.url.startswith(prefix):
+        return None
+    revision, _, file = model.url[len(prefix):].partition("/")
+    if not revision or not file or "?" in file:
+        return None
+    return {"repo": model.repo, "revision": unquote(revision), "file": unquote(file), "python": python}
 
 
 def _nunchaku(manifest: Manifest, resolution: Resolution) -> dict[str, Any] | None:

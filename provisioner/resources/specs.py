@@ -247,6 +247,20 @@ class GitSpec(Removable, ResourceBase):
         return self.path
 
 
+class HubFile(BaseModel):
+    """Where a download is on the Hugging Face Hub, so the host can take it from its Hugging Face cache or
+    fetch it with huggingface_hub in `python`'s venv (the URL stays the fallback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    revision: GitRef = "main"
+    file: RelativePath = Field(description="Path inside the repo.")
+    python: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._/+-]+$",
+        description="The venv's interpreter: relative to the root (venv/bin/python) or absolute (an adopted venv).")
+
+
 class DownloadSpec(Removable, ResourceBase):
     """A large file over HTTP(S): resumable, verified by sha256, checked through a stat cache."""
 
@@ -256,6 +270,7 @@ class DownloadSpec(Removable, ResourceBase):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(default=None, ge=0, description="Bytes; lets the disk check run before downloading.")
     auth: SecretFromEnv | None = Field(default=None, description="Bearer token, e.g. HF_TOKEN for gated repos.")
+    hub: HubFile | None = Field(default=None, description="The file's repo, revision and path on the Hub.")
 
     def key(self) -> str:
         return self.path

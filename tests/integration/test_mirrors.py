@@ -3,6 +3,7 @@ every mode name no upstream host in their plan, and a real clone and a real pip 
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -19,7 +20,7 @@ import yaml
 from provisioner import preflight
 from provisioner.engine import HostSession, RunOptions
 from provisioner.facts import load_facts
-from provisioner.lock.fetch import fetch_json
+from provisioner.lock.fetch import download
 from provisioner.manifest import load_manifest
 from tests.support.fake_hub import HubState, serve_hub
 from tests.support.gitrepos import git, make_upstream
@@ -264,8 +265,11 @@ def redirected() -> Iterator[Redirected]:
             yield Redirected(start, at_start, elsewhere)
 
 
-def test_the_lock_fetcher_keeps_the_token_on_the_host_it_was_meant_for(redirected: Redirected) -> None:
-    assert fetch_json(f"{redirected.start}/api/models/org/repo/revision/main", TOKEN) == {"ok": True}
+def test_the_lock_fetcher_keeps_the_token_on_the_host_it_was_meant_for(redirected: Redirected,
+                                                                       tmp_path: Path) -> None:
+    sha256, size = download(f"{redirected.start}/wheels/w.whl", tmp_path / "w.whl", TOKEN)
+    assert (tmp_path / "w.whl").read_bytes() == b'{"ok": true}'
+    assert (sha256, size) == (hashlib.sha256(b'{"ok": true}').hexdigest(), 12)
     assert redirected.at_start == [f"Bearer {TOKEN}"]
     assert redirected.elsewhere == [None], "the redirect target never sees the bearer token"
 

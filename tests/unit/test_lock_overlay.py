@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub.hf_api import ModelInfo
 
 from provisioner.catalog import load_catalog
 from provisioner.engine import expand_stack
 from provisioner.facts import load_facts
 from provisioner.lock.errors import LockFileError, MirrorsError
-from provisioner.lock.hub import parse_revision
+from provisioner.lock.hub import revision_from_info
 from provisioner.lock.mirrors import Mirrors, find_mirrors_file, load_mirrors, mirror_spec, rewrite_resolution
 from provisioner.lock.model import (
     Lock,
@@ -328,7 +329,7 @@ def test_manifest_digest_ignores_formatting_but_not_meaning() -> None:
 # --- the Hub's answer -----------------------------------------------------------------------------
 
 
-def test_parse_revision_reads_lfs_hashes_and_sizes() -> None:
+def test_model_info_gives_lfs_hashes_and_sizes() -> None:
     answer = {
         "id": "org/repo", "sha": HUB_COMMIT,
         "siblings": [
@@ -338,7 +339,7 @@ def test_parse_revision_reads_lfs_hashes_and_sizes() -> None:
             {"rfilename": "README.md"},
         ],
     }
-    revision = parse_revision("org/repo", "main", answer)
+    revision = revision_from_info("org/repo", "main", ModelInfo(**answer))
     assert revision.sha == HUB_COMMIT
     assert revision.files["model.safetensors"].sha256 == MODEL_SHA
     assert (revision.files["config.json"].sha256, revision.files["config.json"].size) == (None, 3)

@@ -3,8 +3,12 @@
 A no-op probe of many gigabytes must cost nothing, so an existing file is trusted when its size and
 mtime match what the stat cache recorded when it was last verified; `--deep` re-hashes it.
 
-When the controller pushed the file from its download cache (`staged` in the spec), that copy is
-verified and moved into place instead; a missing or wrong staged file falls back to the URL.
+Where the file comes from, in this order: the controller's download cache (`staged` in the spec: that
+copy is verified and moved into place); for a Hub file (`hub` in the spec), the host's Hugging Face
+cache when it holds the pinned sha256 (hfcache.py), then huggingface_hub in the target venv
+(hubfetch.py); last, the agent's own HTTP client (transfer.py), which is all there is before the venv
+exists. Every path ends with the sha256 check and an atomic rename, under the destination's lock
+(filelock.py), so two runs writing one file wait for each other instead of corrupting it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 
-from .. import procs, staging
+from .. import filelock, hfcache, hubfetch, procs, staging, transfer
 from ..fsutil import human_size, sha256_file
 from ..protocol import Change, Context, ResourceFailure, StepStopped, emit, log
 from ..statcache import StatCache
@@ -26,14 +30,20 @@ CHUNK = 1 << 20
 #: a saved plan's fingerprint leaves them out.
 NOT_STATE = ("rehashed",)
 PROGRESS_EVERY_SECONDS = 2.0
-RETRIES = 4
+#: huggingface_hub's local_dir is `<file>.hub`, beside the file: on its filesystem, so the rename into place is
+#: atomic, and kept after a drop, so that its .incomplete file resumes on the next run.
+HUB_STAGING_SUFFIX = ".hub"
 
 
 def probe(spec: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
     path = ctx.model_path(spec["path"])
     if not os.path.isfile(path):
         partial = ctx.model_path(spec["path"] + ".part")
-        return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0}
+        in_cache = None
+        if spec.get("hub") and spec.get("sha256"):
+            in_cache = hfcache.find(spec["hub"], spec["sha256"], spec.get("size"), verify=False)
+        return {"exists": False, "partial_bytes": os.path.getsize(partial) if os.path.isfile(partial) else 0,
+                "hf_cache": in_cache}
     st = os.stat(path)
     cache = StatCache(ctx)
     sha = None if ctx.deep else cache.lookup(path, st)
@@ -50,6 +60,8 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
         size = spec.get("size")
         detail = " (%s)" % human_size(size) if size else ""
         resume = " resuming at %s" % human_size(observed["partial_bytes"]) if observed["partial_bytes"] else ""
+        if observed.get("hf_cache"):
+            resume = "; from the Hugging Face cache (%s, linked once its sha256 is checked)" % observed["hf_cache"]
         return [Change("file", None, _short(spec.get("sha256")) or spec["url"],
                        "not downloaded%s%s" % (detail, resume), "create")]
     changes = []
@@ -65,29 +77,114 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
     path = ctx.model_path(spec["path"])
     partial = ctx.model_path(spec["path"] + ".part")  # a planted link there must not lead out of the root
-    if observed["exists"]:
-        os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    if _place_staged(spec, path, ctx):
-        return
-    _check_space(spec, partial, ctx)
+    with filelock.destination_lock(path, spec["path"], lambda: _bytes_so_far(path)) as waited:
+        if _finished_meanwhile(spec, observed, path, ctx, waited):
+            return
+        if os.path.lexists(path):
+            os.unlink(path)  # a wrong or truncated file cannot be resumed: fetch it again
+        if _place_staged(spec, path, ctx) or _place_from_hub(spec, path, ctx):
+            _discard_partials(path)
+            return
+        _check_space(spec, partial, ctx)
+        digest = _fetch_verified(spec, partial)
+        os.replace(partial, path)
+        StatCache(ctx).record(path, os.stat(path), digest)
+        _discard_partials(path)
+
+
+def _finished_meanwhile(spec: Dict[str, Any], observed: Dict[str, Any], path: str, ctx: Context,
+                        waited: bool) -> bool:
+    """Whether another run put the right file in place while this one waited for the lock (or since the probe)."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    st = os.stat(path)
+    if observed["exists"] and not waited and st.st_size == observed["size"]:
+        return False  # the file the probe judged wrong (no need to hash it again)
+    if spec.get("size") is not None and st.st_size != spec["size"]:
+        return False
+    if spec.get("sha256"):
+        digest = sha256_file(path)
+        if digest != spec["sha256"]:
+            return False
+    elif observed["exists"]:
+        return False  # it was there, unpinned, and judged wrong: replace it
+    else:
+        digest = sha256_file(path)
+    StatCache(ctx).record(path, st, digest)
+    if waited:
+        log("%s: another run finished downloading this file; using it" % spec["path"])
+    return True
+
+
+def _fetch_verified(spec: Dict[str, Any], partial: str) -> str:
     resumed = os.path.isfile(partial) and os.path.getsize(partial) > 0
-    _fetch(spec, partial, ctx)
-    digest = sha256_file(partial)
+    digest = _fetch(spec, partial)
     if resumed and spec.get("sha256") and digest != spec["sha256"]:
         # The .part a killed run left was of another file (the manifest or the upstream moved since): once
         # more from the first byte, so that the next apply after a kill converges whatever it asks for.
         log("%s: the resumed download does not match the pinned sha256; fetching it again from the start"
             % spec["path"])
         os.unlink(partial)
-        _fetch(spec, partial, ctx)
-        digest = sha256_file(partial)
+        digest = _fetch(spec, partial)
     if spec.get("sha256") and digest != spec["sha256"]:
         os.unlink(partial)
         raise ResourceFailure("%s: downloaded sha256 %s does not match the pinned %s; the partial file was removed"
                               % (spec["path"], digest[:12], spec["sha256"][:12]))
-    os.replace(partial, path)
+    return digest
+
+
+def _place_from_hub(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
+    """A Hub file: from the host's Hugging Face cache, else through huggingface_hub in the venv."""
+    hub = spec.get("hub")
+    if not hub:
+        return False
+    if spec.get("sha256"):
+        cached = hfcache.find(hub, spec["sha256"], spec.get("size"))
+        if cached is not None:
+            how = hfcache.place(cached, path)
+            StatCache(ctx).record(path, os.stat(path), spec["sha256"])
+            size = os.path.getsize(path)
+            emit("progress", id="download:" + spec["path"], phase="bytes", done=size, total=size)
+            log("%s: from the Hugging Face cache (%s %s%s)" % (
+                spec["path"], how, cached,
+                ": same filesystem, no second copy" if how == "linked" else ": a hard link cannot be made there"))
+            return True
+    python = hubfetch.interpreter(hub, ctx)
+    endpoint = hubfetch.endpoint_of(spec)
+    if python is None or endpoint is None:
+        return False
+    # Through ctx.path: a link planted at <file>.hub must not lead huggingface_hub's writes out of the root.
+    staged = hubfetch.fetch(spec, python, endpoint, ctx.model_path(spec["path"] + HUB_STAGING_SUFFIX))
+    if staged is None:
+        return False
+    digest = sha256_file(staged)
+    if spec.get("sha256") and digest != spec["sha256"]:
+        import shutil
+
+        shutil.rmtree(_hub_staging(path), ignore_errors=True)
+        raise ResourceFailure("%s: huggingface_hub downloaded a file with sha256 %s, not the pinned %s; it was "
+                              "removed. Check the pinned sha256 and the revision" % (
+                                  spec["path"], digest[:12], spec["sha256"][:12]))
+    os.replace(staged, path)
     StatCache(ctx).record(path, os.stat(path), digest)
+    return True
+
+
+def _hub_staging(path: str) -> str:
+    return path + HUB_STAGING_SUFFIX
+
+
+def _bytes_so_far(path: str) -> int:
+    size = os.path.getsize(path + ".part") if os.path.isfile(path + ".part") else 0
+    return size + hubfetch.staged_bytes(_hub_staging(path))
+
+
+def _discard_partials(path: str) -> None:
+    import shutil
+
+    staging.discard(path + ".part")  # an earlier interrupted fetch is not needed any more
+    shutil.rmtree(_hub_staging(path), ignore_errors=True)
 
 
 def _place_staged(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
@@ -104,7 +201,6 @@ def _place_staged(spec: Dict[str, Any], path: str, ctx: Context) -> bool:
         staging.discard(staged)
         return False
     _move_into_place(staged, path, spec)
-    staging.discard(path + ".part")  # an earlier interrupted fetch of the URL is not needed any more
     StatCache(ctx).record(path, os.stat(path), digest)
     emit("progress", id="download:" + spec["path"], phase="bytes", done=size, total=size)
     log("%s: placed from the controller's download cache (%s)" % (spec["path"], human_size(size)))
@@ -167,95 +263,30 @@ def _check_space(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
             spec["path"], human_size(size - have), human_size(free), os.path.dirname(partial)))
 
 
-def _fetch(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
-    """Download into `partial`, resuming with HTTP Range after a drop; bounded retries with backoff."""
-    import urllib.error  # here, not at the top: only a download that fetches pays for the HTTP stack
-    import urllib.request
+def _fetch(spec: Dict[str, Any], partial: str) -> str:
+    """Download into `partial` with the agent's own client (resuming), returning the whole file's sha256."""
+    last = [time.time()]
 
-    opener = token_safe_opener()
-    last_error: Optional[str] = None
-    for attempt in range(RETRIES):
-        have = os.path.getsize(partial) if os.path.exists(partial) else 0
-        request = urllib.request.Request(spec["url"], headers=_headers(spec, have))
-        try:
-            with opener.open(request, timeout=60) as response:
-                if have and response.status != 206:
-                    have = 0  # the server ignored Range: start over
-                total = _total(response, have)
-                _stream(response, partial, have, total, spec)
-            return
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have:
-                return  # already complete
-            if exc.code in (401, 403):
-                raise ResourceFailure("%s: %s %s; set the HF_TOKEN secret (or check access to the repo)"
-                                      % (spec["path"], exc.code, exc.reason)) from None
-            if exc.code == 404:
-                raise ResourceFailure("%s: not found at %s" % (spec["path"], _display_url(spec["url"]))) from None
-            last_error = "HTTP %s %s" % (exc.code, exc.reason)
-        except (urllib.error.URLError, OSError) as exc:
-            last_error = str(getattr(exc, "reason", exc))
-        procs.pause(min(2 ** attempt, 10) * 0.5)
-    raise ResourceFailure("%s: download from %s failed after %d tries: %s"
-                          % (spec["path"], _display_url(spec["url"]), RETRIES, last_error))
+    def progress(done: int, total: Optional[int]) -> None:
+        if procs.stopping():
+            raise StepStopped()  # the agent is stopping; the .part stays for the next apply to resume
+        if time.time() - last[0] > PROGRESS_EVERY_SECONDS:
+            last[0] = time.time()
+            emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total)
 
-
-def token_safe_opener() -> Any:
-    """urllib's opener, except that a redirect to another host (the Hub's CDN, or wherever a mirror
-    points) does not carry the bearer token along, as requests does. The controller's fetchers use it too."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    class TokenStaysOnItsHost(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-            new = super().redirect_request(req, fp, code, msg, headers, newurl)
-            if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
-                new.remove_header("Authorization")
-            return new
-
-    return urllib.request.build_opener(TokenStaysOnItsHost)
-
-
-def _headers(spec: Dict[str, Any], have: int) -> Dict[str, str]:
-    headers = {"User-Agent": "provision-agent"}
-    if have:
-        headers["Range"] = "bytes=%d-" % have
-    if spec.get("token"):
-        headers["Authorization"] = "Bearer " + spec["token"]
-    return headers
-
-
-def _total(response: Any, have: int) -> Optional[int]:
-    length = response.headers.get("Content-Length")
-    return have + int(length) if length and length.isdigit() else None
-
-
-def _stream(response: Any, partial: str, have: int, total: Optional[int], spec: Dict[str, Any]) -> None:
-    # Never through a link (a resumed download appends): O_NOFOLLOW on the partial file itself.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if have else os.O_TRUNC)
     try:
-        fd = os.open(partial, flags, 0o644)
-    except OSError as exc:
-        raise ResourceFailure("cannot write %s: %s (a link there is never followed; remove it)"
-                              % (partial, exc.strerror)) from None
-    done = have
-    last = time.time()
-    with os.fdopen(fd, "wb") as handle:
-        while True:
-            if procs.stopping():
-                raise StepStopped()  # the agent is stopping; the .part stays for the next apply to resume
-            block = response.read(CHUNK)
-            if not block:
-                break
-            handle.write(block)
-            done += len(block)
-            if time.time() - last > PROGRESS_EVERY_SECONDS:
-                last = time.time()
-                emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total)
-    if total is not None and done < total:
-        raise OSError("connection closed at %d of %d bytes" % (done, total))
+        digest = transfer.fetch(spec["url"], partial, spec.get("token"), "provision-agent", progress)
+    except transfer.TransferError as exc:
+        if exc.status in (401, 403):
+            raise ResourceFailure("%s: %s %s; set the HF_TOKEN secret (or check access to the repo)"
+                                  % (spec["path"], exc.status, exc.reason)) from None
+        if exc.status == 404:
+            raise ResourceFailure("%s: not found at %s" % (spec["path"], _display_url(spec["url"]))) from None
+        raise ResourceFailure("%s: download from %s %s" % (spec["path"], _display_url(spec["url"]), exc)) from None
     # The last count, however short the transfer was: the controller shows the file as complete.
-    emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total if total else done)
+    done = os.path.getsize(partial)
+    emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=done)
+    return digest
 
 
 def _display_url(url: str) -> str:
