@@ -146,7 +146,8 @@ def pip_config_flags(config: Dict[str, str]) -> Tuple[List[str], Dict[str, str]]
         flags += ["--index-url", config["index-url"]]
     for key, flag in sorted(_LIST_FLAGS.items()):
         for value in config.get(key, "").split():
-            if _reachable(value):
+            # A missing constraints file stops pip; a missing index or folder only earns a warning.
+            if key in ("constraint", "trusted-host") or _reachable(value):
                 flags += [flag, value]
     if _true(config.get("no-index")):
         flags.append("--no-index")
