@@ -12,8 +12,10 @@ uv is told what pip would do where the two differ:
   trusted-host, cert; local indexes and folders that do not exist are dropped, as pip ignores them;
 - uv.toml and pyproject.toml settings are ignored (`--no-config`): pip reads neither;
 - bytecode: pip compiles it at install time, uv only with `--compile-bytecode`;
-- the cache lives under the target root (`.provision/cache/uv`), on the venv's file system, so that uv
-  hard-links from it instead of copying.
+- files: pip writes a copy of each; uv's default on Linux hard-links them to its cache, where an edit in
+  site-packages would change the cache and every later venv. `--link-mode copy` keeps them separate
+  (`clone` falls back to hard links on ext4, so it is no safer there). The cache lives under the target
+  root (`.provision/cache/uv`), beside what it serves and removed with it.
 """
 
 from __future__ import annotations
@@ -55,8 +57,18 @@ class Installer:
             procs.check(argv, "pip install %s" % what, stream=stream, env=PIP_ENV)
             return
         flags, env = self._pip_config(args)
-        argv = [*self._uv("install"), "--index-strategy", "unsafe-best-match", "--compile-bytecode", *flags, *args]
-        procs.check(argv, "uv pip install %s" % what, stream=stream, env={**PIP_ENV, **env})
+        argv = [*self._uv("install"), "--index-strategy", "unsafe-best-match", "--compile-bytecode",
+                "--link-mode", "copy", *flags, *args]
+        done = procs.run(argv, stream=stream, env={**PIP_ENV, **env})
+        if done.ok:
+            return
+        if _unreachable_index(done.output):
+            # pip goes on without an index it cannot reach when find-links and the venv hold everything
+            # (an offline host installing a downloaded wheel); uv stops. pip keeps that working.
+            log("uv could not reach a package index; installing with pip, which goes on without it")
+            Installer("pip", self.python).install(args, what, stream)
+            return
+        raise ResourceFailure("uv pip install %s failed (exit %d):\n%s" % (what, done.returncode, done.tail()))
 
     def uninstall(self, names: List[str], what: str) -> None:
         if self.uv is None:
@@ -79,6 +91,14 @@ class Installer:
             at = flags.index("--index-url")
             flags = flags[:at] + flags[at + 2:]
         return flags, env
+
+
+_NETWORK_ERRORS = ("error sending request", "tcp connect error", "dns error", "Connection refused",
+                   "operation timed out", "Network is unreachable")
+
+
+def _unreachable_index(output: str) -> bool:
+    return "Failed to fetch" in output and any(marker in output for marker in _NETWORK_ERRORS)
 
 
 def record_verified_hashes(venv: str, pins: List[Tuple[str, str, str]]) -> None:
@@ -221,5 +241,7 @@ def _install_uv(python: str, ctx: Context, index_args: List[str]) -> str:
                 "installer uv: no uv on the host and installing it with pip failed (exit %d):\n%s\nfix: put uv "
                 "on the host's PATH or its wheel on the index, or set python.installer: pip (or auto)"
                 % (done.returncode, done.tail()))
+        binary = os.path.join(staging, "bin", "uv")
+        os.chmod(binary, os.stat(binary).st_mode | 0o755)  # pip --target keeps the wheel's mode bits
         os.rename(staging, tool)
         return _tool_uv(ctx)

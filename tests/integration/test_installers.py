@@ -72,7 +72,7 @@ def test_requirements_under_constraints_keep_torch(tmp_path: Path, torch_index: 
     report = apply(wants_old)
     assert report.failures == ["requirements:app/requirements.txt"]
     error = next(r["error"] for r in report.resources if r["id"] == "requirements:app/requirements.txt")
-    assert f"{installer} install" in error and "torch" in error, error
+    assert ("uv pip install" if installer == "uv" else "pip install") in error and "torch" in error, error
     assert installed_version(host, "torch") == "2.10.0+cu130"
     assert installed_version(host, "provoldtorch") is None
     assert pending(plan(wants_old)) == {"requirements:app/requirements.txt": ["packages"]}
@@ -205,3 +205,29 @@ def test_an_install_cut_off_is_repaired_by_either_installer(tmp_path: Path, pack
     converge(manifest)
     assert installed_by(host, "provdemo") == installer
     assert "__version__" in (site / "provdemo" / "__init__.py").read_text()
+
+
+@pytest.mark.parametrize("installer", INSTALLERS)
+def test_a_local_wheel_installs_while_the_index_is_unreachable(tmp_path: Path, package_index: str,
+                                                               wheelhouse: Path, installer: str) -> None:
+    # An offline host: the wheel was downloaded into the root and its dependency is installed already.
+    host = _local(tmp_path, installer)
+    dead = "http://127.0.0.1:9/simple"  # the discard port: nothing listens
+    manifest = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "name": "dep", "venv": "venv", "packages": ["provdep==1.0.0"], "index_url": package_index,
+         "installer": installer},
+    ]})
+    converge(manifest)
+    wheel = Path(host.path("cache/wheels/provdemo-1.0.0-py3-none-any.whl"))
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes((wheelhouse / wheel.name).read_bytes())
+    offline = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "name": "demo", "venv": "venv", "packages": ["provdemo==1.0.0"], "index_url": dead,
+         "find_links": ["cache/wheels"], "installer": installer},
+    ]}, name="offline.yaml")
+    report = apply(offline)
+    assert report.ok, report.failures
+    assert installed_version(host, "provdemo") == "1.0.0"
+    assert plan(offline).exit_code() == 0

@@ -53,7 +53,7 @@ def repack_uv_wheel(directory: Path) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for member, data in files.items():
             info_entry = zipfile.ZipInfo(member)
-            info_entry.external_attr = (0o755 if "/scripts/" in member else 0o644) << 16
+            info_entry.external_attr = (0o100755 if "/scripts/" in member else 0o100644) << 16
             info_entry.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info_entry, data)
     return path
