@@ -11,6 +11,7 @@ installers see the same index and nothing else.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -119,6 +120,8 @@ def main() -> None:
     parser.add_argument("--torch-wheel", type=Path, default=None, help="a real torch wheel (the CPU build)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "installers.md")
+    parser.add_argument("--tools", default="pip,uv",
+                        help="measure only these; the others keep their runs from the --out file's JSON twin")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     requirements, pins = comfyui_requirements(args.work, args.torch_wheel)
@@ -137,11 +140,14 @@ def main() -> None:
     os.environ.update(_clean_env())
     for key in [k for k in os.environ if k.startswith(("PIP_", "UV_")) and k not in _clean_env()]:
         del os.environ[key]
-    rows: dict[str, list[float]] = {}
+    tools = args.tools.split(",")
+    stored = args.out.with_suffix(".json")
+    kept = json.loads(stored.read_text()) if stored.exists() else {}
+    rows: dict[str, list[float]] = {k: v for k, v in kept.items() if k.split()[0] not in tools}
     with serve_directory(index_root) as base:
         index = f"{base}/simple"
         for _ in range(args.repeat):
-            for tool in ("pip", "uv"):
+            for tool in tools:
                 cache = args.work / "cache" / tool
                 shutil.rmtree(cache, ignore_errors=True)
                 rows.setdefault(f"{tool} cold", []).append(measure(args.work, f"{tool}-cold", index, requirements,
@@ -149,6 +155,7 @@ def main() -> None:
                 rows.setdefault(f"{tool} warm", []).append(measure(args.work, f"{tool}-warm", index, requirements,
                                                                    constraints, cache))
         bootstrap = uv_install_cost(args.work, index)
+    stored.write_text(json.dumps(rows, indent=1) + "\n")
     write_report(args, rows, len(wheels) - 1, size, bootstrap)
 
 
@@ -173,7 +180,8 @@ def write_report(args: argparse.Namespace, rows: dict[str, list[float]], count: 
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, {_pip_version()}, "
         f"uv {_uv_version()}. Wheel set: {count} wheels, {size / 1e6:.0f} MB (ComfyUI's requirements.txt at the "
         f"mirror's HEAD, from PyPI{torch}), served as a PEP 503 index on 127.0.0.1. Each run installs into a new "
-        "venv through the argv the agent runs (uv: `--index-strategy unsafe-best-match --compile-bytecode`, "
+        "venv through the argv the agent runs (uv: `--index-strategy unsafe-best-match --compile-bytecode "
+        "--link-mode copy`, "
         "cache under the run's folder); cold = empty cache, warm = the cache the cold run filled.",
         "",
         "| installer | cold (s) | warm (s) |",

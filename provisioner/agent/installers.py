@@ -232,9 +232,14 @@ def _install_uv(python: str, ctx: Context, index_args: List[str]) -> str:
         remove_tree(staging)
         os.makedirs(os.path.dirname(tool), exist_ok=True)
         log("installing uv into %s" % tool)
-        args = [a for a in index_args if a != "--no-deps"]
-        done = procs.run([python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install",
-                          "--no-deps", "--target", staging, *args, "uv"], env=PIP_ENV)
+        base = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "--no-deps",
+                "--target", staging]
+        done = procs.run([*base, *[a for a in index_args if a != "--no-deps"], "uv"], env=PIP_ENV)
+        if not done.ok and "--index-url" in index_args:
+            # The resource's own index may be one that serves no uv (PyPI's torch index): pip's configured
+            # index (PyPI, or the host's mirror) is the other place a uv wheel can come from.
+            remove_tree(staging)
+            done = procs.run([*base, "uv"], env=PIP_ENV)
         if not done.ok or not os.path.isfile(os.path.join(staging, "bin", "uv")):
             remove_tree(staging)
             raise ResourceFailure(

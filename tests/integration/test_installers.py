@@ -156,6 +156,11 @@ def test_installer_uv_without_uv_anywhere_says_how_to_fix_it(tmp_path: Path, pac
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
                                                if not (Path(p) / "uv").exists()))
+    # pip's own index, tried after the resource's, is one with nothing on it either.
+    for key in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", package_index)
     host = TargetHost("local", "local", str(tmp_path / "root"))
     manifest = write_manifest(tmp_path, host, {"python": {"installer": "uv"}, "resources": [
         {"kind": "venv", "path": "venv"},
@@ -231,3 +236,20 @@ def test_a_local_wheel_installs_while_the_index_is_unreachable(tmp_path: Path, p
     assert report.ok, report.failures
     assert installed_version(host, "provdemo") == "1.0.0"
     assert plan(offline).exit_code() == 0
+
+
+def test_uv_comes_from_pips_own_index_when_the_resources_has_none(tmp_path: Path, package_index: str,
+                                                                  torch_index: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The resource's index (like PyPI's torch index) serves no uv; the index pip is configured with does.
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                               if not (Path(p) / "uv").exists()))
+    monkeypatch.setenv("PIP_INDEX_URL", torch_index)
+    host = TargetHost("local", "local", str(tmp_path / "root"))
+    manifest = write_manifest(tmp_path, host, {"python": {"installer": "uv"}, "resources": [
+        {"kind": "venv", "path": "venv"},
+        {"kind": "pip", "venv": "venv", "packages": ["provdemo==1.0.0"], "index_url": package_index},
+    ]})
+    converge(manifest)
+    assert Path(host.path(TOOL_UV)).is_file()
+    assert installed_by(host, "provdemo") == "uv"
