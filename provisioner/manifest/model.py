@@ -116,6 +116,11 @@ class PythonSpec(Strict):
     adopt: AbsolutePath | None = Field(
         default=None, description="Adopt an existing venv (absolute path) instead of creating one."
     )
+    installer: Literal["auto", "uv", "pip"] = Field(
+        default="auto",
+        description="What installs packages into the venv: uv where the host has it, else pip (auto); uv "
+        "(installed from the package index when the host has none); or pip. uv keeps pip's semantics.",
+    )
 
 
 class TorchSpec(Strict):

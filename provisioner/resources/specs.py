@@ -36,6 +36,11 @@ def _check_mode(value: str | None) -> str | None:
     return value.zfill(4)
 
 
+#: Which program installs packages: uv where the host has it (auto), always uv (installed when missing), or pip.
+Installer = Literal["auto", "uv", "pip"]
+_INSTALLER_DOC = "auto, uv or pip; unset: the manifest's python.installer (see README: Installers)."
+
+
 def _check_links(links: list[str]) -> list[str]:
     """find-links entries: URLs, or folders relative to the target root."""
     return [check_url(link) if "://" in link else check_relative_path(link) for link in links]
@@ -196,6 +201,7 @@ class PipSpec(Removable, ResourceBase):
         default_factory=list, description="Pins pip must keep (e.g. torch==2.7.1), so a dependency cannot replace them."
     )
     name: Name | None = Field(default=None, description="Distinguishes several pip resources on one venv.")
+    installer: Installer | None = Field(default=None, description=_INSTALLER_DOC)
 
     _links = field_validator("find_links")(_check_links)
 
@@ -229,6 +235,7 @@ class RequirementsSpec(Removable, ResourceBase):
     index_url: Url | None = None
     extra_index_urls: list[Url] = Field(default_factory=list)
     find_links: list[str] = Field(default_factory=list)
+    installer: Installer | None = Field(default=None, description=_INSTALLER_DOC)
 
     _links = field_validator("find_links")(_check_links)
 

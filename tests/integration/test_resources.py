@@ -13,6 +13,7 @@ import pytest
 from provisioner.report import Masker, render_apply, render_plan
 from tests.support.gitrepos import UpstreamRepo, git
 from tests.support.hosts import TargetHost, installed_version, write_manifest
+from tests.support.installers import INSTALLERS, installed_by, place_uv
 from tests.support.runs import apply, changed, converge, pending, plan, statuses
 from tests.support.servers import serve_directory
 from tests.support.wheels import (
@@ -114,18 +115,28 @@ def test_venv_created_with_requested_python_and_repaired(host: TargetHost, tmp_p
     converge(manifest)
 
 
-def _pip_manifest(tmp_path: Path, host: TargetHost, packages: list[object], index: str) -> Path:
+@pytest.fixture(params=INSTALLERS)
+def installer(request: pytest.FixtureRequest, host: TargetHost) -> str:
+    """Each pip test runs with pip and with uv (a uv in the root, where `installer: uv` puts the one it installs)."""
+    if request.param == "uv":
+        place_uv(host)
+    return str(request.param)
+
+
+def _pip_manifest(tmp_path: Path, host: TargetHost, packages: list[object], index: str, installer: str) -> Path:
     return write_manifest(tmp_path, host, {"resources": [
         {"kind": "venv", "path": "venv"},
-        {"kind": "pip", "venv": "venv", "packages": packages, "index_url": index},
+        {"kind": "pip", "venv": "venv", "packages": packages, "index_url": index, "installer": installer},
     ]})
 
 
-def test_pip_pins_versions_from_an_index(host: TargetHost, tmp_path: Path, package_index: str) -> None:
-    manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index)
+def test_pip_pins_versions_from_an_index(host: TargetHost, tmp_path: Path, package_index: str,
+                                         installer: str) -> None:
+    manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index, installer)
     converge(manifest)
     assert installed_version(host, "provdemo") == "1.0.0"
     assert installed_version(host, "provdep") == "1.0.0"
+    assert installed_by(host, "provdemo") == installer
 
     pip = [host.path("venv/bin/python"), "-m", "pip", "install", "-q", "--index-url", package_index]
     host.run([*pip, "provdemo==2.0.0"])
@@ -139,7 +150,7 @@ def test_pip_pins_versions_from_an_index(host: TargetHost, tmp_path: Path, packa
 
 
 def test_pip_detects_a_foreign_package_of_the_same_name(
-    host: TargetHost, tmp_path: Path, package_index: str, wheelhouse: Path
+    host: TargetHost, tmp_path: Path, package_index: str, wheelhouse: Path, installer: str
 ) -> None:
     files = package_index.rsplit("/simple", 1)[0] + "/files"
     real = wheelhouse / "provdemo-2.0.0-py3-none-any.whl"
@@ -147,7 +158,7 @@ def test_pip_detects_a_foreign_package_of_the_same_name(
     impostor_url = f"{files}/impostor/{real.name}"
     sha = hashlib.sha256(real.read_bytes()).hexdigest()
     manifest = _pip_manifest(
-        tmp_path, host, [{"requirement": "provdemo==2.0.0", "url": real_url, "sha256": sha}], package_index
+        tmp_path, host, [{"requirement": "provdemo==2.0.0", "url": real_url, "sha256": sha}], package_index, installer
     )
     converge(manifest)
 
@@ -161,17 +172,21 @@ def test_pip_detects_a_foreign_package_of_the_same_name(
 
     converge(manifest)
     assert host.run([python, "-c", "import provdemo; print(hasattr(provdemo, 'IMPOSTOR'))"]).stdout.strip() == "False"
+    assert installed_by(host, "provdemo") == installer
 
 
-def test_pip_find_links(host: TargetHost, tmp_path: Path, package_index: str, wheelhouse: Path) -> None:
+def test_pip_find_links(host: TargetHost, tmp_path: Path, package_index: str, wheelhouse: Path,
+                        installer: str) -> None:
     files = package_index.rsplit("/simple", 1)[0] + f"/files/{wheelhouse.name}/"
     manifest = write_manifest(tmp_path, host, {"resources": [
         {"kind": "venv", "path": "venv"},
         {"kind": "pip", "venv": "venv", "packages": ["provdep==1.0.0"], "find_links": [files],
-         "index_url": package_index + "/nonexistent-so-find-links-must-serve", "no_deps": True},
+         "index_url": package_index + "/nonexistent-so-find-links-must-serve", "no_deps": True,
+         "installer": installer},
     ]})
     converge(manifest)
     assert installed_version(host, "provdep") == "1.0.0"
+    assert installed_by(host, "provdep") == installer
 
 
 @pytest.fixture
@@ -187,14 +202,17 @@ def pytorch_indexes(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def test_torch_pins_are_met_by_the_builds_pytorch_labels(host: TargetHost, tmp_path: Path,
-                                                         pytorch_indexes: dict[str, str]) -> None:
+                                                         pytorch_indexes: dict[str, str], installer: str) -> None:
     # The catalog pins the public version; the index serves 2.10.0+cu130. PEP 440: that pin is met.
-    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0", "torchvision==0.25.0"], pytorch_indexes["cu130"])
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0", "torchvision==0.25.0"], pytorch_indexes["cu130"],
+                             installer)
     converge(manifest)
     assert installed_version(host, "torch") == "2.10.0+cu130"
+    assert installed_by(host, "torch") == installer
 
     # A pin with a label takes only that build: the CUDA one is a change, then the CPU build is kept.
-    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0+cpu", "torchvision==0.25.0"], pytorch_indexes["cpu"])
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.0+cpu", "torchvision==0.25.0"], pytorch_indexes["cpu"],
+                             installer)
     report = plan(manifest)
     assert pending(report) == {"pip:venv": ["package.torch"]}
     change = report.resources[1]["changes"][0]
@@ -204,24 +222,25 @@ def test_torch_pins_are_met_by_the_builds_pytorch_labels(host: TargetHost, tmp_p
 
 
 def test_a_release_series_and_bare_companions_install_what_fits_together(
-        host: TargetHost, tmp_path: Path, pytorch_indexes: dict[str, str]) -> None:
+        host: TargetHost, tmp_path: Path, pytorch_indexes: dict[str, str], installer: str) -> None:
     # A torch the catalog does not know: the series is pinned, torchvision is left for pip to match. The
     # newest torchvision (0.25.0) needs torch 2.10.0, so pip must pick the one built for 2.9.
-    manifest = _pip_manifest(tmp_path, host, ["torch==2.9.*", "torchvision"], pytorch_indexes["cu130"])
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.9.*", "torchvision"], pytorch_indexes["cu130"], installer)
     report = plan(manifest)
     assert [c["new"] for c in report.resources[1]["changes"]] == ["2.9.*", "any version"]
     converge(manifest)
     assert [installed_version(host, name) for name in ("torch", "torchvision")] == ["2.9.1+cu130", "0.24.1+cu130"]
 
     # Another series is a change of torch; the companion moves with it in the same pip run.
-    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.*", "torchvision"], pytorch_indexes["cu130"])
+    manifest = _pip_manifest(tmp_path, host, ["torch==2.10.*", "torchvision"], pytorch_indexes["cu130"], installer)
     assert pending(plan(manifest)) == {"pip:venv": ["package.torch"]}
     converge(manifest)
     assert [installed_version(host, name) for name in ("torch", "torchvision")] == ["2.10.0+cu130", "0.25.0+cu130"]
 
 
-def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path, package_index: str) -> None:
-    manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index)
+def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path, package_index: str,
+                                               installer: str) -> None:
+    manifest = _pip_manifest(tmp_path, host, ["provdemo==1.0.0"], package_index, installer)
     converge(manifest)
     host.run([host.path("venv/bin/python"), "-m", "pip", "uninstall", "-q", "-y", "provdemo"])
     report = plan(manifest)
@@ -232,7 +251,8 @@ def test_a_package_removed_after_apply_is_drift(host: TargetHost, tmp_path: Path
     assert installed_version(host, "provdemo") == "1.0.0"
 
 
-def test_unrelated_same_named_package_is_removed_and_a_real_build_kept(host: TargetHost, tmp_path: Path) -> None:
+def test_unrelated_same_named_package_is_removed_and_a_real_build_kept(host: TargetHost, tmp_path: Path,
+                                                                       installer: str) -> None:
     wheels = tmp_path / "wheels"
     unrelated = build_unrelated_nunchaku(wheels, "0.16.1")
     real = build_wheel(wheels / "real", "nunchaku", "1.2.1+cu13.0torch2.10", tag="py3-none-any",
@@ -241,7 +261,7 @@ def test_unrelated_same_named_package_is_removed_and_a_real_build_kept(host: Tar
         {"kind": "venv", "path": "venv"},
         {"kind": "pip", "name": "nunchaku", "venv": "venv",
          "remove_unrelated": [{"name": "nunchaku", "marker_module": "nunchaku._C",
-                               "label": "PyPI's unrelated package"}]},
+                               "label": "PyPI's unrelated package"}], "installer": installer},
     ]})
     converge(manifest)
     pip = [host.path("venv/bin/python"), "-m", "pip", "install", "-q", "--no-index"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from .. import procs
 from ..distributions import forget, installed, interrupted_installs, normalize, ships_module
+from ..installers import installer_for, record_verified_hashes
 from ..leftovers import sweep_pip_stash
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import same_pin
@@ -168,32 +168,32 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if not os.path.exists(python):
         raise ResourceFailure("venv %s does not exist; declare a venv resource before this pip resource" % spec["venv"])
     prepare_venv(venv, observed)
-    base = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    installer = installer_for(spec, venv, ctx, index_args(spec, ctx))
     unrelated = [c["field"][len("package."):] for c in changes if c["action"] == "remove"]
     if unrelated:
-        procs.check([*base, "uninstall", "-y", *unrelated], "pip uninstall of %s" % ", ".join(unrelated),
-                    env={"PYTHONNOUSERSITE": "1"})
+        installer.uninstall(unrelated, ", ".join(unrelated))
     changed = {c["field"][len("package."):] for c in changes if c["action"] != "remove"}
-    # After an interrupted install every pin goes to pip: it reinstalls what was cut off among them and
-    # the dependencies they miss.
+    # After an interrupted install every pin goes to the installer: it reinstalls what was cut off among
+    # them and the dependencies they miss.
     repair = any(c["field"] == "interrupted" for c in changes)
     todo = [p for p in _packages(spec) if p["name"] in changed or repair]
     if not todo:
         return
-    # Bare names were matched by pip to the pins beside them (torchvision to torch): when a pin moves,
-    # they go into the same pip run, so that pip can move them along with it.
+    # Bare names were matched by the installer to the pins beside them (torchvision to torch): when a pin
+    # moves, they go into the same run, so that they can move along with it.
     todo += [p for p in _packages(spec) if not p["version"] and not p["url"] and p not in todo]
     foreign = [p["name"] for p in todo if normalize(p["name"]) in observed["installed"]
                and (not p["version"] or same_pin(observed["installed"][normalize(p["name"])]["version"],
                                                  p["version"]))]
     if foreign:
-        # Same name and version but the wrong origin: pip would call it satisfied, so remove it first.
-        procs.check([*base, "uninstall", "-y", *foreign], "pip uninstall of foreign %s" % ", ".join(foreign))
+        # Same name and version but the wrong origin: the installer would call it satisfied, so remove it first.
+        installer.uninstall(foreign, "foreign " + ", ".join(foreign))
     from .requirements import constraints_file
 
     with constraints_file(spec.get("constraints") or []) as constraints:
-        argv = [*base, "install", *index_args(spec, ctx), *[_requirement(p) for p in todo]]
+        args = [*index_args(spec, ctx), *[_requirement(p) for p in todo]]
         if constraints:
-            argv += ["-c", constraints]
-        procs.check(argv, "pip install of %s" % ", ".join(p["name"] for p in todo), stream=ctx.verbose,
-                    env={"PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"})
+            args += ["-c", constraints]
+        installer.install(args, "of " + ", ".join(p["name"] for p in todo), stream=ctx.verbose)
+    if installer.name == "uv":
+        record_verified_hashes(venv, [(p["name"], p["url"], p["sha256"]) for p in todo if p["url"] and p["sha256"]])

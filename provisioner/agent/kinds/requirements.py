@@ -16,6 +16,7 @@ import tempfile
 from .. import procs
 from ..distributions import installed, interrupted_installs, normalize
 from ..fsutil import atomic_write
+from ..installers import installer_for
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import parse_line, satisfies
 from .pip import index_args, interrupted_changes, prepare_venv
@@ -84,12 +85,12 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if not os.path.isfile(path):
         raise ResourceFailure("%s does not exist; the checkout that provides it must come first" % spec["file"])
     prepare_venv(venv, observed)
+    installer = installer_for(spec, venv, ctx, index_args(spec, ctx))
     with constraints_file(spec.get("constraints") or []) as constraints:
-        argv = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "-r", path,
-                *index_args(spec, ctx)]
+        args = ["-r", path, *index_args(spec, ctx)]
         if constraints:
-            argv += ["-c", constraints]
-        procs.check(argv, "pip install -r %s" % spec["file"], stream=ctx.verbose, env={"PYTHONNOUSERSITE": "1"})
+            args += ["-c", constraints]
+        installer.install(args, "-r %s" % spec["file"], stream=ctx.verbose)
     with open(path, "rb") as handle:
         digest = hashlib.sha256(handle.read()).hexdigest()
     atomic_write(_marker(spec, ctx), json.dumps({"sha256": digest, "file": spec["file"]}).encode("utf-8"), 0o644)
