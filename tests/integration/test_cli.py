@@ -36,7 +36,7 @@ def test_plan_apply_exit_codes_and_json(tmp_path: Path) -> None:
     dry = run("apply", "--dry-run", "--json", str(manifest))
     assert dry.returncode == 2
     assert json.loads(dry.stdout)["summary"] == {"create": 1, "change": 0, "drift": 0, "destroy": 0,
-                                                 "unmanaged": 0, "ok": 0, "error": 0}
+                                                 "kept": 0, "unmanaged": 0, "ok": 0, "error": 0}
     assert not (tmp_path / "root" / "a.txt").exists(), "--dry-run changes nothing"
 
     applied = run("apply", "--json", str(manifest))

@@ -89,8 +89,8 @@ def test_plan_and_apply_json_validate_against_their_models(tmp_path: Path) -> No
 
     plan = PlanOutput.model_validate(_document(_run("plan", "--json", str(manifest), env=env), (2,)))
     assert plan.summary == PlanCounts(change=1, ok=1), "every count is there, zero or not"
-    assert plan.summary.model_dump() == {"create": 0, "change": 1, "drift": 0, "destroy": 0, "unmanaged": 0,
-                                         "ok": 1, "error": 0}
+    assert plan.summary.model_dump() == {"create": 0, "change": 1, "drift": 0, "destroy": 0, "kept": 0,
+                                         "unmanaged": 0, "ok": 1, "error": 0}
     content = next(c for c in plan.changes if c.field == "content")
     assert (content.kind, content.key, content.action) == ("file", "a.txt", "update")
     assert content.old != content.new and content.reason, "old, new and the reason are fields of their own"
