@@ -276,7 +276,9 @@ def run_comfy_cli(work: Path, up: Upstreams, base: str, git: Path, hub: list[Mod
     port = free_port()
     space = work / "comfy-cli" / "ComfyUI"
     home = work / "comfy-cli" / "home"
-    env = clean_env(home, {**base_env, "PIP_INDEX_URL": f"{base}/simple", "PIP_RETRIES": "0",
+    # `comfy launch --background` starts `comfy` again by name, so its venv must be on PATH.
+    path = f"{tool_venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = clean_env(home, {**base_env, "PATH": path, "PIP_INDEX_URL": f"{base}/simple", "PIP_RETRIES": "0",
                            "PIP_TIMEOUT": "5", "GIT_CONFIG_GLOBAL": str(home / ".gitconfig")})
     subprocess.run(["git", "config", "--global", f"url.file://{git}/.insteadOf", "https://github.com/"],
                    env=env, check=True)
