@@ -173,8 +173,9 @@ def changes_of(row: dict[str, Any]) -> list[Change]:
             for c in row.get("changes") or []]
 
 
-#: Row fields that are not output: host values (observed) and the digest only saved plans use.
-_INTERNAL_PLAN_FIELDS = ("id", "status", "changes", "origin", "observed", "observed_digest")
+#: Row fields that are not output as they are: the id's parts (set from it), host values (observed) and the digest
+#: only saved plans use.
+_INTERNAL_PLAN_FIELDS = ("id", "kind", "key", "status", "changes", "origin", "observed", "observed_digest")
 
 
 def _plan_row(row: dict[str, Any], origin: str | None) -> PlanResource:
@@ -213,7 +214,7 @@ def plan_output(report: PlanReport) -> PlanOutput:
 
 def _apply_row(row: dict[str, Any]) -> ApplyResource:
     kind, key = split_id(row["id"])
-    extra = {k: v for k, v in row.items() if k not in ("id", "changes", "observed", "observed_digest")}
+    extra = {k: v for k, v in row.items() if k not in ("id", "kind", "key", "changes", "observed", "observed_digest")}
     extra.setdefault("status", "ok")
     return ApplyResource(id=row["id"], kind=kind, key=key, changes=changes_of(row), **extra)
 
