@@ -85,7 +85,9 @@ def test_export_then_import_keeps_every_pin(tmp_path: Path, package_index: str) 
     assert pip["packages"] == ["provdemo==1.0.0", "provdep==1.0.0"] and pip["no_deps"] is True
 
     # The host already is what the imported pins say: as resources, they plan with no change at all.
+    # The venv stays declared: a resource dropped from the manifest would be planned for removal.
     check = write_manifest(tmp_path, host, {"resources": [
+        {"kind": "venv", "path": "venv"},
         {"kind": "git", "path": "ComfyUI", "repo": comfyui.url, "ref": pinned.comfyui.ref},
         *({"kind": "git", "path": f"ComfyUI/custom_nodes/{name}", "repo": repo, "ref": ref}
           for name, (repo, ref) in plugins.items()),
