@@ -30,8 +30,9 @@ LOCK_NAME = "root.lock"
 POLL_SECONDS = 0.1
 #: While waiting, tell the controller (and its inactivity limit) every this many seconds that we are alive.
 WAITING_NOTICE_SECONDS = 5.0
-#: The holder writes its identity right after taking the lock; a reader may look in between.
-HOLDER_READ_ATTEMPTS = 10
+#: The holder writes its identity right after taking the lock; a reader may look in between. On a loaded
+#: host that gap can outlast half a second, so a refusal waits up to 3 s (60 x 50 ms) to name the holder.
+HOLDER_READ_ATTEMPTS = 60
 
 
 class RootLock:
