@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from tests.support.servers import serve_handler
+
 CHUNK = 256 * 1024
 ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip")
 
@@ -202,16 +204,8 @@ def _handler(up: Upstreams) -> type[http.server.BaseHTTPRequestHandler]:
 @contextmanager
 def serve(up: Upstreams) -> Iterator[str]:
     """Yields the base URL; the index is {base}/simple, the Hub endpoint {base}/hf."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(up))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_handler(_handler(up)) as base:
+        yield base
 
 
 # -- content, made once into the cache -----------------------------------------------------------------------
