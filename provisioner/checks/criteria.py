@@ -88,6 +88,8 @@ class Criteria:
     # The resolution the smoke test is judged against: its mode (nunchaku, plain, cpu) and nunchaku wheel.
     mode: str | None = None
     nunchaku_wheel: str | None = None
+    # Where the resolution builds nunchaku on the host: the fix to name instead of a release wheel.
+    built_on_host: str | None = None
     # For the workflow's diagnosis: node class -> the plugin release that registers it, and the loader
     # inputs a manifest may set (comfyui.plugins[].settings) with their choices.
     node_providers: dict[str, str] = field(default_factory=dict)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-# (torch 'X.Y', cuda 'X.Y' or None) -> the nunchaku wheel file that fits, or None when none is known.
+# (torch 'X.Y', cuda 'X.Y' or None) -> what installs the nunchaku that fits ("install <wheel file>", or
+# "run `provision apply` …" where the manifest builds it on the host), or None when nothing is known.
 WheelAdvisor = Callable[[str, str | None], str | None]
 
 IMPOSTOR_SUMMARY = "Optimally partitioning data into piece-wise linear segments."
@@ -26,9 +27,9 @@ def wheel_label(version: str | None) -> tuple[str | None, str | None]:
 
 def _install_hint(advisor: WheelAdvisor | None, torch: str | None, cuda: str | None) -> str:
     minor = torch_minor(torch)
-    wheel = advisor(minor, cuda) if advisor and minor else None
-    if wheel:
-        return f"install {wheel}"
+    action = advisor(minor, cuda) if advisor and minor else None
+    if action:
+        return action
     cuda_part = f", CUDA {cuda}" if cuda else ""
     return f"install the nunchaku wheel built for torch {minor or torch}{cuda_part} from the nunchaku releases"
 

@@ -42,7 +42,13 @@ def _impostor_version(version: str | None) -> bool:
 def _advisor(criteria: Criteria, observed: Observed) -> diagnose.WheelAdvisor:
     version = observed.get("version")
     python = observed.get("python_tag")
-    return lambda torch, cuda: criteria.wheel_for(version, torch, cuda, python)
+    if criteria.built_on_host:
+        return lambda torch, cuda: criteria.built_on_host
+    return lambda torch, cuda: _install(criteria.wheel_for(version, torch, cuda, python))
+
+
+def _install(wheel: str | None) -> str | None:
+    return f"install {wheel}" if wheel else None
 
 
 def judge_package(observed: Observed, criteria: Criteria) -> CheckResult:

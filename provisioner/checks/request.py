@@ -118,6 +118,7 @@ def plan_checks(manifest: Manifest, manifest_dir: Path, only: list[str] | None =
         models=[WantedModel(m.folder, m.file) for m in manifest.models],
         mode=resolution.mode if resolution else None,
         nunchaku_wheel=resolution.nunchaku.filename if resolution and resolution.nunchaku else None,
+        built_on_host=_build_fix(resolution),
         node_providers=_node_providers(catalog),
         plugin_settings={s.name: s.values or [] for s in catalog.plugin.settings},
         installed=_installed(manifest, resolution) if resolution else [],
@@ -232,6 +233,15 @@ def _node_providers(catalog: Catalog) -> dict[str, str]:
         for node in catalog.plugin_nodes(release):
             providers.setdefault(node, f"{catalog.plugin.name} (from {catalog.plugin_tag(release)})")
     return providers
+
+
+def _build_fix(resolution: Resolution | None) -> str | None:
+    """The fix for a missing or mismatched nunchaku where the manifest builds it on the host."""
+    choice = resolution.nunchaku if resolution else None
+    if choice is None or choice.build is None:
+        return None
+    return (f"run `provision apply` for this manifest: it builds {choice.filename} from source against the "
+            f"venv's torch {choice.build.torch} (build key {choice.build.build_key}) and installs it")
 
 
 def _wheel_for(catalog: Catalog, version: str | None, torch: str, cuda: str | None,

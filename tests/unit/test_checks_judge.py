@@ -125,6 +125,18 @@ def test_undefined_symbol_is_a_torch_abi_mismatch() -> None:
     assert result.diagnosis.endswith("install nunchaku-1.0.1+torch2.9-cp312-cp312-linux_x86_64.whl")
 
 
+def test_a_manifest_that_builds_nunchaku_names_apply_not_a_release_wheel() -> None:
+    """On a source-build manifest no release wheel fits (that is why it builds): the fix is the apply."""
+    fix = "run `provision apply` for this manifest: it builds nunchaku-1.2.1+cu13.0torch2.11-… from source"
+    built = Criteria(wheel_for=CRITERIA.wheel_for, built_on_host=fix)
+    missing = verdict("kernels.nunchaku_package", dict(PACKAGE, installed=False), built)
+    assert missing.status == "fail" and missing.diagnosis == f"nunchaku is not installed in this venv; {fix}"
+    abi = verdict("kernels.nunchaku_import", dict(PACKAGE, package_ok=True, version="1.2.1+cu13.0torch2.10",
+                                                  extension_loaded=False, error=UNDEFINED_SYMBOL), built)
+    assert abi.diagnosis and abi.diagnosis.startswith("torch ABI mismatch") and abi.diagnosis.endswith(fix)
+    assert "releases" not in abi.diagnosis and ".whl" not in abi.diagnosis.replace(fix, "")
+
+
 def test_missing_cuda_runtime_names_the_cuda_mismatch() -> None:
     text = diagnose.import_error(MISSING_CUDART, "2.9.1+cu128", "12.8", "1.1.0+torch2.9")
     assert "needs libcudart.so.13 (CUDA 13)" in text and "brings CUDA 12.8" in text

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.catalog import load_catalog
+from provisioner.checks.request import plan_checks
 from provisioner.facts import load_facts
 from provisioner.manifest import load_manifest
 from provisioner.resolve import render_resolution, resolve
@@ -120,3 +121,14 @@ def test_the_gpu_machine_source_manifest_builds_int4_for_sm_90_behind_the_overri
     assert result.plugin is not None and result.plugin.ref == "v1.2.1"
     assert loaded.manifest.checks.nodes == ["NunchakuFluxDiTLoader", "NunchakuQwenImageDiTLoader"]
     assert result.models == []
+
+
+def test_checks_on_a_source_build_manifest_name_apply_as_the_fix() -> None:
+    loaded = load_manifest(REPO / "manifests" / "dgx-spark.yaml")
+    result = resolve(loaded.manifest, load_facts(FACTS / "dgx-spark.json"), load_catalog())
+    criteria = plan_checks(loaded.manifest, REPO / "manifests", resolution=result).criteria
+    assert criteria.built_on_host and criteria.built_on_host.startswith("run `provision apply` for this manifest")
+    assert "linux_aarch64.whl from source" in criteria.built_on_host
+    wheel_manifest = load_manifest(REPO / "manifests" / "rtx3090.yaml")
+    wheel = resolve(wheel_manifest.manifest, load_facts(FACTS / "rtx3090.json"), load_catalog())
+    assert plan_checks(wheel_manifest.manifest, REPO / "manifests", resolution=wheel).criteria.built_on_host is None
