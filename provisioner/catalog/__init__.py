@@ -178,6 +178,10 @@ class Catalog:
     def unsupported_arch(self, arch: str) -> UnsupportedArch | None:
         return next((a for a in self.nunchaku.source_build.unsupported_arches if a.arch == arch), None)
 
+    def emulated_int4(self) -> dict[str, str]:
+        """'sm_90' -> how it emulates the INT4 MMA, for every arch whose override build runs emulated."""
+        return {f"sm_{a.arch}": a.emulation for a in self.nunchaku.source_build.unsupported_arches if a.emulation}
+
     def source_wheel_filename(self, version: str, torch_cuda: str, torch_minor: str, python: str,
                               platform: str) -> str:
         """The name setup.py gives a wheel built here: the release's naming era, with the venv's torch."""

@@ -107,17 +107,11 @@ class KernelErrorModel(Entry):
     source: str = ""
 
 
-class EmulatedArch(Entry):
-    reason: str
-    source: str = ""
-
-
 class KernelCheckData(Entry):
     """What kernels.w4a4_gemm holds each architecture to."""
 
     error: KernelErrorModel
     native_min_speedup: dict[str, float]
-    emulated_int4: dict[str, EmulatedArch]
 
 
 class Submodule(Entry):
@@ -142,6 +136,8 @@ class UnsupportedArch(Entry):
     family: str
     effect: str = Field(description="What running such a build means, for the warning.")
     precision: Precision
+    emulation: str | None = Field(default=None, description="How the arch runs the build's 4-bit MMA where it "
+                                  "has none; set: kernels.w4a4_gemm judges correctness and reports the speed.")
     source: str
 
 

@@ -57,7 +57,7 @@ def w4a4_rules(catalog: Catalog) -> W4A4Rules:
     return W4A4Rules(bf16_rounding=data.error.bf16_rounding, safety=data.error.safety,
                      bf16_accumulation=tuple(data.error.bf16_accumulation),
                      native_min_speedup=dict(data.native_min_speedup),
-                     emulated={arch: entry.reason for arch, entry in data.emulated_int4.items()})
+                     emulated=catalog.emulated_int4())
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def _nunchaku_paths(manifest: Manifest, catalog: Catalog) -> dict[str, Any]:
             fallbacks[info.arch] = "fp8"
         if info.reason:
             reasons[info.arch] = f"nunchaku cannot serve {info.arch}: {info.reason}"
-    emulated = {arch: entry.reason for arch, entry in catalog.nunchaku.kernel_check.emulated_int4.items()}
+    emulated = catalog.emulated_int4()
     return {"enabled": manifest.nunchaku.enabled, "precision": manifest.nunchaku.precision,
             "serves": serves, "fallbacks": fallbacks, "reasons": reasons, "emulated_int4": emulated,
             "unsupported_arch_override": unsupported_arch_override(manifest)}
