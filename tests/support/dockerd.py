@@ -32,6 +32,9 @@ BASE_IMAGE = f"provision-test-base:bookworm-{hashlib.sha256(BASE_PACKAGES.encode
 TEST_LABEL = "provision.test"
 # Serializes daemon start and image build between concurrent pytest processes on one machine.
 LOCK_FILE = Path(tempfile.gettempdir()) / "provision-test-docker.lock"
+# The daemon a test session started, and the pytest processes (xdist workers, a second run) using it:
+# the last one out stops the daemon, so no worker loses it while another's containers still run.
+SHARED_DIR = Path(tempfile.gettempdir()) / "provision-test-dockerd"
 SOCKET_WAIT_S = 60.0
 DEBOOTSTRAP_TIMEOUT_S = 900.0
 
@@ -41,7 +44,7 @@ class DockerSession:
     """What the suite set up once: the daemon (ours or not), the base image, the mount to share."""
 
     base_temp: Path
-    started_pid: int | None = None
+    registered: bool = False
     failure: str | None = None
     containers: list[str] = field(default_factory=list)
     # `docker run`s still in flight, by container name. vfs copies the whole image twice per container
@@ -113,11 +116,16 @@ def stop_dockerd(pid: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, not a zombie: a daemon whose starter exited is reaped by whoever adopted it, maybe late."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -185,10 +193,54 @@ def _prepare(session: DockerSession, base_temp: Path) -> None:
                 if os.geteuid() != 0:
                     session.failure = "skip:no Docker daemon answers and starting one needs root"
                     return
-                session.started_pid = start_dockerd(work_dir)
+                SHARED_DIR.mkdir(exist_ok=True)
+                (SHARED_DIR / "dockerd.pid").write_text(f"{start_dockerd(work_dir)}\n")
+            _register_user(os.getpid())
+            session.registered = True
             ensure_base_image(work_dir)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         session.failure = f"Docker test setup failed: {exc}"
+
+
+def _register_user(pid: int) -> None:
+    users = SHARED_DIR / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    (users / str(pid)).touch()
+
+
+def _remaining_users(leaving: int) -> list[int]:
+    """The other registered pytest processes still alive; dead ones (killed runs) are dropped."""
+    users = SHARED_DIR / "users"
+    (users / str(leaving)).unlink(missing_ok=True)
+    alive = []
+    for entry in users.glob("*") if users.is_dir() else []:
+        if entry.name.isdigit() and _alive(int(entry.name)):
+            alive.append(int(entry.name))
+        else:
+            entry.unlink(missing_ok=True)
+    return alive
+
+
+def _release_daemon() -> None:
+    """Leave the shared daemon; the last user stops it if a test session started it."""
+    with _machine_lock():
+        if _remaining_users(os.getpid()):
+            return
+        pid_file = SHARED_DIR / "dockerd.pid"
+        if not pid_file.exists():
+            return
+        pid = int(pid_file.read_text().split()[0])
+        pid_file.unlink()
+        # A file left by a killed run may name a PID reused since: stop only a dockerd.
+        if _command_name(pid) == "dockerd":
+            stop_dockerd(pid)
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _end_session(session: DockerSession) -> None:
@@ -201,17 +253,8 @@ def _end_session(session: DockerSession) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    # Another pytest process may have found our daemon answering and be using it: leave it running then.
-    if session.started_pid is not None and not _containers_of_others():
-        stop_dockerd(session.started_pid)
-
-
-def _containers_of_others() -> bool:
-    try:
-        listed = docker("ps", "-a", "-q", "--filter", f"label={TEST_LABEL}=true", check=False, timeout=30)
-    except subprocess.TimeoutExpired:
-        return False
-    return bool(listed.stdout.strip())
+    if session.registered:
+        _release_daemon()
 
 
 def start_container(session: DockerSession, image: str = BASE_IMAGE, network: str = "host") -> str:
