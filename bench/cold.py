@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,8 @@ TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1", "torchaudio==2.11.1"]
 #: What installing torch alone unpacks: the torch wheels and the CUDA/triton wheels they pull in.
 TORCH_SET = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia_[a-z0-9_]+|cuda_[a-z_]+)-")
 BUILD_DEPS = ["setuptools", "wheel", "cython", "numpy"]  # insightface ships only an sdist
+#: `python.installer: uv` installs uv from the index where the host has none, as on a fresh box.
+UV_PIN = "uv==0.13.9"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Run:
     ok: bool = False
     note: str = ""
     steps: list[tuple[str, float]] = field(default_factory=list)
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average when it started and when it ended
 
 
 def parse_rate(text: str) -> float:
@@ -90,7 +94,7 @@ def parse_rate(text: str) -> float:
 # -- preparation (cached, unmeasured) -------------------------------------------------------------------------
 
 
-def overlay(work: Path, root: Path, port: int, hub: list[Model] | None = None) -> Path:
+def overlay(work: Path, root: Path, port: int, hub: list[Model] | None = None, installer: str = "pip") -> Path:
     """rtx3090.yaml on this GPU-less host. What differs from a GPU box is listed in bench/results/cold.md.
 
     With `hub`, the companion files are listed with the stand-in's sha256 and size: the catalog records the
@@ -102,7 +106,7 @@ def overlay(work: Path, root: Path, port: int, hub: list[Model] | None = None) -
         "extends": base,
         "target": {"connection": "local", "root": str(root)},
         "gpu": {"arch": "auto", "allow_cpu": True},
-        "python": {"version": "3.11"},
+        "python": {"version": "3.11", "installer": installer},
         "comfyui": {"ref": COMFYUI_TAG},
         # PyPI's 2.14.1 is the CUDA 13.0 build a GPU box gets; with an index named, no +cpu label is pinned.
         "torch": {"version": "2.14.1", "index_url": "https://download.pytorch.org/whl/cu130"},
@@ -160,7 +164,7 @@ def fill_index(cache: Path, comfyui: Path, plugin: Path, python: str) -> Path:
         text = subprocess.run(["git", "-C", str(repo), "show", f"{ref}:requirements.txt"], check=True,
                               capture_output=True, text=True).stdout
         (reqs / name).write_text(text)
-    fill_wheels(wheels, [reqs / "comfyui.txt", reqs / "plugin.txt"], [*TORCH_PINS, *BUILD_DEPS], python)
+    fill_wheels(wheels, [reqs / "comfyui.txt", reqs / "plugin.txt"], [*TORCH_PINS, *BUILD_DEPS, UV_PIN], python)
     return wheels
 
 
@@ -227,11 +231,12 @@ def wait_until_answers(run: Run, port: int, started: float, limit: float = 300) 
         run.note = run.note or f"ComfyUI did not answer on port {port} within {limit:.0f} s"
 
 
-def run_provision(work: Path, up: Upstreams, hub: list[Model], mirrors: Path, base_env: dict[str, str]) -> Run:
-    run = Run("provision apply")
+def run_provision(work: Path, up: Upstreams, hub: list[Model], mirrors: Path, base_env: dict[str, str],
+                  installer: str) -> Run:
+    run = Run("provision apply", note=f"python.installer: {installer}")
     port = free_port()
     root = work / "provision" / "root"
-    manifest = overlay(work / "provision", root, port, hub)
+    manifest = overlay(work / "provision", root, port, hub, installer)
     env = clean_env(work / "provision" / "home", {**base_env, "PROVISION_MIRRORS": str(mirrors)})
     # A lock is made once and kept beside the manifest; it pins the stand-in files' sizes and sha256.
     locked = subprocess.run([str(PROVISION), "lock", str(manifest)], env=env, capture_output=True, text=True,
@@ -312,18 +317,35 @@ def run_comfy_cli(work: Path, up: Upstreams, base: str, git: Path, hub: list[Mod
     return run
 
 
-def torch_install_seconds(work: Path, wheels: Path, python: str) -> float:
-    """The longest CPU step no tool can overlap away: unpacking torch and its CUDA wheels into a venv."""
-    venv = work / "torch-alone"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+def torch_install_seconds(work: Path, wheels: Path, python: str) -> dict[str, float]:
+    """The longest CPU step no tool can overlap away: unpacking torch and its CUDA wheels into a venv, from
+    local files, by pip and by uv (as provision runs it: bytecode compiled, files copied, empty cache)."""
     files = [str(p) for p in sorted(wheels.glob("*.whl")) if TORCH_SET.match(p.name)]
-    env = clean_env(work / "torch-alone-home", {})
-    started = time.perf_counter()
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--no-deps", *files], env=env,
-                   check=True)
-    elapsed = time.perf_counter() - started
-    shutil.rmtree(venv)
-    return elapsed
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    argvs = {"pip": lambda venv: [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--no-deps", *files]}
+    if uv:
+        argvs["uv"] = lambda venv: [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+                                    "--no-config", "--no-index", "--no-deps", "--compile-bytecode",
+                                    "--link-mode", "copy", "--cache-dir", str(work / "torch-alone-uv-cache"),
+                                    *files]
+    seconds = {}
+    for name, argv in argvs.items():
+        venv = work / f"torch-alone-{name}"
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        env = clean_env(work / "torch-alone-home", {})
+        started = time.perf_counter()
+        subprocess.run(argv(venv), env=env, check=True)
+        seconds[name] = time.perf_counter() - started
+        shutil.rmtree(venv)
+        shutil.rmtree(work / "torch-alone-uv-cache", ignore_errors=True)
+    return seconds
+
+
+def with_load(measure: Callable[[], Run]) -> Run:
+    before = os.getloadavg()[0]
+    run = measure()
+    run.load = (before, os.getloadavg()[0])
+    return run
 
 
 def comfy_cli_venv(cache: Path, python: str) -> Path:
@@ -347,27 +369,31 @@ def machine() -> str:
 
 
 def report(args: argparse.Namespace, runs: list[Run], hub: list[Model], archive_bytes: int,
-           torch_seconds: float, load_at_start: float) -> str:
+           torch_alone: dict[str, float], load_at_start: float) -> str:
     model_bytes = sum(m.hub.size for m in hub)
     total = model_bytes + archive_bytes
     transfer = total / args.bandwidth
+    fastest = min(torch_alone, key=lambda name: torch_alone[name])
+    torch_seconds = torch_alone[fastest]
     bound = transfer + torch_seconds
-    provision = next((r for r in runs if r.name == "provision apply"), None)
+    alone = ", ".join(f"{name} {secs:.1f} s" for name, secs in torch_alone.items())
+    provision = next((r for r in runs if r.name == "provision apply"), None)  # the first installer named
     serial = next((r for r in runs if r.name == "serial script"), None)
     lines = [
         f"Bandwidth {args.bandwidth / 1e6:g} MB/s (one link shared by every transfer), model bytes scaled by "
         f"{args.model_scale:g}; load average {load_at_start:.1f} at the start.", "",
         f"Lower bound: {total / 1e9:.2f} GB / {args.bandwidth / 1e6:g} MB/s = {transfer:.1f} s "
         f"(models {model_bytes / 1e9:.2f} GB, wheels and sdists {archive_bytes / 1e9:.2f} GB) "
-        f"+ {torch_seconds:.1f} s installing torch and its CUDA wheels alone = **{bound:.1f} s**.", "",
-        "| tool | wall (s) | ComfyUI answers | bytes served | vs lower bound | note |",
-        "|---|---|---|---|---|---|",
+        f"+ {torch_seconds:.1f} s installing torch and its CUDA wheels alone ({fastest}, the faster of {alone}) "
+        f"= **{bound:.1f} s**.", "",
+        "| tool | wall (s) | ComfyUI answers | bytes served | vs lower bound | load average (start, end) | note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         wall = f"{run.seconds:.1f}" if run.seconds is not None else "-"
         ratio = f"{run.seconds / bound:.2f}x" if run.seconds else "-"
         lines.append(f"| {run.name} | {wall} | {'yes' if run.ok else 'no'} | {run.served / 1e9:.2f} GB | "
-                     f"{ratio} | {run.note} |")
+                     f"{ratio} | {run.load[0]:.1f}, {run.load[1]:.1f} | {run.note} |")
     if provision and serial and provision.ok and serial.ok and provision.seconds and serial.seconds:
         lines += ["", f"Serial script / provision: **{serial.seconds / provision.seconds:.2f}x**; "
                       f"provision / lower bound: **{provision.seconds / bound:.2f}x**."]
@@ -393,10 +419,15 @@ def main() -> None:
     parser.add_argument("--python", default="/usr/bin/python3.11", help="the host's Python (the venvs' base)")
     parser.add_argument("--torch-alone-seconds", type=float,
                         help="reuse this measured torch install time instead of measuring it again")
+    parser.add_argument("--installer", default="uv",
+                        help="provision's python.installer, uv or pip; a list (uv,pip) runs provision once with each "
+                             "(uv is installed from the index, as on a fresh box)")
     parser.add_argument("--work", type=Path, help="keep the runs' directories here (default: a temp dir, removed)")
     parser.add_argument("--out", type=Path, help="also write the results (markdown) here")
     args = parser.parse_args()
     tools = set(args.only.split(","))
+    if not set(args.installer.split(",")) <= {"uv", "pip"}:
+        parser.error(f"--installer {args.installer!r}: name uv, pip or both (uv,pip)")
     load_at_start = os.getloadavg()[0]
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -411,7 +442,8 @@ def main() -> None:
     up = Upstreams(wheels, model_dir, [m.hub for m in hub], Throttle(args.bandwidth))
     runs: list[Run] = []
     try:
-        torch_seconds = args.torch_alone_seconds or torch_install_seconds(work, wheels, args.python)
+        torch_alone = ({"given": args.torch_alone_seconds} if args.torch_alone_seconds
+                       else torch_install_seconds(work, wheels, args.python))
         with serve(up) as base:
             mirrors = work / "provision.mirrors.yaml"
             mirrors.write_text(yaml.safe_dump({"mirrors": [
@@ -420,15 +452,16 @@ def main() -> None:
                 {"prefix": "https://pypi.org/simple", "replace": f"{base}/simple"},
             ], "huggingface": {"endpoint": f"{base}/hf"}}, sort_keys=False))
             if "provision" in tools:
-                runs.append(run_provision(work, up, hub, mirrors, {}))
+                for installer in args.installer.split(","):
+                    runs.append(with_load(lambda choice=installer: run_provision(work, up, hub, mirrors, {}, choice)))
                 archive_bytes = sum(up.archives.values())
             if "serial" in tools:
-                runs.append(run_serial(work, up, base, git, hub, args.python, {}))
+                runs.append(with_load(lambda: run_serial(work, up, base, git, hub, args.python, {})))
             if "comfy-cli" in tools and tool_venv is not None:
-                runs.append(run_comfy_cli(work, up, base, git, hub, tool_venv, {}))
+                runs.append(with_load(lambda: run_comfy_cli(work, up, base, git, hub, tool_venv, {})))
             if "provision" not in tools:
                 archive_bytes = sum(up.archives.values())
-        text = report(args, runs, hub, archive_bytes, torch_seconds, load_at_start)
+        text = report(args, runs, hub, archive_bytes, torch_alone, load_at_start)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

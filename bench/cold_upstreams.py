@@ -1,6 +1,8 @@
 """Stand-in upstreams for the cold-apply bench: one HTTP server on 127.0.0.1 behind one shared throttle.
 
-It serves a PEP 503 index over a wheel cache (`/simple/<project>/`, files under `/files/`) and the Hugging
+It serves a PEP 503 index over a wheel cache (`/simple/<project>/`, files under `/files/`, each wheel's
+METADATA beside it as PyPI serves it: PEP 714's `data-core-metadata` on the link, the file at
+`<wheel URL>.metadata`; uv reads it instead of the wheel) and the Hugging
 Face Hub's layout over a directory of model files (`/hf/{org}/{repo}/resolve/{revision}/{path}`, with HEAD
 answered the way the Hub does for LFS files, Range requests and `/hf/api/models/{org}/{repo}/revision/{rev}`).
 Every response body draws from one token bucket, so all transfers together share the stated bandwidth, as
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +99,8 @@ def _handler(up: Upstreams) -> type[http.server.BaseHTTPRequestHandler]:
                 return self._index(path[len("/simple/"):].strip("/"))
             if path.startswith("/files/"):
                 name = path[len("/files/"):]
+                if name.endswith(".whl.metadata") and "/" not in name and (up.wheels / name[:-9]).is_file():
+                    return self._file(wheel_metadata(up.wheels / name[:-9]), head, {})
                 if "/" in name or not name.endswith(ARCHIVE_SUFFIXES):
                     return self._status(404)
                 if not head and (up.wheels / name).is_file():
@@ -117,8 +122,8 @@ def _handler(up: Upstreams) -> type[http.server.BaseHTTPRequestHandler]:
                                if p.name.endswith(ARCHIVE_SUFFIXES) and project_of(p.name) == wanted)
                 if not files:
                     return self._status(404)
-                body = "".join(f'<a href="/files/{quote(p.name)}#sha256={file_sha256(p)}">{p.name}</a><br/>'
-                               for p in files)
+                body = "".join(f'<a href="/files/{quote(p.name)}#sha256={file_sha256(p)}"{_metadata_attrs(p)}>'
+                               f'{p.name}</a><br/>' for p in files)
             data = f"<!DOCTYPE html><html><body>{body}</body></html>".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -157,17 +162,22 @@ def _handler(up: Upstreams) -> type[http.server.BaseHTTPRequestHandler]:
                 size = path.stat().st_size
             except OSError:
                 return self._status(404)
-            start = 0
+            start, end = 0, size - 1
             ranged = self.headers.get("Range", "")
             if ranged.startswith("bytes="):
-                start = int(ranged[6:].split("-")[0] or 0)
+                first, _, last = ranged[6:].split(",")[0].strip().partition("-")
+                if first:  # bytes=START- or bytes=START-END
+                    start, end = int(first), min(int(last), size - 1) if last else size - 1
+                else:  # bytes=-N: the last N bytes
+                    start = max(0, size - int(last or 0))
                 if start >= size and size:
                     return self._status(416, {"Content-Range": f"bytes */{size}"})
-            self.send_response(206 if start else 200)
-            self.send_header("Content-Length", str(size - start))
+            partial = (start, end) != (0, size - 1)
+            self.send_response(206 if partial else 200)
+            self.send_header("Content-Length", str(end - start + 1))
             self.send_header("Content-Type", "application/octet-stream")
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            if partial:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
@@ -176,7 +186,9 @@ def _handler(up: Upstreams) -> type[http.server.BaseHTTPRequestHandler]:
             try:
                 with path.open("rb") as source:
                     source.seek(start)
-                    while piece := source.read(CHUNK):
+                    left = end - start + 1
+                    while left > 0 and (piece := source.read(min(CHUNK, left))):
+                        left -= len(piece)
                         up.throttle.wait_for(len(piece))
                         self.wfile.write(piece)
                         up.count(len(piece))
@@ -231,6 +243,27 @@ def file_sha256(path: Path) -> str:
         memo.write_text(f"{key} {digest}\n")
     _SHA_CACHE[path] = digest
     return digest
+
+
+def wheel_metadata(wheel: Path) -> Path:
+    """The wheel's `*.dist-info/METADATA`, extracted once beside it as `<wheel>.metadata` (PEP 658)."""
+    target = wheel.with_name(wheel.name + ".metadata")
+    if not target.exists() or target.stat().st_mtime_ns < wheel.stat().st_mtime_ns:
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+            staged = target.with_name(target.name + ".part")
+            staged.write_bytes(archive.read(name))
+            staged.replace(target)
+    return target
+
+
+def _metadata_attrs(archive: Path) -> str:
+    if not archive.name.endswith(".whl"):
+        return ""  # PyPI serves METADATA for wheels only
+    digest = file_sha256(wheel_metadata(archive))
+    # Only PEP 714's name, as pypi.org: pip 23.0.1 reads the older `data-dist-info-metadata` and then refuses
+    # typing_extensions' METADATA ("inconsistent Name"), which is why PEP 714 renamed the attribute.
+    return f' data-core-metadata="sha256={digest}"'
 
 
 def make_model_file(path: Path, size: int) -> str:
