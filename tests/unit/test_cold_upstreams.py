@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from bench.cold_upstreams import HubFile, Throttle, Upstreams, make_model_file, one_commit_mirror, project_of, serve
+
+METADATA = "Metadata-Version: 2.1\nName: Demo_Pkg\nVersion: 1.0\nRequires-Dist: other.pkg\n"
 
 
 def _upstreams(tmp_path: Path) -> Upstreams:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    (wheels / "Demo_Pkg-1.0-py3-none-any.whl").write_bytes(b"wheel bytes")
+    with zipfile.ZipFile(wheels / "Demo_Pkg-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("demo_pkg/__init__.py", "")
+        wheel.writestr("Demo_Pkg-1.0.dist-info/METADATA", METADATA)
+        wheel.writestr("Demo_Pkg-1.0.dist-info/RECORD", "")
     (wheels / "other.pkg-2.0.tar.gz").write_bytes(b"sdist bytes")
     models = tmp_path / "models"
     sha = make_model_file(models / "org" / "repo" / "split" / "m.safetensors", 3000)
@@ -27,10 +34,43 @@ def test_index_pages_name_files_by_normalized_project(tmp_path: Path) -> None:
     assert project_of("other.pkg-2.0.tar.gz") == "other-pkg"
     with serve(up) as base:
         page = urllib.request.urlopen(f"{base}/simple/demo-pkg/").read().decode()
+        sdist_page = urllib.request.urlopen(f"{base}/simple/other-pkg/").read().decode()
         wheel = urllib.request.urlopen(f"{base}/files/Demo_Pkg-1.0-py3-none-any.whl").read()
-    assert f"#sha256={hashlib.sha256(b'wheel bytes').hexdigest()}" in page
-    assert wheel == b"wheel bytes"
-    assert up.archives == {"Demo_Pkg-1.0-py3-none-any.whl": len(b"wheel bytes")}
+    on_disk = (up.wheels / "Demo_Pkg-1.0-py3-none-any.whl").read_bytes()
+    assert f"#sha256={hashlib.sha256(on_disk).hexdigest()}" in page
+    assert wheel == on_disk
+    assert up.archives == {"Demo_Pkg-1.0-py3-none-any.whl": len(on_disk)}
+    assert "data-core-metadata" not in sdist_page  # pypi.org serves METADATA for wheels only
+
+
+def test_wheels_carry_their_metadata_under_pep_714s_name_only(tmp_path: Path) -> None:
+    """uv reads METADATA instead of streaming the wheel; pip 23.0 reads the old attribute and then refuses
+    a METADATA whose Name is spelled otherwise, so the old name must not be there (as on pypi.org)."""
+    up = _upstreams(tmp_path)
+    with serve(up) as base:
+        page = urllib.request.urlopen(f"{base}/simple/demo-pkg/").read().decode()
+        href = re.search(r'href="([^"#]+)', page)
+        assert href is not None
+        metadata = urllib.request.urlopen(f"{base}{href.group(1)}.metadata").read()
+    assert metadata.decode() == METADATA
+    assert f'data-core-metadata="sha256={hashlib.sha256(metadata).hexdigest()}"' in page
+    assert "data-dist-info-metadata" not in page
+    assert up.archives == {}, "reading METADATA is not fetching the wheel"
+
+
+def test_wheel_ranges_are_answered_exactly(tmp_path: Path) -> None:
+    """A resolver reads a wheel's central directory through a suffix range, then the parts it names."""
+    up = _upstreams(tmp_path)
+    on_disk = (up.wheels / "Demo_Pkg-1.0-py3-none-any.whl").read_bytes()
+    size = len(on_disk)
+    with serve(up) as base:
+        url = f"{base}/files/Demo_Pkg-1.0-py3-none-any.whl"
+        tail = urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=-22"}))
+        middle = urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=10-19"}))
+        tail_body, middle_body = tail.read(), middle.read()
+    assert tail.status == 206 and tail.headers["Content-Range"] == f"bytes {size - 22}-{size - 1}/{size}"
+    assert tail_body == on_disk[-22:]
+    assert middle.headers["Content-Range"] == f"bytes 10-19/{size}" and middle_body == on_disk[10:20]
 
 
 def test_hub_answers_head_range_and_api_like_the_hub(tmp_path: Path) -> None:
