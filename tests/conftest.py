@@ -44,6 +44,15 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> TargetHost:
     raise AssertionError(request.param)
 
 
+@pytest.fixture
+def image_build_turn() -> Iterator[None]:
+    """For a test that builds images (docker-image://): one such test at a time on the machine."""
+    from tests.support.dockerd import image_build_turn as turn
+
+    with turn():
+        yield
+
+
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real wheels: a package in two versions with a dependency, and a same-named impostor."""

@@ -38,6 +38,7 @@ def _docker(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.usefixtures("image_build_turn")
 def test_docker_manifest_builds_the_stack_into_an_image(request: pytest.FixtureRequest, tmp_path: Path,
                                                         upstreams: StackUpstreams) -> None:
     if shutil.which("docker") is None:

@@ -151,6 +151,7 @@ def image_tags() -> Iterator[list[str]]:
         docker("rmi", "-f", tag, check=False)
 
 
+@pytest.mark.usefixtures("image_build_turn")
 def test_image_build_commits_a_converged_image(session: DockerSession, tmp_path: Path,
                                                image_tags: list[str]) -> None:
     suffix = uuid.uuid4().hex[:8]
@@ -183,6 +184,7 @@ def test_image_build_commits_a_converged_image(session: DockerSession, tmp_path:
     assert build_containers() <= before, "temporary build containers are removed"
 
 
+@pytest.mark.usefixtures("image_build_turn")
 def test_failed_image_build_commits_nothing(session: DockerSession, tmp_path: Path, image_tags: list[str]) -> None:
     tag = f"provision-test-built:{uuid.uuid4().hex[:8]}-failed"
     image_tags.append(tag)

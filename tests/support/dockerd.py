@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import TargetHost
+from tests.support.kills import process_state
 
 # procps: `kill` and `ps` as programs (minbase has them only as shell builtins), which tests exec.
 BASE_PACKAGES = "python3,python3-venv,git,ca-certificates,procps"
@@ -35,6 +36,9 @@ LOCK_FILE = Path(tempfile.gettempdir()) / "provision-test-docker.lock"
 # The daemon a test session started, and the pytest processes (xdist workers, a second run) using it:
 # the last one out stops the daemon, so no worker loses it while another's containers still run.
 SHARED_DIR = Path(tempfile.gettempdir()) / "provision-test-dockerd"
+# Tests that build images count the build containers left behind; another worker's build in flight would
+# look like a leftover of theirs, so they take turns (across xdist workers and pytest runs).
+IMAGE_BUILD_LOCK = Path(tempfile.gettempdir()) / "provision-test-image-builds.lock"
 SOCKET_WAIT_S = 60.0
 DEBOOTSTRAP_TIMEOUT_S = 900.0
 
@@ -69,8 +73,8 @@ def daemon_answers(timeout: float = 20.0) -> bool:
 
 
 @contextmanager
-def _machine_lock() -> Iterator[None]:
-    with LOCK_FILE.open("a") as handle:
+def _machine_lock(path: Path = LOCK_FILE) -> Iterator[None]:
+    with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -117,15 +121,7 @@ def stop_dockerd(pid: int) -> None:
 
 def _alive(pid: int) -> bool:
     """Running, not a zombie: a daemon whose starter exited is reaped by whoever adopted it, maybe late."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -208,14 +204,14 @@ def _register_user(pid: int) -> None:
     (users / str(pid)).touch()
 
 
-def _remaining_users(leaving: int) -> list[int]:
-    """The other registered pytest processes still alive; dead ones (killed runs) are dropped."""
+def _others_remain(leaving: int) -> bool:
+    """Whether another registered pytest process is still alive; dead ones (killed runs) are dropped."""
     users = SHARED_DIR / "users"
     (users / str(leaving)).unlink(missing_ok=True)
-    alive = []
-    for entry in users.glob("*") if users.is_dir() else []:
+    alive = False
+    for entry in users.glob("*"):
         if entry.name.isdigit() and _alive(int(entry.name)):
-            alive.append(int(entry.name))
+            alive = True
         else:
             entry.unlink(missing_ok=True)
     return alive
@@ -224,7 +220,7 @@ def _remaining_users(leaving: int) -> list[int]:
 def _release_daemon() -> None:
     """Leave the shared daemon; the last user stops it if a test session started it."""
     with _machine_lock():
-        if _remaining_users(os.getpid()):
+        if _others_remain(os.getpid()):
             return
         pid_file = SHARED_DIR / "dockerd.pid"
         if not pid_file.exists():
@@ -306,6 +302,13 @@ def remove_container(session: DockerSession, name: str) -> None:
                                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
     if name in session.containers:
         session.containers.remove(name)
+
+
+@contextmanager
+def image_build_turn() -> Iterator[None]:
+    """Hold the machine's one turn to build images (see IMAGE_BUILD_LOCK)."""
+    with _machine_lock(IMAGE_BUILD_LOCK):
+        yield
 
 
 def docker_target_host(request: pytest.FixtureRequest, tmp_path: Path) -> TargetHost:

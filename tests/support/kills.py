@@ -50,19 +50,27 @@ def group_members(pgid: int) -> list[Member]:
     return members
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, Z, ...); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def processes_running(argv_prefix: Sequence[str]) -> list[int]:
     """PIDs of every live process (any group) whose argv starts with `argv_prefix`."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        if process_state(int(entry)) in (None, "Z"):
+            continue
         try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
                 argv = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0")]
-        except (OSError, IndexError):
+        except OSError:
             continue
         if argv[:len(argv_prefix)] == list(argv_prefix):
             pids.append(int(entry))
