@@ -377,6 +377,7 @@ def report(args: argparse.Namespace, runs: list[Run], hub: list[Model], archive_
     torch_seconds = torch_alone[fastest]
     bound = transfer + torch_seconds
     alone = ", ".join(f"{name} {secs:.1f} s" for name, secs in torch_alone.items())
+    how = f"{fastest}, the faster of {alone}" if len(torch_alone) > 1 else fastest
     provision = next((r for r in runs if r.name == "provision apply"), None)  # the first installer named
     serial = next((r for r in runs if r.name == "serial script"), None)
     lines = [
@@ -384,7 +385,7 @@ def report(args: argparse.Namespace, runs: list[Run], hub: list[Model], archive_
         f"{args.model_scale:g}; load average {load_at_start:.1f} at the start.", "",
         f"Lower bound: {total / 1e9:.2f} GB / {args.bandwidth / 1e6:g} MB/s = {transfer:.1f} s "
         f"(models {model_bytes / 1e9:.2f} GB, wheels and sdists {archive_bytes / 1e9:.2f} GB) "
-        f"+ {torch_seconds:.1f} s installing torch and its CUDA wheels alone ({fastest}, the faster of {alone}) "
+        f"+ {torch_seconds:.1f} s installing torch and its CUDA wheels alone ({how}) "
         f"= **{bound:.1f} s**.", "",
         "| tool | wall (s) | ComfyUI answers | bytes served | vs lower bound | load average (start, end) | note |",
         "|---|---|---|---|---|---|---|",
@@ -442,7 +443,7 @@ def main() -> None:
     up = Upstreams(wheels, model_dir, [m.hub for m in hub], Throttle(args.bandwidth))
     runs: list[Run] = []
     try:
-        torch_alone = ({"given": args.torch_alone_seconds} if args.torch_alone_seconds
+        torch_alone = ({"--torch-alone-seconds": args.torch_alone_seconds} if args.torch_alone_seconds
                        else torch_install_seconds(work, wheels, args.python))
         with serve(up) as base:
             mirrors = work / "provision.mirrors.yaml"
