@@ -306,8 +306,12 @@ def rollback(manifest: Path, to: int | None, as_json: bool, lock_timeout: float,
     options = RunOptions(connect=_connect(trust_new_hosts, known_hosts), ledger=current_ledger().path,
                          lock_timeout=lock_timeout)
     session = HostSession(load_manifest(manifest), options)
+    # Like apply: per-resource progress, and whom a run waiting for the root lock waits for.
+    progress = ApplyProgress(lambda text: Masker(session.secrets)(text), verbose=False, enabled=not as_json)
     with ledger_run("rollback", session) as run:
-        _finish_apply(run, session, session.rollback(to), as_json)
+        with progress:
+            report = session.rollback(to, progress.on_event)
+        _finish_apply(run, session, report, as_json)
 
 
 @cli.command()

@@ -36,7 +36,8 @@ def test_failed_refused_and_unreachable_runs_are_recorded(tmp_path: Path) -> Non
     unreachable.write_text(yaml.safe_dump({"name": "unreachable", "target": {
         "connection": f"ssh://root@127.0.0.1:{free_port()}", "root": "/srv/x", "connect_timeout": 5},
         "resources": [{"kind": "file", "path": "a", "content": "a"}]}))
-    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=6)
+    gate = tmp_path / "release-the-holder"  # the holder holds the root until the checks below are done
+    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=90, gate=gate)
 
     assert run("apply", str(failing), env=ledger).returncode == 1
     for command in ("plan", "apply"):
@@ -50,6 +51,7 @@ def test_failed_refused_and_unreachable_runs_are_recorded(tmp_path: Path) -> Non
         running = [r for r in _history(ledger) if r["status"] == "running"]
         assert [(r["manifest"], r["command"]) for r in running] == [("state-a", "apply")], \
             "a run in progress is in the ledger as running"
+        gate.touch()
         assert holder.finish().returncode == 0
     finally:
         holder.kill()
@@ -80,8 +82,8 @@ def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
                 victim.signal_group(signum)
             else:
                 victim.process.send_signal(signum)
-            _, err = victim.process.communicate(timeout=30)
-            outcomes[signum.name] = (victim.process.returncode, err)
+            ended = victim.finish(timeout=30)
+            outcomes[signum.name] = (ended.returncode, ended.stderr)
         finally:
             victim.kill()  # the agent a SIGTERM left running, with its `sleep 30`
     assert outcomes["SIGINT"][0] == 1 and "Traceback" not in outcomes["SIGINT"][1], outcomes["SIGINT"]
@@ -115,15 +117,21 @@ def test_fleet_apply_records_each_host_and_honours_the_lock(tmp_path: Path) -> N
         "defaults": {"manifest": "app.yaml"},
         "hosts": {f"h{i}": {"connection": "local", "root": root} for i, root in enumerate(roots)}}))
     holder_host = TargetHost("local", "local", roots[0])
-    slow = two_state_manifest(tmp_path, holder_host, "A", slow_seconds=8)
+    gate = tmp_path / "release-the-holder"
+    slow = two_state_manifest(tmp_path, holder_host, "A", slow_seconds=90, gate=gate)
     holder = Run("apply", str(slow), env=ledger)
+    waiting: Run | None = None
     try:
         wait_for_holder(roots[0], holder)
         refused = run("fleet", "apply", "--json", str(inventory), env=ledger)
-        waited = run("fleet", "apply", "--json", "--lock-timeout", "1m", str(inventory), env=ledger)
+        waiting = Run("fleet", "apply", "--json", "--lock-timeout", "1m", str(inventory), env=ledger)
+        gate.touch()
         assert holder.finish().returncode == 0
+        waited = waiting.finish()
     finally:
         holder.kill()
+        if waiting is not None:
+            waiting.kill()
     assert refused.returncode == 1, refused.stdout + refused.stderr
     hosts = {h["host"]: h for h in json.loads(refused.stdout)["hosts"]}
     assert hosts["h1"]["status"] == "ok" and hosts["h0"]["status"] == "failed"

@@ -114,32 +114,42 @@ def test_concurrent_applies_over_ssh_are_serialized_or_refused(request: pytest.F
 
 def test_a_held_root_refuses_at_once_naming_the_holder_and_waits_with_a_timeout(tmp_path: Path) -> None:
     host = TargetHost("local", "local", str(tmp_path / "root"))
-    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=8)
+    # The holder holds the root until the test opens the gate (90 s at most), not for a fixed time that
+    # a loaded machine's slower runs below could outlast.
+    gate = tmp_path / "release-the-holder"
+    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=90, gate=gate)
     other = two_state_manifest(tmp_path, host, "B", slow_seconds=0)
     holder_run = Run("apply", str(slow))
+    waiting: Run | None = None
     try:
         holder = wait_for_holder(host.root, holder_run)
         started = time.monotonic()
         refused = run("apply", str(other))
+        refused_after = time.monotonic() - started
         assert refused.returncode == 1
         match = REFUSAL.search(refused.stderr)
         assert match, refused.stderr
         assert (int(match["pid"]), match["user"], int(match["cpid"])) == (holder["pid"], holder["user"], holder_run.pid)
         assert match["root"] == host.root
+        assert refused_after < 45, f"refused after {refused_after:.1f}s, not at once"
         # Reads do not take the lock, and an apply in progress does not break them.
         plan = run("plan", str(other))
         assert plan.returncode == 2 and "Traceback" not in plan.stderr, plan.stderr
 
         too_short = run("apply", "--lock-timeout", "500ms", str(other))
         assert too_short.returncode == 1 and "after waiting 0.5s" in too_short.stderr, too_short.stderr
-        waited = run("apply", "--lock-timeout", "1m", str(other))
-        assert waited.returncode == 0, waited.stdout + waited.stderr
-        assert "is locked by apply pid" in waited.stderr, "a waiting run says whom it waits for"
-        assert time.monotonic() - started < 60
+        waiting = Run("apply", "--lock-timeout", "1m", str(other))
+        waiting.wait_for_stderr(f"is locked by apply pid {holder['pid']}")  # it says whom it waits for
+        assert "waiting up to 60s" in waiting.stderr_so_far()
+        gate.touch()
         first = holder_run.finish()
         assert first.returncode == 0, first.stdout + first.stderr
+        waited = waiting.finish()
+        assert waited.returncode == 0, waited.stdout + waited.stderr
     finally:
         holder_run.kill()
+        if waiting is not None:
+            waiting.kill()
     assert run("plan", str(other)).returncode == 0, "the run that waited applied after the holder finished"
     assert sorted(generation_files(host.root)) == [1, 2]
 
@@ -153,24 +163,33 @@ def test_rollback_and_apply_on_one_root_do_not_interleave(tmp_path: Path) -> Non
     b = two_state_manifest(tmp_path, host, "B", slow_seconds=0)
     assert run("apply", str(a)).returncode == 0
     assert run("apply", str(b)).returncode == 0
-    slow_a = two_state_manifest(tmp_path, host, "A", slow_seconds=4, filename="slow-a.yaml")
+    gate = tmp_path / "release-the-apply"
+    slow_a = two_state_manifest(tmp_path, host, "A", slow_seconds=90, filename="slow-a.yaml", gate=gate)
     applying = Run("apply", "--json", str(slow_a))
+    rolling: Run | None = None
     try:
-        wait_for_holder(host.root, applying)
+        holder = wait_for_holder(host.root, applying)
         refused = run("rollback", "--to", "2", str(b))
         assert refused.returncode == 1
         match = REFUSAL.search(refused.stderr)
         assert match and match["command"] == "apply" and int(match["cpid"]) == applying.pid, refused.stderr
-        rolled = run("rollback", "--to", "2", "--lock-timeout", "1m", "--json", str(b))
+        # Without --json, so that it tells (on stderr) that it is waiting, and for whom.
+        rolling = Run("rollback", "--to", "2", "--lock-timeout", "1m", str(b))
+        rolling.wait_for_stderr(f"is locked by apply pid {holder['pid']}")
+        gate.touch()
         applied = applying.finish()
+        rolled = rolling.finish()
     finally:
         applying.kill()
+        if rolling is not None:
+            rolling.kill()
     assert applied.returncode == 0 and applied.json()["generation"] == 3, applied.stdout + applied.stderr
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    assert rolled.json()["rollback_to"] == 2 and rolled.json()["generation"] == 4, "the rollback ran after the apply"
+    assert "Rolled back to generation 2." in rolled.stdout, rolled.stdout
     assert run("plan", str(b)).returncode == 0 and run("plan", str(a)).returncode == 2
     records = generation_files(host.root)
     assert sorted(records) == [1, 2, 3, 4]
+    assert records[4]["manifest"]["rollback_to"] == 2, "the rollback ran after the apply, as generation 4"
     assert [records[n]["manifest"]["name"] for n in (1, 2, 3, 4)] == ["state-a", "state-b", "state-a", "state-b"]
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,16 +27,25 @@ SLOW_STEP = "slow-step-started"
 
 
 def two_state_manifest(directory: Path, host: TargetHost, letter: str, slow_seconds: float = 1.0,
-                       filename: str | None = None) -> Path:
+                       filename: str | None = None, gate: Path | None = None) -> Path:
     """A manifest that puts `letter` in three places, the middle one after a slow step (a service's
-    config rendered by a program, say): two runs that interleave leave the root matching neither."""
+    config rendered by a program, say): two runs that interleave leave the root matching neither.
+
+    With `gate`, the slow step lasts until that file exists (at most `slow_seconds`), so a test holds
+    the root for exactly as long as it needs, however slowly a loaded machine runs its other steps."""
+    if gate is None:
+        wait = f"sleep {slow_seconds}"
+    else:
+        ticks = int(slow_seconds * 10)
+        wait = (f"i=0; while [ ! -e {shlex.quote(str(gate))} ] && [ $i -lt {ticks} ]; "
+                "do sleep 0.1; i=$((i+1)); done")
     document = {
         "name": f"state-{letter.lower()}",
         "target": host.target(),
         "resources": [
             {"kind": "file", "path": "one.txt", "content": f"{letter}\n"},
             {"kind": "command", "name": "mark", "unless": ["grep", "-qx", letter, "mark.txt"],
-             "argv": ["sh", "-c", f"touch {SLOW_STEP}; sleep {slow_seconds}; echo {letter} > mark.txt"]},
+             "argv": ["sh", "-c", f"touch {SLOW_STEP}; {wait}; echo {letter} > mark.txt"]},
             {"kind": "file", "path": "two.txt", "content": f"{letter}\n"},
         ],
     }
@@ -56,20 +67,49 @@ class Finished:
 
 
 class Run:
-    """One `provision` process in its own process group (so a test can signal it as a terminal would)."""
+    """One `provision` process in its own process group (so a test can signal it as a terminal would).
+
+    Its output goes to files rather than pipes, so a test can read what it has said while it runs."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = args
-        self.process = subprocess.Popen([*PROVISION, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # Open for the run's whole life (closed by finish); unnamed, so nothing is left behind.
+        self._stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.process = subprocess.Popen([*PROVISION, *args], stdout=self._stdout, stderr=self._stderr,
                                         text=True, env={**os.environ, **(env or {})}, start_new_session=True)
         self.pid = self.process.pid
 
+    @staticmethod
+    def _read(stream: Any) -> str:
+        stream.seek(0)
+        return stream.read()  # type: ignore[no-any-return]
+
+    def stderr_so_far(self) -> str:
+        return self._read(self._stderr)
+
+    def wait_for_stderr(self, text: str, timeout: float = 60.0) -> None:
+        """Block until the run has written `text` to stderr; fail if it ends or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.stderr_so_far():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.args} ended (exit {self.process.returncode}) without saying "
+                                     f"{text!r}: {self.stderr_so_far()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.args} did not say {text!r} within {timeout}s: {self.stderr_so_far()}")
+
     def finish(self, timeout: float = RUN_TIMEOUT_S) -> Finished:
         try:
-            out, err = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         finally:
             self.kill()
-        return Finished(self.args, self.pid, self.process.returncode, out, err)
+        finished = Finished(self.args, self.pid, self.process.returncode,
+                            self._read(self._stdout), self._read(self._stderr))
+        self._stdout.close()
+        self._stderr.close()
+        return finished
 
     def signal_group(self, signum: int) -> None:
         with suppress(ProcessLookupError):
@@ -104,7 +144,7 @@ def wait_for_holder(root: str, run: Run, timeout: float = 60.0) -> dict[str, Any
             return holder
         if run.process.poll() is not None:
             raise AssertionError(f"{run.args} ended (exit {run.process.returncode}) before taking the lock: "
-                                 f"{run.process.stderr.read() if run.process.stderr else ''}")
+                                 f"{run.stderr_so_far()}")
         time.sleep(0.05)
     raise AssertionError(f"{run.args} did not take the lock on {root} within {timeout}s")
 
