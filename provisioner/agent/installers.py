@@ -20,6 +20,7 @@ uv is told what pip would do where the two differ:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -29,7 +30,7 @@ from .protocol import Context, ResourceFailure, log
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Tuple
+    from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 CHOICES = ("auto", "uv", "pip")
 PIP_ENV = {"PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"}
@@ -91,6 +92,90 @@ class Installer:
             at = flags.index("--index-url")
             flags = flags[:at] + flags[at + 2:]
         return flags, env
+
+
+class IndexSettings:
+    """Where one resource's packages come from: pip's --index-url (None: pip's configured index), extra
+    indexes, find-links locations (local ones absolute), and --no-deps."""
+
+    def __init__(self, index_url: Optional[str], extra_index_urls: List[str], find_links: List[str],
+                 no_deps: bool = False) -> None:
+        self.index_url = index_url
+        self.extra_index_urls = extra_index_urls
+        self.find_links = find_links
+        self.no_deps = no_deps
+
+    def args(self) -> List[str]:
+        args: List[str] = ["--index-url", self.index_url] if self.index_url else []
+        for url in self.extra_index_urls:
+            args += ["--extra-index-url", url]
+        for link in self.find_links:
+            args += ["--find-links", link]
+        return args + (["--no-deps"] if self.no_deps else [])
+
+
+class InstallPart:
+    """What one resource asks of an install run (requirements as pip spells them, where they come from,
+    the constraints that protect torch), and what it records once the run has succeeded."""
+
+    def __init__(self, what: str, installer: Installer, requirements: List[str], index: IndexSettings,
+                 constraints: List[str], record: Callable[[Installer], None], own_index_only: bool = False) -> None:
+        self.what = what
+        self.installer = installer
+        self.requirements = requirements
+        self.index = index
+        self.constraints = constraints
+        self.record = record
+        #: Every pin is a build only its own index serves (install_batch.py).
+        self.own_index_only = own_index_only
+
+
+def install_parts(parts: List[InstallPart], stream: bool = False) -> None:
+    """Install the parts in one run of the first one's installer, then let each record what it installed.
+
+    One part installs exactly as its resource says. Several (install_batch.py decides which may share a
+    run) install the union of their requirements and constraints, from all their indexes: the primary
+    index is pip's configured one where a part uses it, and the others are extra indexes."""
+    urls: List[Optional[str]] = []
+    for part in parts:
+        if part.index.index_url not in urls:
+            urls.append(part.index.index_url)
+    if len(urls) == 1 or None in urls:
+        primary = urls[0] if len(urls) == 1 else None
+    else:
+        primary = next((p.index.index_url for p in parts if not p.own_index_only), urls[0])
+    extra = [u for u in urls if u is not None and u != primary]
+    index = IndexSettings(primary, _unique(extra + [u for p in parts for u in p.index.extra_index_urls]),
+                          _unique([link for p in parts for link in p.index.find_links]),
+                          any(p.index.no_deps for p in parts))
+    constraints = _unique([pin for p in parts for pin in p.constraints])
+    requirements = [r for p in parts for r in p.requirements]
+    with constraints_file(constraints) as path:
+        args = [*index.args(), *requirements] + (["-c", path] if path else [])
+        parts[0].installer.install(args, ", ".join(p.what for p in parts), stream=stream)
+    for part in parts:
+        part.record(parts[0].installer)
+
+
+def _unique(items: List[str]) -> List[str]:
+    return list(dict.fromkeys(items))
+
+
+@contextlib.contextmanager
+def constraints_file(pins: List[str]) -> Iterator[str]:
+    """A temporary pip constraints file for `pins` ("" when there are none)."""
+    if not pins:
+        yield ""
+        return
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="provision-constraints-", suffix=".txt", dir=procs.temp_dir())
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(pins) + "\n")
+        yield path
+    finally:
+        os.unlink(path)
 
 
 _NETWORK_ERRORS = ("error sending request", "tcp connect error", "dns error", "Connection refused",

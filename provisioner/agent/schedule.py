@@ -5,7 +5,8 @@ at once, and of them at most `parallel_downloads` downloads (the request's optio
 time in the order given, as before). A step whose dependency failed or was skipped is skipped, naming it
 (dependencies.py says which failures block what); steps already running when something fails finish, and
 the branches that do not need the failed step go on, so one bad model URL does not stop ComfyUI's
-checkout. Every program a step runs stays in the run's process group (procs.py), so a kill of the group
+checkout. Install steps on one venv that are ready at the same moment share one installer run
+(install_batch.py). Every program a step runs stays in the run's process group (procs.py), so a kill of the group
 stops everything. When the agent itself is stopped (SIGTERM, a lost controller: heartbeat.py) in the
 middle, the running steps' programs are stopped at once, the workers unwind through their `finally`
 blocks, and the stop goes on up.
@@ -19,9 +20,10 @@ from __future__ import annotations
 import threading
 import time
 
-from . import dependencies, graph, notifications, procs, removal, state
+from . import dependencies, graph, install_batch, notifications, procs, removal, state
+from .installers import install_parts
 from .kinds import kind
-from .protocol import Context, ResourceFailure, emit, set_step
+from .protocol import Context, ResourceFailure, emit, log, set_step
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
@@ -73,14 +75,22 @@ def run(resources: List[Dict[str, Any]], probed: List[Dict[str, Any]], ctx: Cont
     try:
         while pending or runner.running:
             for index in list(pending):
-                if len(runner.running) >= parallel:
+                if index not in pending:
+                    continue  # it joined an install run started in this pass
+                if runner.workers() >= parallel:
                     break
                 if any(w not in done for w in waits[index]):
                     continue
                 if resources[index]["kind"] == "download" and runner.downloads_running() >= downloads:
                     continue
                 pending.remove(index)
-                if not runner.start(index):
+                joined = []
+                if runner.has_work(index):
+                    joined = install_batch.companions(index, resources, pending, lambda i, members: (
+                        all(w in done or w in members for w in waits[i]) and runner.has_work(i)))
+                for other in joined:
+                    pending.remove(other)
+                if not runner.start(index, joined):
                     done.add(index)  # settled without a worker: ok, skipped, or failed at probe
             if runner.running:
                 done.update(runner.collect(_POLL_SECONDS))
@@ -107,6 +117,21 @@ class _Runner:
     def downloads_running(self) -> int:
         return sum(1 for i in self.running if self.resources[i]["kind"] == "download")
 
+    def workers(self) -> int:
+        """Worker threads running (the steps of a shared install run share one)."""
+        return len({id(worker) for worker in self.running.values()})
+
+    def has_work(self, index: int) -> bool:
+        """Whether starting the step would run something: not blocked, probed fine, and changed (or
+        made stale by a step this apply changed)."""
+        resource, result = self.resources[index], self.probed[index]
+        if self._blocker(resource) is not None or result["status"] == "error":
+            return False
+        return result["status"] not in ("ok", "kept") or self._again(resource)
+
+    def _again(self, resource: Dict[str, Any]) -> bool:
+        return any(dependencies.needs(resource, r) for r in self.steps.remade)
+
     def _blocker(self, resource: Dict[str, Any]) -> Optional[str]:
         after = dependencies.blocker(resource, self.steps.broken)
         if after is None:
@@ -114,8 +139,17 @@ class _Runner:
             after = next((r for r in resource.get("requires") or [] if r in broken_ids), None)
         return after
 
-    def start(self, index: int) -> bool:
-        """Settle the step at once where nothing is to run (False), else start its worker (True)."""
+    def start(self, index: int, joined: Optional[List[int]] = None) -> bool:
+        """Settle the step at once where nothing is to run (False), else start its worker (True); the
+        `joined` steps (which have work: has_work) share its install run (install_batch.py)."""
+        if joined:
+            members = [index, *joined]
+            worker = threading.Thread(target=self._work_together, args=(members,), daemon=True,
+                                      name="install:" + "+".join(self.resources[i]["id"] for i in members))
+            for member in members:
+                self.running[member] = worker
+            worker.start()
+            return True
         resource, result = self.resources[index], self.probed[index]
         blocked_by = self._blocker(resource)
         if blocked_by is not None:
@@ -127,7 +161,7 @@ class _Runner:
             self.steps.broken.append(resource)
             self.steps.outcomes[index] = dict(_strip(result), outcome="failed")
             return False
-        again = any(dependencies.needs(resource, r) for r in self.steps.remade)
+        again = self._again(resource)
         if result["status"] in ("ok", "kept") and not again:
             self.steps.outcomes[index] = dict(_strip(result), outcome="ok")
             return False
@@ -150,6 +184,24 @@ class _Runner:
             set_step(None)
             with self.wake:
                 self.finished.append((index, outcome, crash))
+                self.wake.notify()
+
+    def _work_together(self, members: List[int]) -> None:
+        resources = [self.resources[i] for i in members]
+        set_step(resources[0]["id"])
+        outcomes: List[Dict[str, Any]] = []
+        crash: Optional[BaseException] = None
+        try:
+            results = [self.probe_again(self.resources[i]) if self._again(self.resources[i]) else self.probed[i]
+                       for i in members]
+            outcomes = _apply_together(resources, results, self.ctx, self.probe_again)
+        except BaseException as exc:  # a bug, or the agent stopping: the main thread raises it
+            crash = exc
+        finally:
+            set_step(None)
+            with self.wake:
+                for at, index in enumerate(members):
+                    self.finished.append((index, outcomes[at] if at < len(outcomes) else {}, crash))
                 self.wake.notify()
 
     def collect(self, timeout: float) -> List[int]:
@@ -205,6 +257,46 @@ def _apply_one(resource: Dict[str, Any], result: Dict[str, Any], ctx: Context) -
     seconds = round(ended - started, 3)
     emit("progress", id=result["id"], phase="changed", seconds=seconds, at=round(ended, 3))
     return dict(_strip(result), outcome="changed", seconds=seconds, started=round(started, 3), ended=round(ended, 3))
+
+
+def _apply_together(resources: List[Dict[str, Any]], results: List[Dict[str, Any]], ctx: Context,
+                    probe_again: Callable[[Dict[str, Any]], Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Apply install steps on one venv with one installer run (install_batch.py); an outcome per step, in
+    order. If the shared run fails, each step is re-probed and applied on its own."""
+    outcomes: List[Optional[Dict[str, Any]]] = [None] * len(resources)
+    todo = []
+    for at, result in enumerate(results):
+        if result["status"] in ("ok", "kept", "error"):  # settled since the scheduler looked (a re-probe)
+            outcomes[at] = _apply_one(resources[at], result, ctx)
+        else:
+            todo.append(at)
+    if len(todo) == 1:
+        outcomes[todo[0]] = _apply_one(resources[todo[0]], results[todo[0]], ctx)
+    elif todo:
+        started = time.time()
+        for at in todo:
+            emit("progress", id=results[at]["id"], phase="applying", changes=results[at]["changes"],
+                 at=round(started, 3))
+            with _notify_lock:
+                notifications.expect(ctx, resources[at].get("notify") or [])
+        log("installing %s in one run" % ", ".join(resources[at]["id"] for at in todo))
+        try:
+            parts = [kind(resources[at]["kind"]).prepare_install(resources[at]["spec"], results[at]["observed"],
+                                                                  results[at]["changes"], ctx) for at in todo]
+            install_parts([part for part in parts if part is not None], stream=ctx.verbose)
+        except (ResourceFailure, OSError) as exc:
+            log("the shared install failed; installing each step on its own to see which one fails (%s)"
+                % (str(exc).splitlines() or ["?"])[0])
+            for at in todo:
+                outcomes[at] = _apply_one(resources[at], probe_again(resources[at]), ctx)
+        else:
+            ended = time.time()
+            seconds = round(ended - started, 3)
+            for at in todo:
+                emit("progress", id=results[at]["id"], phase="changed", seconds=seconds, at=round(ended, 3))
+                outcomes[at] = dict(_strip(results[at]), outcome="changed", seconds=seconds,
+                                    started=round(started, 3), ended=round(ended, 3))
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def reprobe_with(ctx: Context, probe_one: Callable[..., Dict[str, Any]],

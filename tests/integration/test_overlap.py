@@ -103,7 +103,10 @@ def test_the_download_overlaps_the_installs_and_dependencies_wait(scene: Scene) 
     assert _overlap(download, venv) and _overlap(git, venv), "the clone and the download start beside the venv"
     assert pip["started"] >= venv["ended"], "a venv before its packages"
     assert requirements["started"] >= git["ended"], "a requirements file after the checkout holding it"
-    assert requirements["started"] >= pip["ended"], "two pip steps on one venv never run at once"
+    # Two installer runs on one venv never run at once: the two steps share one run (the checkout was
+    # cloned by the time the venv was made: test_shared_install.py), or the second waits for the first.
+    shared = (requirements["started"], requirements["ended"]) == (pip["started"], pip["ended"])
+    assert shared or requirements["started"] >= pip["ended"], (pip, requirements)
     # The events carry the resource id and the time, so a renderer can keep one line per resource.
     applying = [e for e in events if e["event"] == "progress" and e.get("phase") == "applying"]
     assert {e["id"] for e in applying} == set(rows) and all("at" in e for e in applying)

@@ -9,16 +9,19 @@ by that build.
 from __future__ import annotations
 
 import os
+import re
 
 from ..distributions import forget, installed, interrupted_installs, normalize, ships_module
-from ..installers import installer_for, record_verified_hashes
+from ..installers import IndexSettings, Installer, InstallPart, install_parts, installer_for, record_verified_hashes
 from ..leftovers import sweep_pip_stash
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import same_pin
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Tuple
+    from typing import Any, Dict, List, Optional, Tuple
+
+_LABELLED = re.compile(r"^[^*+]+\+[A-Za-z0-9.]+$")
 
 
 def _packages(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -150,20 +153,26 @@ def _requirement(pkg: Dict[str, Any]) -> str:
     return "%s==%s" % (name, pkg["version"]) if pkg["version"] else name
 
 
+def index_settings(spec: Dict[str, Any], ctx: Context) -> IndexSettings:
+    links = [link if "://" in link else ctx.path(link) for link in spec.get("find_links") or []]
+    return IndexSettings(spec.get("index_url"), list(spec.get("extra_index_urls") or []), links,
+                         bool(spec.get("no_deps")))
+
+
 def index_args(spec: Dict[str, Any], ctx: Context) -> List[str]:
-    args: List[str] = []
-    if spec.get("index_url"):
-        args += ["--index-url", spec["index_url"]]
-    for url in spec.get("extra_index_urls") or []:
-        args += ["--extra-index-url", url]
-    for link in spec.get("find_links") or []:
-        args += ["--find-links", link if "://" in link else ctx.path(link)]
-    if spec.get("no_deps"):
-        args.append("--no-deps")
-    return args
+    return index_settings(spec, ctx).args()
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    part = prepare_install(spec, observed, changes, ctx)
+    if part is not None:
+        install_parts([part], stream=ctx.verbose)
+
+
+def prepare_install(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
+                    ctx: Context) -> Optional[InstallPart]:
+    """Remove what must go first (unrelated and foreign packages); what is left to install, or None.
+    The install itself may be shared with other steps on the venv (install_batch.py)."""
     venv, python = _python(spec, ctx)
     if not os.path.exists(python):
         raise ResourceFailure("venv %s does not exist; declare a venv resource before this pip resource" % spec["venv"])
@@ -178,7 +187,7 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     repair = any(c["field"] == "interrupted" for c in changes)
     todo = [p for p in _packages(spec) if p["name"] in changed or repair]
     if not todo:
-        return
+        return None
     # Bare names were matched by the installer to the pins beside them (torchvision to torch): when a pin
     # moves, they go into the same run, so that they can move along with it.
     todo += [p for p in _packages(spec) if not p["version"] and not p["url"] and p not in todo]
@@ -188,12 +197,19 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
     if foreign:
         # Same name and version but the wrong origin: the installer would call it satisfied, so remove it first.
         installer.uninstall(foreign, "foreign " + ", ".join(foreign))
-    from .requirements import constraints_file
+    verified = [(p["name"], p["url"], p["sha256"]) for p in todo if p["url"] and p["sha256"]]
 
-    with constraints_file(spec.get("constraints") or []) as constraints:
-        args = [*index_args(spec, ctx), *[_requirement(p) for p in todo]]
-        if constraints:
-            args += ["-c", constraints]
-        installer.install(args, "of " + ", ".join(p["name"] for p in todo), stream=ctx.verbose)
-    if installer.name == "uv":
-        record_verified_hashes(venv, [(p["name"], p["url"], p["sha256"]) for p in todo if p["url"] and p["sha256"]])
+    def record(used: Installer) -> None:
+        if used.name == "uv" and verified:
+            record_verified_hashes(venv, verified)
+
+    return InstallPart("of " + ", ".join(p["name"] for p in todo), installer, [_requirement(p) for p in todo],
+                       index_settings(spec, ctx), spec.get("constraints") or [], record,
+                       own_index_only=own_index_only(spec))
+
+
+def own_index_only(spec: Dict[str, Any]) -> bool:
+    """Every pin names a build no other index can serve: a direct URL, or an exact version with a local
+    label (torch==2.11.0+cu130; PyPI refuses uploads with local versions)."""
+    packages = _packages(spec)
+    return bool(packages) and all(p["url"] or _LABELLED.match(p["version"]) for p in packages)

@@ -7,23 +7,20 @@ installed (its sha256 is recorded on success).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 
-from .. import procs
 from ..distributions import installed, interrupted_installs, normalize
 from ..fsutil import atomic_write
-from ..installers import installer_for
+from ..installers import Installer, InstallPart, install_parts, installer_for
 from ..protocol import Change, Context, ResourceFailure
 from ..specifiers import parse_line, satisfies
-from .pip import index_args, interrupted_changes, prepare_venv
+from .pip import index_args, index_settings, interrupted_changes, prepare_venv
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List
+    from typing import Any, Dict, List
 
 
 def _marker(spec: Dict[str, Any], ctx: Context) -> str:
@@ -77,6 +74,13 @@ def diff(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> List[C
 
 
 def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change], ctx: Context) -> None:
+    install_parts([prepare_install(spec, observed, changes, ctx)], stream=ctx.verbose)
+
+
+def prepare_install(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
+                    ctx: Context) -> InstallPart:
+    """What to install for the file (its install may be shared with other steps on the venv:
+    install_batch.py); once installed, the file's digest is recorded."""
     venv = ctx.venv_path(spec["venv"])
     python = os.path.join(venv, "bin", "python")
     path = ctx.path(spec["file"])
@@ -86,26 +90,12 @@ def apply(spec: Dict[str, Any], observed: Dict[str, Any], changes: List[Change],
         raise ResourceFailure("%s does not exist; the checkout that provides it must come first" % spec["file"])
     prepare_venv(venv, observed)
     installer = installer_for(spec, venv, ctx, index_args(spec, ctx))
-    with constraints_file(spec.get("constraints") or []) as constraints:
-        args = ["-r", path, *index_args(spec, ctx)]
-        if constraints:
-            args += ["-c", constraints]
-        installer.install(args, "-r %s" % spec["file"], stream=ctx.verbose)
+    # The digest of what the installer reads now: a file that changes during the run shows as drift after.
     with open(path, "rb") as handle:
         digest = hashlib.sha256(handle.read()).hexdigest()
-    atomic_write(_marker(spec, ctx), json.dumps({"sha256": digest, "file": spec["file"]}).encode("utf-8"), 0o644)
 
+    def record(_: Installer) -> None:
+        atomic_write(_marker(spec, ctx), json.dumps({"sha256": digest, "file": spec["file"]}).encode("utf-8"), 0o644)
 
-@contextlib.contextmanager
-def constraints_file(pins: List[str]) -> Iterator[str]:
-    """A temporary pip constraints file for `pins` ("" when there are none)."""
-    if not pins:
-        yield ""
-        return
-    fd, path = tempfile.mkstemp(prefix="provision-constraints-", suffix=".txt", dir=procs.temp_dir())
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(pins) + "\n")
-        yield path
-    finally:
-        os.unlink(path)
+    return InstallPart("-r %s" % spec["file"], installer, ["-r", path], index_settings(spec, ctx),
+                       spec.get("constraints") or [], record)
