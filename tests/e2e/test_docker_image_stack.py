@@ -38,6 +38,9 @@ def _docker(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300)
 
 
+# It may build the base image (debootstrap alone is allowed 900 s) and runs an apply allowed 900 s: above
+# pytest's default 300 s, so that those inner limits, with their messages, are what end a slow run.
+@pytest.mark.timeout(1200)
 @pytest.mark.usefixtures("image_build_turn")
 def test_docker_manifest_builds_the_stack_into_an_image(request: pytest.FixtureRequest, tmp_path: Path,
                                                         upstreams: StackUpstreams) -> None:

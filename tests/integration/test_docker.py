@@ -22,6 +22,10 @@ from tests.support.dockerd import BASE_IMAGE, DockerSession, docker, docker_sess
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed"),
+    # Any test here may be the one that builds the base image (debootstrap alone is allowed 900 s, see
+    # tests/support/dockerd.py) or waits for another worker's build or image-build turn: pytest's default
+    # 300 s would cut it off first, with no word about why.
+    pytest.mark.timeout(1200),
 ]
 
 
@@ -99,8 +103,9 @@ def test_run_streams_lines_and_keeps_env_values_out_of_argv(container: str, tmp_
 
     monkeypatch.setattr("provisioner.transport.docker.subprocess.Popen", recording_popen)
     # The program only prints its second line once the first has reached the controller, which
-    # answers by creating a file: without streaming it gives up (bounded) and says so.
-    script = ("echo first; i=0; while [ ! -e /tmp/ack ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+    # answers by creating a file: without streaming it gives up (bounded, ~60 s: a loaded machine's
+    # `docker exec` for the ack can take seconds) and says so, before the run's own timeout.
+    script = ("echo first; i=0; while [ ! -e /tmp/ack ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
               "[ -e /tmp/ack ] && echo streamed || echo not-streamed; echo \"token=$PROVISION_TEST_TOKEN\"; "
               "head -c 5; echo; echo oops >&2; exit 3")
     seen: list[str] = []
@@ -111,7 +116,7 @@ def test_run_streams_lines_and_keeps_env_values_out_of_argv(container: str, tmp_
             docker("exec", container, "touch", "/tmp/ack")
 
     result = transport.run(["sh", "-c", script], stdin=b"hello world", env={"PROVISION_TEST_TOKEN": "s3cret-v"},
-                           timeout=60, on_stdout_line=on_line)
+                           timeout=120, on_stdout_line=on_line)
     assert seen == ["first", "streamed", "token=s3cret-v", "hello"]
     assert (result.returncode, result.stderr.strip()) == (3, "oops")
     assert launched and all("s3cret-v" not in arg for argv in launched for arg in argv)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,16 +251,39 @@ if changes:
 def test_two_processes_downloading_one_file_end_with_one_correct_file(
         tmp_path: Path, hub: tuple[HubState, str], hf_python: str, with_hf: bool) -> None:
     state, endpoint = hub
-    state.bytes_per_second = 1024 * 1024  # two seconds of transfer: the two runs overlap
+    # The first download is held in flight (not merely slowed) until the other run is seen waiting on the
+    # per-file lock, so the two runs overlap however slowly a loaded machine starts either process.
+    state.hold = threading.Event()
+    state.hold_seconds = 300.0
     root = tmp_path / "root"
     root.mkdir()
     spec = {"kind": "download", "path": DEST, "url": resolve_url(endpoint, REPO, FILE), "sha256": SHA,
             "size": len(MODEL), "hub": {"repo": REPO, "revision": "main", "file": FILE,
                                          "python": hf_python if with_hf else None}}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    runs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, str(root), json.dumps(spec)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
-    outputs = [run.communicate(timeout=120)[0].decode() for run in runs]
+    logs = [tmp_path / f"run{i}.out" for i in range(2)]
+    runs = []
+    try:
+        for log in logs:
+            with log.open("wb") as out:
+                runs.append(subprocess.Popen([sys.executable, "-c", _CONCURRENT, str(root), json.dumps(spec)],
+                                             env=env, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
+        while not any("another run is downloading this file" in log.read_text() for log in logs):
+            if time.monotonic() > deadline or any(run.poll() is not None for run in runs):
+                pytest.fail("no run was seen waiting for the other's download within 60 s (or one ended first): "
+                            + repr([log.read_text() for log in logs]))
+            time.sleep(0.05)
+        state.hold.set()
+        for run in runs:
+            run.wait(timeout=120)
+    finally:
+        state.hold.set()
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    outputs = [log.read_text() for log in logs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert hashlib.sha256((root / DEST).read_bytes()).hexdigest() == SHA
     assert len(state.fetched(SHA)) == 1, "the second run waited for the first and reused its file"

@@ -69,7 +69,9 @@ def test_failed_refused_and_unreachable_runs_are_recorded(tmp_path: Path) -> Non
 def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
     ledger = {"PROVISION_LEDGER": str(tmp_path / "ledger.sqlite")}
     host = TargetHost("local", "local", str(tmp_path / "root"))
-    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=30)
+    # The slow step waits on a gate nobody opens (120 s at most): it ends only by the signal, however
+    # slowly a loaded machine delivers it.
+    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=120, gate=tmp_path / "never-opened")
     quick = two_state_manifest(tmp_path, host, "B", slow_seconds=0)
     outcomes = {}
     # Ctrl-C reaches the whole foreground group (controller and agent); SIGTERM only the controller;
@@ -82,10 +84,10 @@ def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
                 victim.signal_group(signum)
             else:
                 victim.process.send_signal(signum)
-            ended = victim.finish(timeout=30)
+            ended = victim.finish(timeout=90)
             outcomes[signum.name] = (ended.returncode, ended.stderr)
         finally:
-            victim.kill()  # the agent a SIGTERM left running, with its `sleep 30`
+            victim.kill()  # the agent a SIGTERM left running, with its slow step
     assert outcomes["SIGINT"][0] == 1 and "Traceback" not in outcomes["SIGINT"][1], outcomes["SIGINT"]
     assert outcomes["SIGTERM"][0] == 1 and "Traceback" not in outcomes["SIGTERM"][1], outcomes["SIGTERM"]
     assert outcomes["SIGKILL"][0] == -signal.SIGKILL
@@ -102,9 +104,11 @@ def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
     assert [line.split()[2] for line in text.splitlines()] == ["interrupted"] * 3, text
 
     started = time.monotonic()
-    after = run("apply", str(quick), env=ledger)
+    after = run("apply", str(quick), env=ledger)  # --lock-timeout 0: a held lock would be refused at once
     assert after.returncode == 0, after.stdout + after.stderr
-    assert time.monotonic() - started < 20, "no interrupted run left the root locked"
+    assert "is locked by" not in after.stderr, "no interrupted run left the root locked: " + after.stderr
+    # Generous (a loaded machine runs 3-4x slower): only a gross wait, like a stale lock's expiry, exceeds it.
+    assert time.monotonic() - started < 60, "no interrupted run left the root locked"
 
 
 def test_fleet_apply_records_each_host_and_honours_the_lock(tmp_path: Path) -> None:

@@ -208,7 +208,10 @@ def test_a_killed_holder_frees_the_root_at_once(tmp_path: Path) -> None:
     finally:
         holder_run.kill()
     assert after.returncode == 0, after.stdout + after.stderr
-    assert took < 15, f"the next apply waited {took:.1f}s"
+    # The proof the lock was free: with --lock-timeout 0 a held lock is refused at once, naming its holder.
+    assert "is locked by" not in after.stderr, after.stderr
+    # Generous (a loaded machine runs 3-4x slower): only a gross wait, like a stale lock's expiry, exceeds it.
+    assert took < 60, f"the next apply waited {took:.1f}s"
     assert _dead(holder["pid"]), "the lock was free because its holder (the agent) died, not because it ended"
     assert run("plan", str(other)).returncode == 0
 

@@ -139,9 +139,10 @@ def test_become_runs_through_sudo_or_says_it_is_missing(server: SshServer) -> No
 
 
 def test_stdout_lines_stream_while_the_command_runs(server: SshServer, tmp_path: Path) -> None:
-    # The command waits for a file that only the line callback creates: without streaming it would time out.
+    # The command waits for a file that only the line callback creates: without streaming it would time out
+    # (after ~60 s, generous so that a loaded machine's late line still counts as streamed).
     flag = tmp_path / "seen-first-line"
-    script = f"echo first; i=0; while [ ! -e {flag} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; " \
+    script = f"echo first; i=0; while [ ! -e {flag} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; " \
              f"[ -e {flag} ] && echo second || echo late"
     lines: list[str] = []
 

@@ -157,7 +157,7 @@ def _kill_round(server: SshServer, manifest: Path, root: Path, round_: int, dela
 
     # The dead session's agent notices at its next heartbeat and stops its step, which never finishes.
     # Bound: a heartbeat, SIGTERM to the step's group and its grace before SIGKILL, a loaded machine's slack.
-    bound = heartbeat_interval(inactivity) + STOP_GRACE_SECONDS + 3
+    bound = heartbeat_interval(inactivity) + STOP_GRACE_SECONDS + 15
     gone = _wait_for(lambda: not any(_alive(pid) for pid in orphans), bound)
     assert gone, f"round {round_}: the orphaned agent/step {orphans} still runs {bound:g}s after the drop"
     assert not (root / "ran.log").exists(), "the interrupted step finished behind the controller's back"
@@ -201,11 +201,11 @@ def test_a_frozen_session_fails_the_host_within_the_inactivity_limit(own_server:
     assert "target.inactivity_timeout" in stderr
     # The limit counts from the last heartbeat before the freeze; plus the poll interval and a loaded
     # machine's slack. Far below command_timeout (1 h), which used to be the only bound.
-    assert inactivity - heartbeat_interval(inactivity) - 0.1 <= took <= inactivity + 4, took
+    assert inactivity - heartbeat_interval(inactivity) - 0.1 <= took <= inactivity + STOP_GRACE_SECONDS + 10, took
     print(f"\nfrozen session: the CLI failed after {took:.1f}s (inactivity_timeout {inactivity:g}s)")
 
     agent_and_step = _pids(root)
-    orphan_bound = heartbeat_interval(inactivity) + STOP_GRACE_SECONDS + 5
+    orphan_bound = heartbeat_interval(inactivity) + STOP_GRACE_SECONDS + 15
     try:
         assert _wait_for(lambda: not any(_alive(pid) for pid in agent_and_step), orphan_bound), agent_and_step
         assert not (root / "ran.log").exists()
@@ -220,7 +220,7 @@ class _StallingHandler(http.server.BaseHTTPRequestHandler):
     """Sends half a file, says nothing for STALL_S (longer than the test's inactivity limit), then the rest."""
 
     BODY = os.urandom(256 * 1024)
-    STALL_S = 4.0
+    STALL_S = 10.0
 
     def do_GET(self) -> None:
         half = len(self.BODY) // 2
@@ -244,10 +244,10 @@ def test_steps_slower_than_the_inactivity_limit_succeed_on_heartbeats(
     import hashlib
 
     server = shared_sshd(request)
-    inactivity = 2.0
+    inactivity = 5.0  # wide enough that a loaded machine's late heartbeat still arrives within it
     root = tmp_path / "root"
     root.mkdir()
-    (root / "delay").write_text("4\n")
+    (root / "delay").write_text("10\n")
     with serve_handler(_StallingHandler) as base:
         manifest = write_manifest(tmp_path, _host(server, root, inactivity), {"resources": [
             {"kind": "command", "name": "slow", "argv": ["sh", "-c", SLOW_STEP], "creates": "done"},
@@ -338,4 +338,4 @@ def test_an_sftp_copy_to_a_frozen_host_fails_within_the_inactivity_limit(own_ser
                         os.kill(pid, signal.SIGCONT)
         assert "sent nothing for 2s (target.inactivity_timeout)" in str(failed.value)
         assert own_server.connection() in str(failed.value)
-        assert 2 <= took <= 2 + 3, (warm, took)
+        assert 2 <= took <= 2 + 10, (warm, took)
