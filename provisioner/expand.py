@@ -27,6 +27,7 @@ from provisioner.resources.specs import (
     ResourceSpec,
     SecretFromEnv,
     ServiceUnitSpec,
+    VenvSpec,
     resource_id,
 )
 from provisioner.role_expansion import (
@@ -147,7 +148,7 @@ def expand(loaded: LoadedManifest, environ: dict[str, str] | None = None,
                 raise declared.error(loaded, ("notify",), (
                     f"resource {rid} notifies unknown handler {handler!r}; "
                     f"define it under handlers: (known: {', '.join(sorted(handlers)) or 'none'})"), ProvisionError)
-        if isinstance(spec, PipSpec | RequirementsSpec) and spec.installer is None:
+        if isinstance(spec, PipSpec | RequirementsSpec | VenvSpec) and spec.installer is None:
             spec = spec.model_copy(update={"installer": manifest.python.installer})
         mirrored = mirror_spec(rid, spec, mirrors)
         if mirrored.note:
@@ -264,8 +265,11 @@ def _host_resource(rid: str, origin: str, spec: Any, renderer: TemplateRenderer,
                    environ: dict[str, str], secrets: list[str]) -> HostResource:
     data = spec.model_dump(mode="json", exclude={"notify", "requires"})
     record = dict(data)
-    # Which program installs is not part of what is installed: switching pip for uv changes nothing.
+    # Which program installs is not part of what is installed: switching pip for uv changes nothing; nor
+    # is the index a venv's uv comes from.
     record.pop("installer", None)
+    if isinstance(spec, VenvSpec):
+        record.pop("index_url", None)
     if isinstance(spec, FileSpec):
         if spec.template is not None:
             data["content"] = renderer.render(spec.template, {**context, **spec.vars})

@@ -301,14 +301,70 @@ def installer_for(spec: Dict[str, object], venv: str, ctx: Context, index_args: 
         return Installer("pip", python)
     uv = find_uv(venv, ctx)
     if uv is None and choice == "uv":
-        uv = _install_uv(python, ctx, index_args)
+        uv = _install_uv([python, "-m", "pip"], ctx, index_args)
     if uv is None:
         return Installer("pip", python)
     return Installer("uv", python, uv, ctx.state_path("cache", "uv"))
 
 
-def _install_uv(python: str, ctx: Context, index_args: List[str]) -> str:
-    """pip-install uv (a wheel holding one binary) into .provision/tools/uv, staged and renamed into place."""
+def uv_for_new_venv(choice: str, interpreter: str, staging: str, index_url: Optional[str],
+                    ctx: Context) -> Optional[str]:
+    """The uv that makes a venv (venv.py) for installer `choice`: one at hand, or for `uv` one installed
+    from `index_url` (then pip's configured index) by the pip wheel the interpreter bundles, since no
+    venv has a pip yet; None: make it with pip as before."""
+    if choice not in ("uv", "auto"):
+        return None
+    uv = find_uv(staging, ctx)
+    if uv is not None or choice != "uv":
+        return uv
+    wheels = ensurepip_wheels(interpreter)
+    pip = next((w for w in wheels or [] if os.path.basename(w).startswith("pip-")), None)
+    if pip is None:
+        return None
+    try:
+        # A wheel is a zip that Python imports from: pip runs from its own wheel (as ensurepip runs it).
+        index = ["--index-url", index_url] if index_url else []
+        return _install_uv([interpreter, os.path.join(pip, "pip")], ctx, index)
+    except ResourceFailure as exc:
+        log("%s\n(the first install into the venv tries again)" % exc)
+        return None
+
+
+_ENSUREPIP_WHEELS = r"""
+import ensurepip, glob, json, os, sys
+here = os.path.join(os.path.dirname(ensurepip.__file__), "_bundled")
+get = getattr(ensurepip, "_get_packages", None)
+if get is not None:  # 3.10-3.11, and distributions that keep the wheels elsewhere (Debian's python-wheels)
+    found = [p.wheel_path or os.path.join(here, p.wheel_name) for p in get().values()]
+else:  # 3.12+ bundles pip alone; 3.8-3.9 pip and setuptools
+    names = ["pip"] + (["setuptools"] if sys.version_info < (3, 12) else [])
+    folders = [here, getattr(ensurepip, "_WHEEL_PKG_DIR", None) or ""]
+    found = [sorted(w for d in folders if d for w in glob.glob(os.path.join(d, n + "-*.whl")))[-1:] for n in names]
+    found = [w[0] for w in found if w] if all(found) else []
+print(json.dumps(found))
+"""
+_wheels_of: Dict[str, Optional[List[str]]] = {}
+
+
+def ensurepip_wheels(interpreter: str) -> Optional[List[str]]:
+    """The wheels `python -m venv` installs with ensurepip (pip; setuptools too before 3.12), or None
+    where the interpreter does not say (no ensurepip, as on Debian without python3-venv)."""
+    if interpreter not in _wheels_of:
+        import json
+
+        done = procs.run([interpreter, "-I", "-c", _ENSUREPIP_WHEELS], timeout=60)
+        try:
+            found = json.loads(done.output.strip().splitlines()[-1]) if done.ok else None
+        except (ValueError, IndexError):
+            found = None
+        ok = isinstance(found, list) and bool(found) and all(isinstance(w, str) and os.path.isfile(w) for w in found)
+        _wheels_of[interpreter] = found if ok else None
+    return _wheels_of[interpreter]
+
+
+def _install_uv(pip: List[str], ctx: Context, index_args: List[str]) -> str:
+    """pip-install uv (a wheel holding one binary) into .provision/tools/uv, staged and renamed into place;
+    `pip` is the command that runs pip."""
     with _bootstrap_lock:
         tool = ctx.state_path("tools", "uv")
         if os.path.isfile(_tool_uv(ctx)):
@@ -317,8 +373,7 @@ def _install_uv(python: str, ctx: Context, index_args: List[str]) -> str:
         remove_tree(staging)
         os.makedirs(os.path.dirname(tool), exist_ok=True)
         log("installing uv into %s" % tool)
-        base = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "--no-deps",
-                "--target", staging]
+        base = [*pip, "--disable-pip-version-check", "--no-input", "install", "--no-deps", "--target", staging]
         done = procs.run([*base, *[a for a in index_args if a != "--no-deps"], "uv"], env=PIP_ENV)
         if not done.ok and "--index-url" in index_args:
             # The resource's own index may be one that serves no uv (PyPI's torch index): pip's configured

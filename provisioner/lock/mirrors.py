@@ -35,6 +35,7 @@ from provisioner.resources.specs import (
     PipSpec,
     RequirementsSpec,
     ResourceBase,
+    VenvSpec,
     WheelBuildSpec,
 )
 
@@ -198,6 +199,9 @@ def mirror_spec(rid: str, spec: ResourceBase, mirrors: Mirrors) -> MirroredSpec:
         return _mirror_download(rid, spec, mirrors)
     if isinstance(spec, WheelBuildSpec):
         return MirroredSpec(_mirror_wheel_build(spec, mirrors))
+    if isinstance(spec, VenvSpec):  # the index uv is installed from, as a pip step's
+        index = mirrors.rewrite(spec.index_url) if spec.index_url else mirrors.default_index
+        return MirroredSpec(spec.model_copy(update={"index_url": index}))
     if isinstance(spec, PipSpec | RequirementsSpec):
         update: dict[str, Any] = _mirror_indexes(spec, mirrors)
         if isinstance(spec, PipSpec):

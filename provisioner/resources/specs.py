@@ -151,6 +151,10 @@ class VenvSpec(Removable, ResourceBase):
         pattern=r"^(/?[A-Za-z0-9._/-]+)$",
     )
     system_site_packages: bool = False
+    installer: Installer | None = Field(default=None, description=_INSTALLER_DOC + " With uv, the venv is made "
+                                        "without pip and uv installs the pip wheel the interpreter bundles.")
+    index_url: Url | None = Field(default=None, description="Where uv comes from for installer: uv on a host "
+                                  "without one (then pip's configured index); the stack passes vars.pip_index_url.")
 
     @model_validator(mode="after")
     def _adopted_stays(self) -> VenvSpec:

@@ -4,6 +4,7 @@ install, and a drift check that does not care which of the two installed."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_installer_uv_installs_uv_from_the_index_once(tmp_path: Path, torch_inde
                                                if not (Path(p) / "uv").exists()))
     host = TargetHost("local", "local", str(tmp_path / "root"))
     manifest = write_manifest(tmp_path, host, {"python": {"installer": "uv"}, "resources": [
-        {"kind": "venv", "path": "venv"},
+        {"kind": "venv", "path": "venv", "index_url": torch_index},
         {"kind": "pip", "venv": "venv", "packages": ["provdep==1.0.0"], "index_url": torch_index},
     ]})
     converge(manifest)
@@ -150,6 +151,36 @@ def test_installer_uv_installs_uv_from_the_index_once(tmp_path: Path, torch_inde
     assert installed_by(host, "provdep") == "uv"
     assert installed_version(host, "uv") is None, "uv lives beside the venv, not in it"
     assert not [p for p in Path(host.path(".provision/tools")).iterdir() if ".provision-" in p.name]
+    # No venv had a pip yet: the interpreter's bundled pip wheel installed uv, and uv made the venv.
+    assert installed_by(host, "pip") == "uv"
+    bundled = _ensurepip_versions(host)
+    assert bundled == {name: installed_version(host, name) for name in bundled}, "what python -m venv installs"
+
+
+def _ensurepip_versions(host: TargetHost) -> dict[str, str]:
+    """What `python -m venv` installs into a venv of its interpreter: ensurepip's bundled versions."""
+    script = ("import ensurepip, json\nget = getattr(ensurepip, '_get_packages', None)\n"
+              "print(json.dumps({n: p.version for n, p in get().items()} if get else {'pip': ensurepip.version()}))")
+    return json.loads(host.run([host.path("venv/bin/python"), "-c", script]).stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("installer", INSTALLERS)
+def test_a_venv_has_a_whole_pip_whichever_installer_made_it(tmp_path: Path, package_index: str,
+                                                            installer: str) -> None:
+    host = _local(tmp_path, installer)
+    manifest = write_manifest(tmp_path, host, {"python": {"installer": installer}, "resources": [
+        {"kind": "venv", "path": "venv"},
+    ]})
+    converge(manifest)
+    assert installed_by(host, "pip") == installer, "with uv at hand, uv installs the venv's pip"
+    bundled = _ensurepip_versions(host)
+    assert bundled == {name: installed_version(host, name) for name in bundled}, "the interpreter's own pip"
+    pip = host.run([host.path("venv/bin/pip"), "install", "--no-input", "--index-url", package_index,
+                    "provdep==1.0.0"])
+    assert pip.returncode == 0, pip.stderr
+    assert installed_version(host, "provdep") == "1.0.0"
+    launcher = Path(host.path("venv/bin/pip")).read_text()
+    assert host.path("venv/bin/python") in launcher and ".provision-" not in launcher, "the venv, not its staging"
 
 
 def test_installer_uv_without_uv_anywhere_says_how_to_fix_it(tmp_path: Path, package_index: str,

@@ -184,7 +184,7 @@ def test_an_invalid_value_reaching_a_role_names_the_manifest_field(tmp_path: Pat
 def test_a_var_of_the_wrong_type_is_located_at_the_roles_entry(tmp_path: Path) -> None:
     message = _expand_refused(tmp_path, {"roles": ["python-env"], "vars": {"python_packages": 5}})
     assert f"{tmp_path}/m.yaml:3:3: roles[0]: role 'python-env': " in message
-    assert "python-env.yaml:14: resources[1]: cannot render it from the manifest's values" in message
+    assert "python-env.yaml:15: resources[1]: cannot render it from the manifest's values" in message
 
 
 @pytest.mark.parametrize(("section", "field", "value", "fragment"), [

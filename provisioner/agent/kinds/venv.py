@@ -8,7 +8,8 @@ import sys
 
 from .. import leftovers, procs
 from ..fsutil import atomic_write, remove_tree, which
-from ..protocol import Change, Context, ResourceFailure
+from ..installers import PIP_ENV, ensurepip_wheels, uv_for_new_venv
+from ..protocol import Change, Context, ResourceFailure, log
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
@@ -170,13 +171,18 @@ def _build(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> None
     argv = [interpreter, "-m", "venv"]
     if spec.get("system_site_packages"):
         argv.append("--system-site-packages")
-    done = procs.run([*argv, staging], stream=ctx.verbose)
-    if not done.ok:
+    uv = uv_for_new_venv(str(spec.get("installer") or "pip"), interpreter, staging, spec.get("index_url"), ctx)
+    if uv is None or not _made_with_uv(argv, interpreter, staging, uv, ctx):
         remove_tree(staging)
-        hint = ""
-        if "ensurepip" in done.output or "venv" in done.output:
-            hint = "\nhint: install the venv module for that interpreter (Debian/Ubuntu: apt-get install python3-venv)"
-        raise ResourceFailure("creating venv %s failed (exit %d):\n%s%s" % (path, done.returncode, done.tail(), hint))
+        done = procs.run([*argv, staging], stream=ctx.verbose)
+        if not done.ok:
+            remove_tree(staging)
+            hint = ""
+            if "ensurepip" in done.output or "venv" in done.output:
+                hint = ("\nhint: install the venv module for that interpreter (Debian/Ubuntu: apt-get install "
+                        "python3-venv)")
+            raise ResourceFailure("creating venv %s failed (exit %d):\n%s%s" % (path, done.returncode, done.tail(),
+                                                                              hint))
     try:
         _relocate(staging, path)
     except OSError as exc:
@@ -189,6 +195,21 @@ def _build(spec: Dict[str, Any], observed: Dict[str, Any], ctx: Context) -> None
     os.rename(staging, path)
     if aside:
         leftovers.discard(aside)  # a folder, or whatever else stood in the venv's place
+
+
+def _made_with_uv(argv: List[str], interpreter: str, staging: str, uv: str, ctx: Context) -> bool:
+    """`python -m venv --without-pip`, then uv installs the wheels ensurepip would have: the same venv in
+    a fraction of the time (ensurepip runs pip to install pip, compiling it; 6 s on a 2-core host)."""
+    wheels = ensurepip_wheels(interpreter)
+    if not wheels or not procs.run([*argv, "--without-pip", staging]).ok:
+        return False
+    done = procs.run([uv, "pip", "install", "--python", os.path.join(staging, "bin", "python"), "--no-config",
+                      "--no-index", "--link-mode", "copy", "--cache-dir", ctx.state_path("cache", "uv"), *wheels],
+                     env=PIP_ENV)
+    if not done.ok:
+        log("uv could not install the interpreter's own pip (exit %d), so the venv is made by python -m venv:\n%s"
+            % (done.returncode, done.tail()))
+    return done.ok
 
 
 def _relocate(staging: str, path: str) -> None:
