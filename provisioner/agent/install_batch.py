@@ -27,7 +27,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # see the package docstring
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 INSTALL_KINDS = ("pip", "requirements")
 
@@ -65,15 +65,29 @@ def may_share(members: List[Dict[str, Any]]) -> bool:
 
 
 def companions(first: int, resources: List[Dict[str, Any]], candidates: List[int],
-               ready: Any) -> List[int]:
-    """The candidates (in order) that join `first`'s run: each may share it with those already in,
-    and `ready(index, members)` says it waits for nothing but what is done or in the run."""
-    members = [first]
+               ready: Callable[[int, List[int]], bool], works: Callable[[int], bool],
+               idle: Callable[[int], bool]) -> List[int]:
+    """The candidates (in order) that join `first`'s run. `ready(index, members)`: it waits for nothing but
+    what is done or in the run; `works(index)`: it has something to install; `idle(index)`: it would
+    settle as it is (nothing to do, nothing blocking it).
+
+    A step with work joins when it may share the run with the others that have work. An idle install
+    step on the same venv joins too, as a passenger: its place in the order (between torch and the
+    requirements, like the step that only removes PyPI's unrelated nunchaku) would otherwise hold back
+    everything after it; it is re-probed after the shared run and applied then if that gave it work."""
     if venv_key(resources[first]) is None:
         return []
+    venv = resources[first]["spec"]["venv"]
+    members, working = [first], [resources[first]]
     for index in candidates:
-        if index == first or not ready(index, members):
+        resource = resources[index]
+        if (index == first or resource["kind"] not in INSTALL_KINDS or resource["spec"].get("venv") != venv
+                or not ready(index, members)):
             continue
-        if may_share([resources[i] for i in members] + [resources[index]]):
+        if works(index):
+            if may_share([*working, resource]):
+                members.append(index)
+                working.append(resource)
+        elif idle(index):
             members.append(index)
-    return members[1:]
+    return members[1:] if len(working) > 1 else []

@@ -86,8 +86,9 @@ def run(resources: List[Dict[str, Any]], probed: List[Dict[str, Any]], ctx: Cont
                 pending.remove(index)
                 joined = []
                 if runner.has_work(index):
-                    joined = install_batch.companions(index, resources, pending, lambda i, members: (
-                        all(w in done or w in members for w in waits[i]) and runner.has_work(i)))
+                    joined = install_batch.companions(
+                        index, resources, pending, lambda i, members: all(w in done or w in members for w in waits[i]),
+                        runner.has_work, runner.settles_as_is)
                 for other in joined:
                     pending.remove(other)
                 if not runner.start(index, joined):
@@ -128,6 +129,12 @@ class _Runner:
         if self._blocker(resource) is not None or result["status"] == "error":
             return False
         return result["status"] not in ("ok", "kept") or self._again(resource)
+
+    def settles_as_is(self, index: int) -> bool:
+        """Whether starting the step would settle it as ok, without running anything."""
+        resource, result = self.resources[index], self.probed[index]
+        return (self._blocker(resource) is None and result["status"] in ("ok", "kept")
+                and not self._again(resource))
 
     def _again(self, resource: Dict[str, Any]) -> bool:
         return any(dependencies.needs(resource, r) for r in self.steps.remade)
@@ -262,14 +269,10 @@ def _apply_one(resource: Dict[str, Any], result: Dict[str, Any], ctx: Context) -
 def _apply_together(resources: List[Dict[str, Any]], results: List[Dict[str, Any]], ctx: Context,
                     probe_again: Callable[[Dict[str, Any]], Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Apply install steps on one venv with one installer run (install_batch.py); an outcome per step, in
-    order. If the shared run fails, each step is re-probed and applied on its own."""
+    order. If the shared run fails, each step is re-probed and applied on its own. The steps without work
+    (passengers) are settled after the run, re-probed first when it changed the venv they share."""
     outcomes: List[Optional[Dict[str, Any]]] = [None] * len(resources)
-    todo = []
-    for at, result in enumerate(results):
-        if result["status"] in ("ok", "kept", "error"):  # settled since the scheduler looked (a re-probe)
-            outcomes[at] = _apply_one(resources[at], result, ctx)
-        else:
-            todo.append(at)
+    todo = [at for at, result in enumerate(results) if result["status"] not in ("ok", "kept", "error")]
     if len(todo) == 1:
         outcomes[todo[0]] = _apply_one(resources[todo[0]], results[todo[0]], ctx)
     elif todo:
@@ -296,6 +299,12 @@ def _apply_together(resources: List[Dict[str, Any]], results: List[Dict[str, Any
                 emit("progress", id=results[at]["id"], phase="changed", seconds=seconds, at=round(ended, 3))
                 outcomes[at] = dict(_strip(results[at]), outcome="changed", seconds=seconds,
                                     started=round(started, 3), ended=round(ended, 3))
+    remade = [resources[at] for at in todo if (outcomes[at] or {}).get("outcome") == "changed"]
+    for at, result in enumerate(results):
+        if outcomes[at] is None:
+            if result["status"] in ("ok", "kept") and any(dependencies.needs(resources[at], r) for r in remade):
+                result = probe_again(resources[at])
+            outcomes[at] = _apply_one(resources[at], result, ctx)
     return [outcome for outcome in outcomes if outcome is not None]
 
 

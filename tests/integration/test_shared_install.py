@@ -48,8 +48,15 @@ def plugin_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _index(tmp_path_factory.mktemp("plugin-index"), build)
 
 
+#: The stack's step between torch and the requirements on a host without a nunchaku wheel: it only
+#: removes PyPI's unrelated `nunchaku`, so it has nothing to do on a fresh venv.
+REMOVES_UNRELATED = {"kind": "pip", "name": "nunchaku", "venv": "venv", "remove_unrelated": [
+    {"name": "nunchaku", "marker_module": "nunchaku._C", "label": "PyPI's unrelated package"}]}
+
+
 def _manifests(tmp_path: Path, host: TargetHost, installer: str, cuda_index: str, plugin_index: str,
-               lines: list[str], pins: list[str] = PINS) -> tuple[Path, Path]:
+               lines: list[str], pins: list[str] = PINS, between: list[dict[str, Any]] | None = None,
+               ) -> tuple[Path, Path]:
     """(the venv and the requirements file alone, then torch and the requirements added): applied in that
     order, both install steps are ready at the same moment."""
     base = [{"kind": "venv", "path": "venv"},
@@ -57,6 +64,7 @@ def _manifests(tmp_path: Path, host: TargetHost, installer: str, cuda_index: str
     installs = [
         {"kind": "pip", "name": "torch", "venv": "venv", "packages": pins, "index_url": cuda_index,
          "installer": installer},
+        *(between or []),
         {"kind": "requirements", "venv": "venv", "file": REQUIREMENTS, "constraints": [PINS[0]],
          "index_url": plugin_index, "installer": installer},
     ]
@@ -102,6 +110,21 @@ def test_torch_and_requirements_from_two_indexes_install_in_one_run(tmp_path: Pa
     assert installed_by(host, "provanytorch") == installer == installed_by(host, "torch")
     assert plan(stack).exit_code() == 0, "each step recorded what its own apply records (the file's digest)"
     assert changed(apply(stack)) == []
+
+
+def test_an_idle_step_between_torch_and_the_requirements_does_not_split_the_run(
+        tmp_path: Path, cuda_index: str, plugin_index: str) -> None:
+    host = _host(tmp_path, "uv")
+    base, stack = _manifests(tmp_path, host, "uv", cuda_index, plugin_index, ["provanytorch"],
+                             between=[REMOVES_UNRELATED])
+    converge(base)
+    report, logs = _apply(stack)
+    assert report.ok, report.as_json()
+    rows = {row["id"]: row for row in report.resources}
+    assert rows["pip:venv#nunchaku"]["outcome"] == "ok", "nothing to remove on a fresh venv"
+    assert f"installing pip:venv#torch, requirements:{REQUIREMENTS} in one run" in logs, logs
+    assert installed_version(host, "provanytorch") == "1.0.0"
+    assert plan(stack).exit_code() == 0
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)

@@ -73,9 +73,30 @@ def test_companions_are_those_ready_now_in_order() -> None:
     resources = [TORCH, COMFY, requirements("y", index_url=MIRROR), PLUGIN]
     waiting_on_a_clone = {3}
     ready = lambda index, members: index not in waiting_on_a_clone  # noqa: E731
-    assert companions(0, resources, [1, 2, 3], ready) == [1], "y's index differs; the plugin's clone is not done"
-    assert companions(0, resources, [1, 2, 3], lambda index, members: True) == [1, 3]
-    assert companions(1, [TORCH, COMFY, pip("p", ["a==1"], no_deps=True)], [2], ready) == []
+    everything = lambda index: True  # noqa: E731
+    nothing = lambda index: False  # noqa: E731
+    assert companions(0, resources, [1, 2, 3], ready, everything, nothing) == [1], \
+        "y's index differs; the plugin's clone is not done"
+    assert companions(0, resources, [1, 2, 3], lambda index, members: True, everything, nothing) == [1, 3]
+    assert companions(1, [TORCH, COMFY, pip("p", ["a==1"], no_deps=True)], [2], ready, everything, nothing) == []
+
+
+REMOVES_UNRELATED = pip("pip:venv#nunchaku", [], remove_unrelated=[{"name": "nunchaku"}])
+
+
+def test_an_idle_install_step_between_them_rides_along_and_holds_nobody_back() -> None:
+    resources = [TORCH, REMOVES_UNRELATED, COMFY, PLUGIN]
+    waits = {1: {0}, 2: {0, 1}, 3: {0, 1, 2}}  # the order on one venv: each waits for those before it
+    ready = lambda index, members: waits[index] <= set(members)  # noqa: E731
+    works = lambda index: index != 1  # noqa: E731
+    assert companions(0, resources, [1, 2, 3], ready, works, lambda index: index == 1) == [1, 2, 3]
+    assert companions(0, resources, [1, 2, 3], ready, works, lambda index: False) == [], \
+        "a step that is not idle (blocked, or failed at probe) holds the others back, as before"
+    assert companions(0, [TORCH, REMOVES_UNRELATED], [1], ready, works, lambda index: True) == [], \
+        "passengers alone make no shared run"
+    other_venv = {**REMOVES_UNRELATED, "spec": {**REMOVES_UNRELATED["spec"], "venv": "other"}}
+    assert companions(0, [TORCH, other_venv, COMFY], [1, 2], lambda index, members: True, works,
+                      lambda index: True) == [2]
 
 
 class Recorder(installers.Installer):
