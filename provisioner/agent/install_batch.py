@@ -68,8 +68,9 @@ def companions(first: int, resources: List[Dict[str, Any]], candidates: List[int
                ready: Callable[[int, List[int]], bool], works: Callable[[int], bool],
                idle: Callable[[int], bool]) -> List[int]:
     """The candidates (in order) that join `first`'s run. `ready(index, members)`: it waits for nothing but
-    what is done or in the run; `works(index)`: it has something to install; `idle(index)`: it would
-    settle as it is (nothing to do, nothing blocking it).
+    what is done or in the run; `works(index)`: it has something to do; `idle(index)`: its probe found
+    nothing to do and nothing blocks it (it may still be re-probed, as every step on a venv this apply
+    made or changed is).
 
     A step with work joins when it may share the run with the others that have work. An idle install
     step on the same venv joins too, as a passenger: its place in the order (between torch and the
@@ -84,7 +85,7 @@ def companions(first: int, resources: List[Dict[str, Any]], candidates: List[int
         if (index == first or resource["kind"] not in INSTALL_KINDS or resource["spec"].get("venv") != venv
                 or not ready(index, members)):
             continue
-        if works(index):
+        if works(index) and venv_key(resource) is not None:
             if may_share([*working, resource]):
                 members.append(index)
                 working.append(resource)

@@ -88,7 +88,7 @@ def run(resources: List[Dict[str, Any]], probed: List[Dict[str, Any]], ctx: Cont
                 if runner.has_work(index):
                     joined = install_batch.companions(
                         index, resources, pending, lambda i, members: all(w in done or w in members for w in waits[i]),
-                        runner.has_work, runner.settles_as_is)
+                        runner.has_work, runner.probed_ok)
                 for other in joined:
                     pending.remove(other)
                 if not runner.start(index, joined):
@@ -130,11 +130,9 @@ class _Runner:
             return False
         return result["status"] not in ("ok", "kept") or self._again(resource)
 
-    def settles_as_is(self, index: int) -> bool:
-        """Whether starting the step would settle it as ok, without running anything."""
-        resource, result = self.resources[index], self.probed[index]
-        return (self._blocker(resource) is None and result["status"] in ("ok", "kept")
-                and not self._again(resource))
+    def probed_ok(self, index: int) -> bool:
+        """Whether the step's probe found nothing to do and nothing blocks it (a re-probe may yet)."""
+        return self._blocker(self.resources[index]) is None and self.probed[index]["status"] in ("ok", "kept")
 
     def _again(self, resource: Dict[str, Any]) -> bool:
         return any(dependencies.needs(resource, r) for r in self.steps.remade)
