@@ -24,7 +24,7 @@ from provisioner.agent.procs import STOP_GRACE_SECONDS
 from provisioner.transport.inactivity import heartbeat_interval
 from tests.support.hosts import TargetHost, write_manifest
 from tests.support.servers import serve_handler
-from tests.support.sshd import SshServer, _descendants, shared_sshd, start_sshd
+from tests.support.sshd import SshServer, freeze_descendants, shared_sshd, start_sshd
 
 pytestmark = pytest.mark.ssh
 
@@ -185,9 +185,7 @@ def test_a_frozen_session_fails_the_host_within_the_inactivity_limit(own_server:
         assert _wait_for(lambda: len(_pids(root)) == 2 or running.poll() is not None, 60), "the step never started"
         assert running.poll() is None, _finish(running, 5)
         assert own_server.process is not None
-        frozen = _descendants(own_server.process.pid)  # the session's sshd processes, the agent, the step
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
+        frozen = freeze_descendants(own_server.process.pid)  # the session's sshd processes, the agent, the step
         started = time.monotonic()
         stdout, stderr = _finish(running, 60)
         took = time.monotonic() - started
@@ -324,9 +322,7 @@ def test_an_sftp_copy_to_a_frozen_host_fails_within_the_inactivity_limit(own_ser
         with open_transport(target, ConnectOptions(known_hosts=own_server.known_hosts)) as transport:
             if warm:
                 transport.put(source, str(tmp_path / "first.bin"))
-            frozen = [pid for pid in _descendants(own_server.process.pid)]
-            for pid in frozen:
-                os.kill(pid, signal.SIGSTOP)
+            frozen = freeze_descendants(own_server.process.pid)
             started = time.monotonic()
             try:
                 with pytest.raises(TransportError) as failed:

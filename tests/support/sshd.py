@@ -169,6 +169,24 @@ class SshServer:
                 os.kill(pid, signal.SIGKILL)
 
 
+def freeze_descendants(pid: int) -> list[int]:
+    """SIGSTOP every descendant of `pid`; returns the PIDs stopped. A descendant may exit between the
+    listing and its signal (a session's short-lived exec child), and a running one may fork meanwhile:
+    the tree is listed again until a listing finds nothing new (a few rounds at most)."""
+    stopped: list[int] = []
+    for _ in range(10):
+        fresh = [child for child in _descendants(pid) if child not in stopped]
+        if not fresh:
+            break
+        for child in fresh:
+            try:
+                os.kill(child, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            stopped.append(child)
+    return stopped
+
+
 def _descendants(pid: int) -> list[int]:
     """PIDs of every live descendant of `pid`, from /proc (no process-name matching)."""
     parents: dict[int, int] = {}
