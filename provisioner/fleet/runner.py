@@ -219,7 +219,7 @@ class FleetApply:
             elif event.get("event") == "progress" and event.get("phase") in ("applying", "failed"):
                 detail = f": {event['error']}" if event.get("error") else ""
                 note(str(event["phase"]), f"{event.get('id')}{detail}")
-            elif event.get("event") == "progress" and event.get("phase") in ("caching", "pushed"):
+            elif event.get("event") == "progress" and event.get("phase") in ("caching", "pushed", "waiting"):
                 note(str(event["phase"]), str(event.get("message", "")))
 
         try:

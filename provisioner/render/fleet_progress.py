@@ -16,7 +16,7 @@ from rich.text import Text
 
 from provisioner.render.terminal import console_for, is_quiet
 
-PHASE_COLORS = {"rollback": "magenta", "check": "cyan", "failed": "red", "error": "red"}
+PHASE_COLORS = {"rollback": "magenta", "check": "cyan", "failed": "red", "error": "red", "waiting": "yellow"}
 
 
 @dataclass
@@ -83,7 +83,10 @@ class FleetProgress:
         with self.lock:
             if phase == "done" and host:
                 self.counts.count(first)
-            if not self.enabled or (phase == "log" and not self.verbose):
+            # Under --json only a host waiting for another run's root lock is shown (on stderr): silence
+            # for up to --lock-timeout would look like a hang.
+            shown = self.enabled or (phase == "waiting" and not is_quiet())
+            if not shown or (phase == "log" and not self.verbose):
                 return
             self._show(self._line(host, phase, first))
             if phase == "done" and host:

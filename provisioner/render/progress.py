@@ -48,6 +48,9 @@ class ApplyProgress:
         self.view: View | None = None
         if enabled and not is_quiet():
             self.view = LiveView(console) if console.is_interactive else PlainView(console, clock)
+        # Under --json the progress is off (stdout is the report), but a run waiting for another's root
+        # lock still says so on stderr: silence for up to --lock-timeout would look like a hang.
+        self.waits: Console | None = console if not enabled and not is_quiet() else None
         self.current: str | None = None
 
     def __enter__(self) -> ApplyProgress:
@@ -62,6 +65,9 @@ class ApplyProgress:
 
     def on_event(self, event: dict[str, Any]) -> None:
         if self.view is None:
+            if self.waits is not None and event.get("event") == "progress" and event.get("phase") == "waiting":
+                self.waits.file.write(self.mask(f"… {event.get('message', '')}") + "\n")
+                self.waits.file.flush()
             return
         name, phase = event.get("event"), event.get("phase")
         resource = str(event.get("id") or self.current or "")

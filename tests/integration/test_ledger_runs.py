@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -129,6 +130,9 @@ def test_fleet_apply_records_each_host_and_honours_the_lock(tmp_path: Path) -> N
         wait_for_holder(roots[0], holder)
         refused = run("fleet", "apply", "--json", str(inventory), env=ledger)
         waiting = Run("fleet", "apply", "--json", "--lock-timeout", "1m", str(inventory), env=ledger)
+        # --json keeps stdout for the report; stderr still says which host waits, and for whom.
+        notice = waiting.wait_for_stderr(f"root {roots[0]} is locked by apply pid")
+        assert re.search(r"h0 +waiting +root .* is locked by apply pid .*; waiting up to 60s", notice), notice
         gate.touch()
         assert holder.finish().returncode == 0
         waited = waiting.finish()
@@ -141,6 +145,7 @@ def test_fleet_apply_records_each_host_and_honours_the_lock(tmp_path: Path) -> N
     assert hosts["h1"]["status"] == "ok" and hosts["h0"]["status"] == "failed"
     assert f"root {roots[0]} is locked by apply pid" in hosts["h0"]["error"]
     assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert {h["host"]: h["status"] for h in json.loads(waited.stdout)["hosts"]} == {"h0": "ok", "h1": "ok"}
     assert Path(roots[0], "app.conf").read_text() == "v1\n"
 
     fleet_rows = [r for r in _history(ledger) if r["manifest"] == "app"]

@@ -138,14 +138,15 @@ def test_a_held_root_refuses_at_once_naming_the_holder_and_waits_with_a_timeout(
 
         too_short = run("apply", "--lock-timeout", "500ms", str(other))
         assert too_short.returncode == 1 and "after waiting 0.5s" in too_short.stderr, too_short.stderr
-        waiting = Run("apply", "--lock-timeout", "1m", str(other))
-        waiting.wait_for_stderr(f"is locked by apply pid {holder['pid']}")  # it says whom it waits for
+        # Under --json too (stdout is the report), it says on stderr whom it waits for.
+        waiting = Run("apply", "--json", "--lock-timeout", "1m", str(other))
+        waiting.wait_for_stderr(f"is locked by apply pid {holder['pid']}")
         assert "waiting up to 60s" in waiting.stderr_so_far()
         gate.touch()
         first = holder_run.finish()
         assert first.returncode == 0, first.stdout + first.stderr
         waited = waiting.finish()
-        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert waited.returncode == 0 and waited.json()["ok"] is True, waited.stdout + waited.stderr
     finally:
         holder_run.kill()
         if waiting is not None:

@@ -88,12 +88,14 @@ class Run:
     def stderr_so_far(self) -> str:
         return self._read(self._stderr)
 
-    def wait_for_stderr(self, text: str, timeout: float = 60.0) -> None:
-        """Block until the run has written `text` to stderr; fail if it ends or the time runs out first."""
+    def wait_for_stderr(self, text: str, timeout: float = 60.0) -> str:
+        """Block until the run has written `text` to stderr, and return what it has written; fail if it
+        ends or the time runs out first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.stderr_so_far():
-                return
+            said = self.stderr_so_far()
+            if text in said:
+                return said
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.args} ended (exit {self.process.returncode}) without saying "
                                      f"{text!r}: {self.stderr_so_far()}")
