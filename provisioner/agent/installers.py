@@ -24,7 +24,7 @@ import contextlib
 import os
 import threading
 
-from . import leftovers, procs
+from . import leftovers, linkshare, procs
 from .fsutil import remove_tree, which
 from .protocol import Context, ResourceFailure, log
 
@@ -55,12 +55,14 @@ class Installer:
         the failure's first line ("pip install" + " of torch" or " -r requirements.txt")."""
         if self.uv is None:
             argv = [self.python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", *args]
-            procs.check(argv, "pip install %s" % what, stream=stream, env=PIP_ENV)
+            with linkshare.installer_run("pip") as output:  # the model downloads give it the link meanwhile
+                procs.check(argv, "pip install %s" % what, stream=stream, env=PIP_ENV, on_line=output.line)
             return
         flags, env = self._pip_config(args)
         argv = [*self._uv("install"), "--index-strategy", "unsafe-best-match", "--compile-bytecode",
                 "--link-mode", "copy", *flags, *args]
-        done = procs.run(argv, stream=stream, env={**PIP_ENV, **env})
+        with linkshare.installer_run("uv") as output:
+            done = procs.run(argv, stream=stream, env={**PIP_ENV, **env}, on_line=output.line)
         if done.ok:
             return
         if _unreachable_index(done.output):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 
-from .. import filelock, hfcache, hubfetch, procs, staging, transfer
+from .. import filelock, hfcache, hubfetch, linkshare, procs, staging, transfer
 from ..fsutil import human_size, sha256_file
 from ..protocol import Change, Context, ResourceFailure, StepStopped, emit, log
 from ..statcache import StatCache
@@ -266,10 +266,14 @@ def _check_space(spec: Dict[str, Any], partial: str, ctx: Context) -> None:
 def _fetch(spec: Dict[str, Any], partial: str) -> str:
     """Download into `partial` with the agent's own client (resuming), returning the whole file's sha256."""
     last = [time.time()]
+    told = [False]
 
     def progress(done: int, total: Optional[int]) -> None:
         if procs.stopping():
             raise StepStopped()  # the agent is stopping; the .part stays for the next apply to resume
+        if linkshare.step_aside() and not told[0]:
+            told[0] = True
+            log("%s: gives the link to the install run fetching packages until it has them" % spec["path"])
         if time.time() - last[0] > PROGRESS_EVERY_SECONDS:
             last[0] = time.time()
             emit("progress", id="download:" + spec["path"], phase="bytes", done=done, total=total)
