@@ -12,15 +12,20 @@ uv is told what pip would do where the two differ:
   trusted-host, cert; local indexes and folders that do not exist are dropped, as pip ignores them;
 - uv.toml and pyproject.toml settings are ignored (`--no-config`): pip reads neither;
 - bytecode: pip compiles it at install time, uv only with `--compile-bytecode`;
-- files: pip writes a copy of each; uv's default on Linux hard-links them to its cache, where an edit in
-  site-packages would change the cache and every later venv. `--link-mode copy` keeps them separate
-  (`clone` falls back to hard links on ext4, so it is no safer there). The cache lives under the target
-  root (`.provision/cache/uv`), beside what it serves and removed with it.
+- files: pip unpacks each wheel straight into site-packages, writing every file once; uv unpacks into its
+  cache and then links or copies into the venv, and a copy writes the whole set twice (20 s of a 67 s
+  install of torch with ComfyUI's requirements on a 2-core host). So uv hard-links (`--link-mode
+  hardlink`), from a cache of this run's own (`uv-cache` in its temp folder, leftovers.py, on the root's
+  file system) that is dropped once the install has succeeded: the venv's files are then its own, and an
+  edit in site-packages cannot reach a later venv through the cache, as it would with uv's shared one.
+  Later installs of the same run reuse the cache until then; the next apply downloads again, as pip does
+  without its HTTP cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 
@@ -60,10 +65,11 @@ class Installer:
             return
         flags, env = self._pip_config(args)
         argv = [*self._uv("install"), "--index-strategy", "unsafe-best-match", "--compile-bytecode",
-                "--link-mode", "copy", *flags, *args]
+                "--link-mode", "hardlink", *flags, *args]
         with linkshare.installer_run("uv") as output:
             done = procs.run(argv, stream=stream, env={**PIP_ENV, **env}, on_line=output.line)
         if done.ok:
+            _drop_cache(self.cache)
             return
         if _unreachable_index(done.output):
             # pip goes on without an index it cannot reach when find-links and the venv hold everything
@@ -94,6 +100,29 @@ class Installer:
             at = flags.index("--index-url")
             flags = flags[:at] + flags[at + 2:]
         return flags, env
+
+
+def run_uv_cache(ctx: Context) -> str:
+    """uv's cache for this run: in the run's temp folder, removed when the run ends (and by the next
+    apply's sweep after a kill)."""
+    return os.path.join(leftovers.run_temp_dir(ctx), "uv-cache")
+
+
+_dropped = itertools.count(1)  # next() on it is atomic under the GIL
+
+
+def _drop_cache(cache: Optional[str]) -> None:
+    """Move the run's uv cache aside (at once, so that a later install starts a new one) and delete it
+    in the background: its ~30,000 files hard-linked into the venv cost a second or two to unlink, off the
+    path to the service's start. The run's temp folder removal at exit takes whatever is left."""
+    if cache is None:
+        return
+    aside = "%s.done-%d" % (cache, next(_dropped))
+    try:
+        os.rename(cache, aside)
+    except OSError:
+        return  # nothing was cached
+    threading.Thread(target=remove_tree, args=(aside,), name="uv-cache-removal", daemon=True).start()
 
 
 class IndexSettings:
@@ -306,7 +335,7 @@ def installer_for(spec: Dict[str, object], venv: str, ctx: Context, index_args: 
         uv = _install_uv([python, "-m", "pip"], ctx, index_args)
     if uv is None:
         return Installer("pip", python)
-    return Installer("uv", python, uv, ctx.state_path("cache", "uv"))
+    return Installer("uv", python, uv, run_uv_cache(ctx))
 
 
 def uv_for_new_venv(choice: str, interpreter: str, staging: str, index_url: Optional[str],

@@ -134,7 +134,12 @@ def test_auto_takes_uv_from_path_and_pip_without_one(tmp_path: Path, package_ind
     host, with_uv = manifest("with-uv")
     converge(with_uv)
     assert installed_by(host, "provdemo") == "uv"
-    assert Path(host.path(".provision/cache/uv")).is_dir(), "uv's cache is kept under the target root"
+    # uv hard-linked from a cache of the run's own, dropped after the install: the venv's files are its
+    # own (an edit there reaches no other venv), and nothing of the cache is left under the root.
+    site = next(Path(host.path("venv")).glob("lib/python3*/site-packages"))
+    files = [p for p in site.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert files and all(p.stat().st_nlink == 1 for p in files), [p for p in files if p.stat().st_nlink != 1][:5]
+    assert not list(Path(host.root).rglob("uv-cache*")) and not Path(host.path(".provision/cache/uv")).exists()
 
 
 def test_installer_uv_installs_uv_from_the_index_once(tmp_path: Path, torch_index: str,

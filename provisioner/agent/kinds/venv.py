@@ -8,7 +8,7 @@ import sys
 
 from .. import leftovers, procs
 from ..fsutil import atomic_write, remove_tree, which
-from ..installers import PIP_ENV, ensurepip_wheels, uv_for_new_venv
+from ..installers import PIP_ENV, ensurepip_wheels, run_uv_cache, uv_for_new_venv
 from ..protocol import Change, Context, ResourceFailure, log
 
 TYPE_CHECKING = False  # see the package docstring
@@ -204,7 +204,7 @@ def _made_with_uv(argv: List[str], interpreter: str, staging: str, uv: str, ctx:
     if not wheels or not procs.run([*argv, "--without-pip", staging]).ok:
         return False
     done = procs.run([uv, "pip", "install", "--python", os.path.join(staging, "bin", "python"), "--no-config",
-                      "--no-index", "--link-mode", "copy", "--cache-dir", ctx.state_path("cache", "uv"), *wheels],
+                      "--no-index", "--link-mode", "copy", "--cache-dir", run_uv_cache(ctx), *wheels],
                      env=PIP_ENV)
     if not done.ok:
         log("uv could not install the interpreter's own pip (exit %d), so the venv is made by python -m venv:\n%s"
