@@ -319,14 +319,15 @@ def run_comfy_cli(work: Path, up: Upstreams, base: str, git: Path, hub: list[Mod
 
 def torch_install_seconds(work: Path, wheels: Path, python: str) -> dict[str, float]:
     """The longest CPU step no tool can overlap away: unpacking torch and its CUDA wheels into a venv, from
-    local files, by pip and by uv (as provision runs it: bytecode compiled, files copied, empty cache)."""
+    local files, by pip and by uv (as provision runs it: bytecode compiled, files hard-linked from an empty
+    cache of its own)."""
     files = [str(p) for p in sorted(wheels.glob("*.whl")) if TORCH_SET.match(p.name)]
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     argvs = {"pip": lambda venv: [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--no-deps", *files]}
     if uv:
         argvs["uv"] = lambda venv: [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
                                     "--no-config", "--no-index", "--no-deps", "--compile-bytecode",
-                                    "--link-mode", "copy", "--cache-dir", str(work / "torch-alone-uv-cache"),
+                                    "--link-mode", "hardlink", "--cache-dir", str(work / "torch-alone-uv-cache"),
                                     *files]
     seconds = {}
     for name, argv in argvs.items():
