@@ -106,6 +106,11 @@ def sweep(ctx: Context, resources: List[Dict[str, Any]]) -> List[str]:
             if MARK in name and is_stale(name):
                 removed.append(discard(os.path.join(folder, name)))
     removed += _sweep_run_temps(ctx)
+    # uv's shared cache of earlier versions (files copied out of it, so nothing links to it): GBs of torch
+    # that no run reads since uv caches per run (installers.py).
+    old_cache = os.path.join(ctx.state_dir(), "cache", "uv")
+    if os.path.isdir(old_cache) and not os.path.islink(old_cache):
+        removed.append(discard(old_cache))
     for resource in resources:
         if resource["kind"] == "venv":
             removed += sweep_pip_stash(safe_path(ctx, resource["spec"]["path"]))

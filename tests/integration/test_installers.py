@@ -132,6 +132,8 @@ def test_auto_takes_uv_from_path_and_pip_without_one(tmp_path: Path, package_ind
 
     monkeypatch.setenv("PATH", f"{uv_binary().parent}{os.pathsep}{bare_path}")
     host, with_uv = manifest("with-uv")
+    old_cache = Path(host.path(".provision/cache/uv/archive-v0/x"))  # earlier versions' shared cache
+    old_cache.mkdir(parents=True)
     converge(with_uv)
     assert installed_by(host, "provdemo") == "uv"
     # uv hard-linked from a cache of the run's own, dropped after the install: the venv's files are its
