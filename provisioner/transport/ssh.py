@@ -124,7 +124,7 @@ class SshTransport(Transport):
             out = self._read_stdout(channel, deadline, on_line, program, timeout, idle)
             idle.touch()
             self._wait_exit(channel, deadline, program, timeout, idle)
-            reader.join(timeout=5)
+            reader.join(timeout=30)  # stderr is at EOF by now; the bound only guards a server that skips EOF
             code = channel.recv_exit_status()
             if code == -1 and not self._transport.is_active():
                 raise self._dropped(program)
@@ -384,12 +384,13 @@ def _feed(channel: paramiko.Channel, data: bytes) -> None:
 
 
 def _drain_stderr(channel: paramiko.Channel, errors: list[bytes]) -> None:
+    """Collect stderr until EOF. A read can time out just as the last bytes and the close arrive (paramiko
+    checks the clock before the buffer), so a timeout only means "read again": once the channel is closed
+    or at EOF, its buffer hands back what is left and then b"" without waiting."""
     while True:
         try:
             chunk = channel.recv_stderr(CHUNK)
         except TimeoutError:
-            if channel.closed:
-                return
             continue
         except (OSError, EOFError):
             return
