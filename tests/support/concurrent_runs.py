@@ -76,8 +76,10 @@ class Run:
         # Open for the run's whole life (closed by finish); unnamed, so nothing is left behind.
         self._stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        # PYTHONFAULTHANDLER: a run that hangs is sent SIGABRT (finish), and prints where each thread was.
         self.process = subprocess.Popen([*PROVISION, *args], stdout=self._stdout, stderr=self._stderr,
-                                        text=True, env={**os.environ, **(env or {})}, start_new_session=True)
+                                        text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+                                        start_new_session=True)
         self.pid = self.process.pid
 
     @staticmethod
@@ -105,6 +107,13 @@ class Run:
     def finish(self, timeout: float = RUN_TIMEOUT_S) -> Finished:
         try:
             self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGABRT)  # its threads' stacks go to stderr
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+            raise AssertionError(f"{self.args} did not end within {timeout:g}s; it said: "
+                                 f"{self.stderr_so_far()}") from None
         finally:
             self.kill()
         finished = Finished(self.args, self.pid, self.process.returncode,
