@@ -7,7 +7,6 @@ the apply succeeds, and always removed on close.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -15,16 +14,16 @@ import re
 import shutil
 import subprocess
 import tarfile
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from provisioner.errors import TransportError
 from provisioner.manifest.model import Target
 from provisioner.transport.base import LineCallback, RunResult, Transport
-from provisioner.transport.inactivity import Watchdog, inactivity_error, stop_process
+from provisioner.transport.inactivity import inactivity_error
+from provisioner.transport.stream import stream
 
 if TYPE_CHECKING:
     from provisioner.transport import ConnectOptions
@@ -190,12 +189,13 @@ class DockerTransport(Transport):
         names = [arg for key in (env or {}) for arg in ("-e", key)]
         client_env = {**os.environ, **(env or {})}
         command = [self.cli.executable, "exec", "-i", *names, self.container, *argv]
-        returncode, stdout, stderr, timed_out = _stream(command, stdin or b"", client_env, timeout,
-                                                        on_stdout_line, idle_timeout)
-        if timed_out == "idle":
+        done = stream(command, stdin or b"", client_env, timeout=timeout, on_line=on_stdout_line,
+                      idle_timeout=idle_timeout)
+        returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+        if done.stopped == "idle":
             # The agent in the container stops itself at its next heartbeat, which nobody reads now.
             raise inactivity_error(self.display, argv[0], idle_timeout or 0)
-        if timed_out:
+        if done.stopped == "timeout":
             # Killing the client does not stop the process inside the container; say so.
             raise TransportError(
                 f"{self.display}: {argv[0]} timed out after {timeout:g}s (it may still be running in "
@@ -285,61 +285,3 @@ class ImageBuildTransport(DockerTransport):
         self._closed = True
         self.cli.call(["rm", "-f", "--", self.container], timeout=self.timeout, check=False)
 
-
-def _stream(command: list[str], stdin: bytes, env: Mapping[str, str], timeout: float | None,
-            on_line: LineCallback | None, idle_timeout: float | None = None) -> tuple[int, str, str, str | None]:
-    """Run `command`, feeding stdin and handing each stdout line over as soon as it arrives."""
-    proc = subprocess.Popen(command, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    stderr_chunks: list[bytes] = []
-    # Separate threads for stdin and stderr: a large payload or a chatty program must not deadlock
-    # against the stdout loop.
-    threads = [threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True),
-               threading.Thread(target=_drain, args=(proc.stderr, stderr_chunks), daemon=True)]
-    for thread in threads:
-        thread.start()
-    expired = threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        proc.kill()
-
-    timer = threading.Timer(timeout, expire) if timeout else None
-    if timer:
-        timer.start()
-    lines: list[str] = []
-    watchdog = Watchdog(idle_timeout, lambda: stop_process(proc)) if idle_timeout else None
-    try:
-        with watchdog or contextlib.nullcontext():
-            for raw in proc.stdout:
-                if watchdog:
-                    watchdog.touch()
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                lines.append(line)
-                if on_line:
-                    on_line(line)
-            proc.wait()
-    finally:
-        if timer:
-            timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    for thread in threads:
-        thread.join()
-    stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
-    why = "idle" if watchdog and watchdog.expired else "timeout" if expired.is_set() else None
-    return proc.returncode, "\n".join(lines), stderr, why
-
-
-def _feed(pipe: IO[bytes], data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except (BrokenPipeError, OSError):
-        pass
-
-
-def _drain(pipe: IO[bytes], chunks: list[bytes]) -> None:
-    chunks.append(pipe.read())

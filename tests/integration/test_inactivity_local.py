@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from provisioner.errors import TransportError
-from provisioner.transport.docker import _stream
 from provisioner.transport.inactivity import STOP_GRACE_S
 from provisioner.transport.local import LocalTransport
+from provisioner.transport.stream import stream
 from tests.support.hosts import TargetHost, write_manifest
 
 SLACK_S = 10.0  # generous: the suite runs 4 workers on 2 cores, so every process may run 3-4x slower
@@ -57,11 +57,28 @@ def test_output_resets_the_limit(tmp_path: Path) -> None:
     assert done.ok and done.stdout.split() == lines
 
 
-def test_the_docker_exec_stream_has_the_same_limit() -> None:
+def test_the_stream_the_docker_exec_client_runs_in_has_the_same_limit() -> None:
     started = time.monotonic()
-    code, out, _, why = _stream(["sh", "-c", "echo one; exec sleep 30"], b"", dict(os.environ), 60, None, 1)
-    assert why == "idle" and out == "one" and code != 0
+    done = stream(["sh", "-c", "echo one; exec sleep 30"], b"", dict(os.environ), timeout=60, idle_timeout=1)
+    assert done.stopped == "idle" and done.stdout == "one" and done.returncode != 0
     assert time.monotonic() - started <= 1 + STOP_GRACE_S + SLACK_S
+
+
+def test_a_program_left_by_an_interrupted_caller_is_stopped(tmp_path: Path) -> None:
+    """Ctrl-C arrives while a line is handled: the program must not go on changing the host behind the
+    caller's back. It gets SIGTERM first (an agent stops its step on it), then SIGKILL."""
+    pid_file = tmp_path / "pid"
+    program = ["sh", "-c", f"echo $$ > {pid_file}; trap 'echo term > {tmp_path / 'trapped'}; exit 143' TERM; "
+               "echo ready; while :; do sleep 0.1; done"]
+
+    def interrupt(line: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stream(program, b"", dict(os.environ), on_line=interrupt)
+    pid = int(pid_file.read_text())
+    assert _wait_for(lambda: not _running(pid), STOP_GRACE_S + SLACK_S)
+    assert (tmp_path / "trapped").read_text() == "term\n"
 
 
 def test_an_agent_stopped_by_sigterm_stops_its_step_and_says_so(tmp_path: Path) -> None:

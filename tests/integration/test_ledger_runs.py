@@ -14,6 +14,7 @@ import yaml
 
 from tests.support.concurrent_runs import Run, run, two_state_manifest, wait_for_holder, wait_for_slow_step
 from tests.support.hosts import TargetHost
+from tests.support.kills import group_members, processes_running
 from tests.support.servers import free_port
 
 
@@ -67,12 +68,31 @@ def test_failed_refused_and_unreachable_runs_are_recorded(tmp_path: Path) -> Non
     assert all(r["exit_code"] in (0, 1) for r in rows)
 
 
+def _still_running(pgid: int, gate: Path, bound: float = 5.0) -> list[tuple[str, ...]]:
+    """The controller's group (its agent) and the slow step (in a group of its own), after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    while True:
+        step = [argv for pid in processes_running(["sh", "-c"]) if str(gate) in " ".join(argv := _argv(pid))]
+        left = [m.argv for m in group_members(pgid)] + step
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _argv(pid: int) -> tuple[str, ...]:
+    try:
+        return tuple(Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0"))
+    except OSError:
+        return ()
+
+
 def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
     ledger = {"PROVISION_LEDGER": str(tmp_path / "ledger.sqlite")}
     host = TargetHost("local", "local", str(tmp_path / "root"))
     # The slow step waits on a gate nobody opens (120 s at most): it ends only by the signal, however
     # slowly a loaded machine delivers it.
-    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=120, gate=tmp_path / "never-opened")
+    gate = tmp_path / "never-opened"
+    slow = two_state_manifest(tmp_path, host, "A", slow_seconds=120, gate=gate)
     quick = two_state_manifest(tmp_path, host, "B", slow_seconds=0)
     outcomes = {}
     # Ctrl-C reaches the whole foreground group (controller and agent); SIGTERM only the controller;
@@ -87,8 +107,13 @@ def test_interrupted_runs_are_recorded_as_interrupted(tmp_path: Path) -> None:
                 victim.process.send_signal(signum)
             ended = victim.finish(timeout=90)
             outcomes[signum.name] = (ended.returncode, ended.stderr)
+            if signum == signal.SIGTERM:
+                # Only the controller was signalled: it stops its agent and the step on the way out, at once
+                # (the agent's heartbeat would notice the lost controller only at its next beat, 10 s on).
+                left = _still_running(victim.pid, gate)
+                assert not left, f"the agent and its step outlived the controller's SIGTERM: {left}"
         finally:
-            victim.kill()  # the agent a SIGTERM left running, with its slow step
+            victim.kill()
     assert outcomes["SIGINT"][0] == 1 and "Traceback" not in outcomes["SIGINT"][1], outcomes["SIGINT"]
     assert outcomes["SIGTERM"][0] == 1 and "Traceback" not in outcomes["SIGTERM"][1], outcomes["SIGTERM"]
     assert outcomes["SIGKILL"][0] == -signal.SIGKILL
